@@ -1,0 +1,5 @@
+"""Methods of the unlearning system, by name: ``METHODS`` and ``get_method``."""
+from .base import METHODS, Method, get_method, register
+from . import basic  # noqa: F401  (registers merge, local)
+
+__all__ = ["METHODS", "Method", "get_method", "register"]

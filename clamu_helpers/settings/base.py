@@ -1,0 +1,151 @@
+"""A setting: a suite of tasks, a pretrained model M0, a loss and a metric, sized by a profile.
+
+Every task is a potential forget set. A setting hands the rest of the kit plain tensors
+(``Task.train = (x, y)``) and one ``nn.Module`` (M0), so the same finetuning, merging and
+unlearning code runs on the embedded analogs, the paper's models, and a user's own model.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..params import ParamSpec, functional
+
+PROFILES = ("smoke", "cpu", "paper")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How each task is finetuned from M0 (identical for every task, recorded with τ_t)."""
+
+    steps: int = 100
+    lr: float = 1e-3
+    batch_size: int = 32
+    optimizer: str = "adam"       # "adam" | "adamw" | "sgd"
+    weight_decay: float = 0.0
+    threads: int = 1              # pinned during finetuning: bits depend on it on the CPU
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(eq=False)
+class Task:
+    """One task (client, user, author): its own training, validation and test data."""
+
+    task_id: str
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    labels: tuple[int, ...] = ()
+    source: str = ""
+    info: dict = field(default_factory=dict)
+
+    def digest(self) -> str:
+        """SHA-256 of the task's training data: part of every cache key for τ_t."""
+        from ..taskvector import sha256_tensor
+        h = hashlib.sha256(self.task_id.encode())
+        for t in self.train:
+            h.update(sha256_tensor(t).encode())
+        return h.hexdigest()
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {name!r}: use train, val or test")
+        return getattr(self, name)
+
+
+class Setting:
+    """Base class. Subclasses fill ``tasks``, build M0 in ``build_pretrained`` and may
+    override ``loss`` and ``score`` (accuracy by default)."""
+
+    name: str = "setting"
+    description: str = ""
+    num_classes: int = 0
+
+    def __init__(self, profile: str = "cpu", seed: int = 0, finetune: FinetuneConfig | None = None):
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+        self.profile = profile
+        self.seed = int(seed)
+        self.finetune_config = finetune or FinetuneConfig()
+        self.tasks: list[Task] = []
+
+    # -- model -------------------------------------------------------------------------
+    def build_pretrained(self) -> nn.Module:
+        raise NotImplementedError
+
+    @cached_property
+    def model(self) -> nn.Module:
+        """M0 (built once per process; subclasses cache it on disk by content hash)."""
+        m = self.build_pretrained()
+        m.eval()
+        return m
+
+    def trainable(self, name: str) -> bool:
+        """Which parameters finetuning changes (default: all)."""
+        return True
+
+    @cached_property
+    def spec(self) -> ParamSpec:
+        return ParamSpec.from_model(self.model, self.trainable)
+
+    @cached_property
+    def theta0(self) -> torch.Tensor:
+        """M0's trained parameters as a flat float32 vector θ0."""
+        return self.spec.flatten(self.model).clone()
+
+    # -- loss and metric ---------------------------------------------------------------
+    def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(output, y)
+
+    @torch.no_grad()
+    def predict(self, weights: torch.Tensor, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+        outs = [functional(self.model, self.spec, weights, x[i:i + batch]) for i in range(0, len(x), batch)]
+        return torch.cat(outs)
+
+    def score(self, weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
+        """The metric of served weights on (x, y): accuracy in the global label space."""
+        if len(y) == 0:
+            return float("nan")
+        return float((self.predict(weights, x).argmax(-1) == y).float().mean())
+
+    metric_name = "accuracy"
+
+    # -- bookkeeping -------------------------------------------------------------------
+    @property
+    def task_ids(self) -> list[str]:
+        return [t.task_id for t in self.tasks]
+
+    def task(self, task_id: str) -> Task:
+        from ..errors import UnknownTaskError
+        try:
+            return self._by_id[str(task_id)]
+        except KeyError:
+            raise UnknownTaskError(f"setting {self.name!r} has no task {task_id!r}") from None
+
+    @cached_property
+    def _by_id(self) -> dict[str, Task]:
+        return {t.task_id: t for t in self.tasks}
+
+    def subset(self, n: int) -> "Setting":
+        """The same setting restricted to its first ``n`` tasks (shares M0 and data)."""
+        import copy
+        other = copy.copy(self)
+        other.tasks = self.tasks[:n]
+        other.__dict__.pop("_by_id", None)
+        return other
+
+    def describe(self) -> dict:
+        return {"setting": self.name, "profile": self.profile, "seed": self.seed,
+                "tasks": len(self.tasks), "parameters": self.spec.numel,
+                "finetune": self.finetune_config.to_json(), "metric": self.metric_name}
+
+
+SettingFactory = Callable[..., Setting]

@@ -1,0 +1,204 @@
+"""The unlearning system: fit → serve → unlearn → report, whatever the method.
+
+``UnlearningSystem(setting, method="merge")`` finetunes every task deterministically from M0,
+merges the task vectors into the exact :class:`MergeLedger` (τ̄ = Σ_t τ_t), and lets the
+method learn what it serves on top (masks, clusters). ``unlearn(ids)`` retrains each τ_u on
+u's data alone, checks its hash against the one recorded at merge time, subtracts it, and
+lets the method refresh what became stale. ``served_digest()`` hashes everything served; the
+audit compares it with a system fitted from scratch without the forgotten tasks.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .determinism import fingerprint
+from .errors import DuplicateTaskError, ExactnessError, UnknownTaskError
+from .ledger import MergeLedger
+from .methods import Method, get_method
+from .parallel import run_finetunes
+from .settings.base import Setting
+from .taskvector import TaskVector
+
+
+@dataclass
+class Costs:
+    """Compute spent: gradient steps (all finetunes), parallel steps (the critical path when
+    independent finetunes run side by side, as the draft's Table 3 counts), wall seconds."""
+
+    finetunes: int = 0
+    gradient_steps: int = 0
+    parallel_steps: int = 0
+    seconds: float = 0.0
+
+    def add(self, finetunes: int = 0, gradient_steps: int = 0, parallel_steps: int = 0, seconds: float = 0.0):
+        self.finetunes += finetunes
+        self.gradient_steps += gradient_steps
+        self.parallel_steps += parallel_steps
+        self.seconds += seconds
+
+
+class UnlearningSystem:
+    """One object, one life cycle: ``fit``, ``weights_for``/``model_for``, ``unlearn``,
+    ``evaluate``, ``report``. ``method`` is a name from :data:`clamu_helpers.methods.METHODS`
+    (``merge``, ``local``, …) or a :class:`Method`; extra keyword arguments go to the method."""
+
+    def __init__(self, setting: Setting, method: str | Method = "merge", seed: int = 0, store=None,
+                 backend: str = "serial", progress: bool = False, **method_params):
+        self.setting = setting
+        self.method = get_method(method, **method_params) if isinstance(method, str) else method
+        self.seed = int(seed)
+        self.store = store
+        self.backend = backend
+        self.progress = progress
+        self.ledger = MergeLedger(setting.spec)
+        self.vectors: dict[str, TaskVector] = {}
+        self.unlearned: list[str] = []
+        self.fit_costs = Costs()
+        self.unlearn_costs = Costs()
+        self.fingerprint = fingerprint(setting.finetune_config.threads)
+        self._tau_cache: tuple[str, torch.Tensor] | None = None
+
+    # -- finetuning --------------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        return self.setting.finetune_config.steps
+
+    def finetune(self, task_ids: Sequence[str], use_store: bool = True, desc: str = "finetune") -> dict[str, TaskVector]:
+        """τ_t for each id with this system's seed and the method's finetuning options."""
+        return run_finetunes(self.setting, task_ids, seed=self.seed, backend=self.backend,
+                             store=self.store if use_store else None, progress=self.progress, desc=desc,
+                             **self.method.finetune_kwargs(self))
+
+    def fit(self, task_ids: Iterable[str] | None = None) -> "UnlearningSystem":
+        """Finetune every task (default: all of the setting's), merge, and fit the method."""
+        if len(self.ledger):
+            raise RuntimeError("this system is already fitted; create a new one to fit again")
+        ids = [str(t) for t in (self.setting.task_ids if task_ids is None else task_ids)]
+        _check_unique(ids)
+        for t in ids:
+            self.setting.task(t)  # raises UnknownTaskError with the setting's name
+        t0 = time.perf_counter()
+        vectors = self.finetune(ids, desc=f"finetune {self.setting.name}")
+        for tid in ids:
+            self.ledger.add(tid, vectors[tid])
+        if self.method.keeps_vectors:
+            self.vectors = dict(vectors)
+        self.fit_costs.add(len(ids), len(ids) * self.steps, self.steps if ids else 0)
+        self.method.fit(self, vectors)
+        self.fit_costs.seconds += time.perf_counter() - t0
+        return self
+
+    # -- serving ---------------------------------------------------------------------------------
+    @property
+    def task_ids(self) -> tuple[str, ...]:
+        return self.ledger.task_ids
+
+    @property
+    def tau_bar(self) -> torch.Tensor:
+        """τ̄ (float32), recomputed from the ledger only when the merged set changes."""
+        digest = self.ledger.digest()
+        if self._tau_cache is None or self._tau_cache[0] != digest:
+            self._tau_cache = (digest, self.ledger.tau_bar())
+        return self._tau_cache[1]
+
+    def weights_for(self, task_id: str) -> torch.Tensor:
+        """The flat weights served to ``task_id`` (a forgotten or unknown task gets what the
+        method serves to tasks without their own state)."""
+        return self.method.weights_for(self, str(task_id))
+
+    def model_for(self, task_id: str) -> nn.Module:
+        """A copy of M0 holding the weights served to ``task_id``."""
+        model = copy.deepcopy(self.setting.model)
+        return self.setting.spec.load_into(model, self.weights_for(task_id))
+
+    def served_digest(self) -> str:
+        """SHA-256 of the whole served state: τ̄ (ledger) plus the method's state."""
+        h = hashlib.sha256(self.ledger.digest().encode())
+        h.update(self.method.state_digest(self).encode())
+        return h.hexdigest()
+
+    # -- unlearning --------------------------------------------------------------------------
+    def unlearn(self, task_ids: Iterable[str]) -> dict:
+        """Forget ``task_ids``: retrain each τ_u deterministically, verify its hash, subtract it
+        from τ̄, then refresh the method. All or nothing: on any error the state is unchanged."""
+        ids = [str(t) for t in task_ids]
+        if not ids:
+            raise ValueError("unlearn() needs at least one task id")
+        _check_unique(ids)
+        for t in ids:
+            if t not in self.ledger:
+                why = "was already unlearned" if t in self.unlearned else "is not merged in this system"
+                raise UnknownTaskError(f"cannot unlearn task {t!r}: it {why}")
+        t0 = time.perf_counter()
+        if self.method.retrains:
+            retrained = self.finetune(ids, use_store=False, desc="retrain")
+        else:
+            retrained = {t: self.vectors[t] for t in ids}
+        recorded = self.ledger.hashes
+        mismatched = [t for t in ids if retrained[t].sha256 != recorded[t]]
+        if mismatched:
+            raise ExactnessError(
+                f"retrained task vectors of {mismatched} differ from the ones merged (SHA-256 mismatch): "
+                f"finetuning was not reproduced bit for bit (thread count, library versions, data or "
+                f"hyperparameters changed?). Nothing was unlearned.")
+        backup = (copy.deepcopy(self.ledger), dict(self.vectors), copy.deepcopy(self.method),
+                  list(self.unlearned), copy.deepcopy(self.unlearn_costs))
+        try:
+            for t in ids:
+                self.ledger.remove(t, retrained[t])
+                self.vectors.pop(t, None)
+                self.unlearned.append(t)
+            n = len(ids) if self.method.retrains else 0
+            self.unlearn_costs.add(n, n * self.steps, n * self.steps)
+            self.method.refresh(self, ids)
+        except BaseException:
+            self.ledger, self.vectors, self.method, self.unlearned, self.unlearn_costs = backup
+            self._tau_cache = None
+            raise
+        self.unlearn_costs.seconds += time.perf_counter() - t0
+        return {"unlearned": ids, "retrain_hashes_match": True, "hashes": {t: retrained[t].sha256 for t in ids},
+                "digest": self.served_digest()}
+
+    # -- evaluation and report ----------------------------------------------------------------
+    def evaluate(self, split: str = "test", task_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """One row per task: its served weights scored on its own ``split`` data."""
+        ids = list(self.setting.task_ids if task_ids is None else task_ids)
+        rows, cache = [], {}
+        for tid in ids:
+            task = self.setting.task(tid)
+            group = self.method.group_of(self, tid)
+            if group not in cache:
+                cache = {group: self.weights_for(tid)} if len(cache) > 64 else {**cache, group: self.weights_for(tid)}
+            x, y = task.split(split)
+            rows.append({"task_id": tid, "source": task.source, "group": group,
+                         "merged": tid in self.ledger, "unlearned": tid in self.unlearned,
+                         self.setting.metric_name: self.setting.score(cache[group], x, y)})
+        return pd.DataFrame(rows)
+
+    def storage_bytes(self) -> int:
+        return int(self.method.storage_bytes(self))
+
+    def report(self) -> dict:
+        return {"setting": self.setting.name, "profile": self.setting.profile, "method": self.method.name,
+                "method_params": self.method.params, "tasks": len(self.ledger), "unlearned": list(self.unlearned),
+                "storage_bytes": self.storage_bytes(), "fit": asdict(self.fit_costs),
+                "unlearn": asdict(self.unlearn_costs), "digest": self.served_digest(),
+                "fingerprint": self.fingerprint}
+
+
+def _check_unique(ids: Sequence[str]) -> None:
+    seen, dup = set(), []
+    for t in ids:
+        if t in seen:
+            dup.append(t)
+        seen.add(t)
+    if dup:
+        raise DuplicateTaskError(f"task ids repeated in one request: {sorted(set(dup))}")
