@@ -71,6 +71,10 @@ class Method:
         """(tensors, JSON metadata) of the served state beyond τ̄."""
         return {}, {}
 
+    def load_state(self, system: "UnlearningSystem", tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Restore what :meth:`state` returned (persistence). ``self.params`` must hold the
+        JSON-able constructor keyword arguments, so ``get_method(name, **params)`` rebuilds it."""
+
     def state_digest(self, system: "UnlearningSystem") -> str:
         tensors, meta = self.state(system)
         h = hashlib.sha256(json.dumps({"method": self.name, "params": self.params, "meta": meta},

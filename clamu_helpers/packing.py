@@ -1,0 +1,47 @@
+"""Masks stored as bits: 1 bit per parameter packed, or compressed where sparse.
+
+``pack(m)`` → uint8 tensor of ⌈d/8⌉ bytes; ``unpack(packed, d)`` round-trips exactly.
+``compress(m)`` stores the packed bits with zlib (level 9), which costs well under 1 bit per
+parameter when the mask is sparse or structured; ``bits_per_parameter`` reports either.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import torch
+
+
+def pack(mask: torch.Tensor) -> torch.Tensor:
+    """A boolean (or 0/1) flat mask as packed bits (uint8, little bit order)."""
+    m = mask.detach().reshape(-1).to(torch.bool).cpu().numpy()
+    return torch.from_numpy(np.packbits(m, bitorder="little"))
+
+
+def unpack(packed: torch.Tensor, d: int) -> torch.Tensor:
+    """Inverse of :func:`pack`: a bool tensor of length ``d``."""
+    if packed.dtype != torch.uint8 or packed.numel() != (d + 7) // 8:
+        raise ValueError(f"packed mask has {packed.numel()} bytes of {packed.dtype}; expected {(d + 7) // 8} uint8")
+    bits = np.unpackbits(packed.cpu().numpy(), count=d, bitorder="little")
+    return torch.from_numpy(bits.astype(bool))
+
+
+def compress(mask: torch.Tensor) -> bytes:
+    """Packed bits, zlib-compressed."""
+    return zlib.compress(pack(mask).numpy().tobytes(), 9)
+
+
+def decompress(blob: bytes, d: int) -> torch.Tensor:
+    raw = np.frombuffer(zlib.decompress(blob), dtype=np.uint8).copy()
+    return unpack(torch.from_numpy(raw), d)
+
+
+def packed_bytes(d: int) -> int:
+    """Storage of one packed mask over d parameters: ⌈d/8⌉ bytes."""
+    return (int(d) + 7) // 8
+
+
+def bits_per_parameter(mask: torch.Tensor, compressed: bool = False) -> float:
+    d = mask.numel()
+    n = len(compress(mask)) if compressed else packed_bytes(d)
+    return 8.0 * n / d
