@@ -21,10 +21,40 @@ ANALOG_OF = {
 }
 
 
-def register_setting(name: str, factory: Callable[..., Setting], analog_of: str) -> None:
-    """Add a setting to the registry (modules of optional settings call this on import)."""
+#: name → a function returning (available, what is missing) without building the setting
+AVAILABILITY: dict[str, Callable[[], tuple[bool, str]]] = {}
+
+
+def _images_available() -> tuple[bool, str]:
+    from .images import data_available
+    have = data_available()
+    missing = [k for k, ok in have.items() if not ok]
+    return (not missing, "" if not missing else f"missing image data: {missing} (see README, Setup)")
+
+
+AVAILABILITY["images-uniform"] = AVAILABILITY["images-label-subsets"] = _images_available
+
+
+def register_setting(name: str, factory: Callable[..., Setting], analog_of: str,
+                     available: Callable[[], tuple[bool, str]] | None = None) -> None:
+    """Add a setting to the registry (modules of optional settings call this on import).
+    ``available()`` returns (True, "") when its data and weights are on this machine, else
+    (False, what to download where)."""
     SETTINGS[name] = factory
     ANALOG_OF[name] = analog_of
+    if available is not None:
+        AVAILABILITY[name] = available
+
+
+def availability(name: str) -> tuple[bool, str]:
+    """(available, what is missing) for a registered setting."""
+    check = AVAILABILITY.get(name)
+    if check is None:
+        return True, ""
+    try:
+        return check()
+    except Exception as e:  # an availability check must never crash a listing
+        return False, f"{type(e).__name__}: {e}"
 
 
 def get_setting(name: str, profile: str = "cpu", seed: int = 0, **kw) -> Setting:
@@ -36,4 +66,4 @@ def get_setting(name: str, profile: str = "cpu", seed: int = 0, **kw) -> Setting
     return SETTINGS[name](profile=profile, seed=seed, **kw)
 
 
-__all__ = ["ANALOG_OF", "FinetuneConfig", "PROFILES", "SETTINGS", "Setting", "SyntheticSetting", "Task", "get_setting", "register_setting"]
+__all__ = ["ANALOG_OF", "FinetuneConfig", "PROFILES", "SETTINGS", "Setting", "SyntheticSetting", "Task", "availability", "get_setting", "register_setting"]
