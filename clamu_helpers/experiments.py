@@ -1,0 +1,126 @@
+"""One function per figure or table of the paper, each returning a tidy ``pandas.DataFrame``.
+
+Notebooks call these and plot the frames with :mod:`clamu_helpers.plots`. Finetunes are
+content-addressed in a :class:`TaskVectorStore`, so re-running a notebook (or another
+notebook on the same setting) reuses every finished finetune.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from .audit import choose_forget_set
+from .ledger import MergeLedger
+from .settings import get_setting
+from .settings.base import Setting
+from .store import TaskVectorStore
+from .system import UnlearningSystem
+
+_STORE: TaskVectorStore | None = None
+
+
+def default_store() -> TaskVectorStore:
+    """The shared on-disk store of finished finetunes (``$CLAMU_CACHE/task_vectors``)."""
+    global _STORE
+    if _STORE is None:
+        _STORE = TaskVectorStore()
+    return _STORE
+
+
+def log_sizes(n: int, base: Sequence[int] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)) -> list[int]:
+    """Task counts on a log grid up to ``n`` (``n`` included)."""
+    return sorted({b for b in base if b < n} | {n})
+
+
+def _mean(setting: Setting, weights: torch.Tensor, ids: Iterable[str], split: str = "test") -> float:
+    scores = [setting.score(weights, *setting.task(t).split(split)) for t in ids]
+    return float(sum(scores) / len(scores))
+
+
+def merging_at_scale(setting: Setting, sizes: Sequence[int] | None = None, seed: int = 0,
+                     alpha: str | float = "mean", progress: bool = False) -> pd.DataFrame:
+    """Figure 2: accuracy of the merged model M0 + α Σ_{t≤T} τ_t on the first T tasks, as T
+    grows, beside the T local models and the zero-shot M0 (mean over the T tasks)."""
+    ids = setting.task_ids
+    sizes = list(sizes or log_sizes(len(ids)))
+    system = UnlearningSystem(setting, "local", seed=seed, store=default_store(), progress=progress)
+    vectors = system.finetune(ids[: max(sizes)], desc=f"finetune {setting.name}")
+    local = {t: setting.score(setting.theta0 + vectors[t].values, *setting.task(t).test) for t in vectors}
+    zero = {t: setting.score(setting.theta0, *setting.task(t).test) for t in vectors}
+    rows = []
+    ledger = MergeLedger(setting.spec)
+    for t_id in ids[: max(sizes)]:
+        ledger.add(t_id, vectors[t_id])
+        n = len(ledger)
+        if n not in sizes:
+            continue
+        a = 1.0 / n if alpha == "mean" else float(alpha)
+        first = ids[:n]
+        merged = _mean(setting, setting.theta0 + a * ledger.tau_bar(), first)
+        for label, value in (("merged", merged), ("local", sum(local[t] for t in first) / n),
+                             ("zero-shot", sum(zero[t] for t in first) / n)):
+            rows.append({"setting": setting.name, "tasks": n, "model": label, setting.metric_name: value})
+    return pd.DataFrame(rows)
+
+
+def compare_methods(setting: Setting, methods: dict[str, tuple[str, dict]], seed: int = 0,
+                    progress: bool = False) -> pd.DataFrame:
+    """Fit each ``label → (method, params)`` on every task; one row per method with mean
+    test score, storage bytes and fit costs (Figures 3 and 5, SIFT-Masks comparison)."""
+    rows = []
+    for label, (method, params) in methods.items():
+        t0 = time.perf_counter()
+        system = UnlearningSystem(setting, method, seed=seed, store=default_store(), progress=progress,
+                                  **params).fit()
+        scores = system.evaluate()[setting.metric_name]
+        rows.append({"setting": setting.name, "label": label, "method": method, "tasks": len(system.task_ids),
+                     setting.metric_name: float(scores.mean()), "storage_bytes": system.storage_bytes(),
+                     "fit_gradient_steps": system.fit_costs.gradient_steps,
+                     "seconds": time.perf_counter() - t0, **{f"param_{k}": v for k, v in params.items()}})
+    return pd.DataFrame(rows)
+
+
+def unlearning_schedule(n_tasks: int, fractions: Sequence[float] = (0, 0.5, 0.75, 0.95, 0.99, 0.998)) -> list[int]:
+    """How many tasks are unlearned at each row of Tables 2–3 (draft: 0, 250, 375, 475, 495, 499 of 500)."""
+    out = sorted({min(n_tasks - 1, int(round(f * n_tasks))) for f in fractions})
+    return out
+
+
+def unlearning_curve(setting: Setting, method: str = "merge", schedule: Sequence[int] | None = None,
+                     seed: int = 0, progress: bool = False, **params) -> pd.DataFrame:
+    """Tables 2–3: unlearn tasks one by one (seeded order) and, at each checkpoint of the
+    schedule, record the mean score on the remaining tasks, the cumulative gradient and
+    parallel steps, storage, and whether the served state equals a from-scratch fit."""
+    ids = setting.task_ids
+    schedule = list(schedule or unlearning_schedule(len(ids)))
+    order = choose_forget_set(ids, max(schedule), seed) if max(schedule) else []
+    system = UnlearningSystem(setting, method, seed=seed, store=default_store(), progress=progress, **params).fit()
+    rows, done = [], 0
+    for k in schedule:
+        for tid in order[done:k]:
+            system.unlearn([tid])
+        done = k
+        remaining = [t for t in ids if t not in set(order[:k])]
+        scores = system.evaluate(task_ids=remaining)[setting.metric_name]
+        rows.append({"setting": setting.name, "method": method, "unlearned": k, "remaining": len(remaining),
+                     setting.metric_name: float(scores.mean()),
+                     "gradient_steps": system.unlearn_costs.gradient_steps,
+                     "parallel_steps": system.unlearn_costs.parallel_steps,
+                     "unlearn_seconds": system.unlearn_costs.seconds, "storage_bytes": system.storage_bytes()})
+    return pd.DataFrame(rows)
+
+
+def scratch_retraining_cost(total: int, unlearn: int) -> dict:
+    """The draft's counting: retraining one model from scratch after each of ``unlearn``
+    deletions costs Σ_{i=total-unlearn}^{total-1} i task-trainings; merging costs ``unlearn``."""
+    scratch = sum(range(total - unlearn, total))
+    return {"tasks": total, "unlearned": unlearn, "scratch_task_trainings": scratch,
+            "merge_task_trainings": unlearn, "ratio": scratch / unlearn}
+
+
+def load(name: str, profile: str, seed: int = 0, **kw) -> Setting:
+    """``get_setting`` for notebooks (one import)."""
+    return get_setting(name, profile, seed, **kw)

@@ -1,0 +1,88 @@
+"""Figures and tables from the experiment frames, and saving them with their provenance.
+
+Every saved figure or table gets a ``<name>.meta.json`` beside it recording the profile and
+the environment fingerprint, so a reader knows what produced it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from .determinism import fingerprint
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def output_dir(profile: str, out: str | os.PathLike | None = None) -> Path:
+    """``$CLAMU_FIGURES`` (set by ``reproduce --out``), else ``figures/<profile>``."""
+    d = Path(out or os.environ.get("CLAMU_FIGURES") or Path("figures") / profile)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _meta(path: Path, profile: str, extra: dict | None) -> None:
+    meta = {"profile": profile, "fingerprint": fingerprint(), **(extra or {})}
+    path.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def save_figure(fig, name: str, profile: str, out=None, **extra) -> Path:
+    path = output_dir(profile, out) / f"{name}.png"
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    _meta(path, profile, extra)
+    return path
+
+
+def save_table(df: pd.DataFrame, name: str, profile: str, out=None, floatfmt: str = ".3f", **extra) -> Path:
+    d = output_dir(profile, out)
+    df.to_csv(d / f"{name}.csv", index=False)
+    (d / f"{name}.md").write_text(df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    _meta(d / f"{name}.csv", profile, extra)
+    return d / f"{name}.md"
+
+
+def merging_at_scale(df: pd.DataFrame, metric: str = "accuracy"):
+    """Figure 2: one panel per setting, score vs number of merged models (log x)."""
+    settings = list(dict.fromkeys(df["setting"]))
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.4), squeeze=False)
+    for ax, (i, name) in zip(axes[0], enumerate(settings)):
+        sub = df[df["setting"] == name]
+        col = metric if metric in sub and sub[metric].notna().any() else sub.columns[-1]
+        sns.lineplot(data=sub, x="tasks", y=col, hue="model", marker="o", ax=ax,
+                     hue_order=[m for m in ("local", "merged", "zero-shot") if m in set(sub["model"])])
+        ax.set_xscale("log")
+        ax.set_title(f"({'i ii iii iv v vi'.split()[i]}) {name}")
+        ax.set_xlabel("merged models")
+        if i:
+            ax.get_legend().remove()
+    fig.tight_layout()
+    return fig
+
+
+def storage_vs_accuracy(df: pd.DataFrame, metric: str = "accuracy", hue: str = "label", title: str = ""):
+    """Figures 3–5: storage (bytes, log x) against mean score, one point per method/K."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    sns.scatterplot(data=df, x="storage_bytes", y=metric, hue=hue, style=hue, s=90, ax=ax)
+    for _, r in df.iterrows():
+        ax.annotate(str(r.get("annotation", "")), (r["storage_bytes"], r[metric]), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("storage (bytes)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def lines(df: pd.DataFrame, x: str, y: str, hue: str, title: str = "", logx: bool = False):
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    sns.lineplot(data=df, x=x, y=y, hue=hue, marker="o", ax=ax)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
