@@ -86,3 +86,12 @@ def lines(df: pd.DataFrame, x: str, y: str, hue: str, title: str = "", logx: boo
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def report_rows(notebook: str, rows: list[dict], profile: str, out=None) -> Path:
+    """Save paper-vs-ours rows (``claim``, ``paper``, ``ours``, ``reproduces``) for REPORT.md."""
+    d = output_dir(profile, out) / "report"
+    d.mkdir(exist_ok=True)
+    path = d / f"{notebook}.json"
+    path.write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    return path
