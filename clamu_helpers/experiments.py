@@ -90,18 +90,21 @@ def unlearning_schedule(n_tasks: int, fractions: Sequence[float] = (0, 0.5, 0.75
 
 
 def unlearning_curve(setting: Setting, method: str = "merge", schedule: Sequence[int] | None = None,
-                     seed: int = 0, progress: bool = False, **params) -> pd.DataFrame:
-    """Tables 2–3: unlearn tasks one by one (seeded order) and, at each checkpoint of the
-    schedule, record the mean score on the remaining tasks, the cumulative gradient and
-    parallel steps, storage, and whether the served state equals a from-scratch fit."""
+                     seed: int = 0, progress: bool = False, batch: bool = False, **params) -> pd.DataFrame:
+    """Tables 2–3: unlearn tasks in a seeded order and, at each checkpoint of the schedule,
+    record the mean score on the remaining tasks, the cumulative gradient and parallel steps
+    and storage. ``batch=False`` sends one request per task (the draft's sequential
+    counting); ``batch=True`` one request per checkpoint (one refresh for the methods whose
+    masks must be recomputed, which keeps ClAMU/TALL curves affordable on a CPU)."""
     ids = setting.task_ids
     schedule = list(schedule or unlearning_schedule(len(ids)))
     order = choose_forget_set(ids, max(schedule), seed) if max(schedule) else []
     system = UnlearningSystem(setting, method, seed=seed, store=default_store(), progress=progress, **params).fit()
     rows, done = [], 0
     for k in schedule:
-        for tid in order[done:k]:
-            system.unlearn([tid])
+        todo = order[done:k]
+        for req in ([todo] if batch and todo else [[t] for t in todo]):
+            system.unlearn(req)
         done = k
         remaining = [t for t in ids if t not in set(order[:k])]
         scores = system.evaluate(task_ids=remaining)[setting.metric_name]
@@ -113,12 +116,35 @@ def unlearning_curve(setting: Setting, method: str = "merge", schedule: Sequence
     return pd.DataFrame(rows)
 
 
-def scratch_retraining_cost(total: int, unlearn: int) -> dict:
-    """The draft's counting: retraining one model from scratch after each of ``unlearn``
-    deletions costs Σ_{i=total-unlearn}^{total-1} i task-trainings; merging costs ``unlearn``."""
-    scratch = sum(range(total - unlearn, total))
-    return {"tasks": total, "unlearned": unlearn, "scratch_task_trainings": scratch,
-            "merge_task_trainings": unlearn, "ratio": scratch / unlearn}
+def cluster_counts(n_tasks: int, paper: Sequence[int] = (4, 20, 100), paper_tasks: int = 500) -> list[int]:
+    """The draft's K ∈ {4, 20, 100} of 500 tasks, scaled to ``n_tasks`` (at least 2, below T)."""
+    ks = {max(2, round(k * n_tasks / paper_tasks)) for k in paper}
+    if n_tasks <= 20:
+        ks |= {2, 4}
+    return sorted(k for k in ks if k < n_tasks)
+
+
+def methods_vs_tasks(setting: Setting, methods: dict[str, tuple[str, dict]], sizes: Sequence[int],
+                     seed: int = 0, progress: bool = False) -> pd.DataFrame:
+    """Mean score of each method fitted on the first n tasks, for each n in ``sizes``."""
+    frames = []
+    for n in sizes:
+        df = compare_methods(setting.subset(n), methods, seed=seed, progress=progress)
+        frames.append(df.assign(tasks=n))
+    return pd.concat(frames, ignore_index=True)
+
+
+def dataset_table(settings: Sequence[Setting]) -> pd.DataFrame:
+    """Table 6: tasks, global labels, labels per task and task sizes of each setting."""
+    rows = []
+    for s in settings:
+        labels = [len(set(t.train[1].reshape(-1).tolist()) - {-100}) for t in s.tasks]
+        sizes = [len(t.train[1]) for t in s.tasks]
+        rows.append({"setting": s.name, "profile": s.profile, "tasks": len(s.tasks), "global labels": s.num_classes,
+                     "labels/task min": min(labels), "labels/task max": max(labels),
+                     "train size min": min(sizes), "train size max": max(sizes), "parameters": s.spec.numel,
+                     "steps": s.finetune_config.steps})
+    return pd.DataFrame(rows)
 
 
 def load(name: str, profile: str, seed: int = 0, **kw) -> Setting:

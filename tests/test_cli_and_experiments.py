@@ -1,0 +1,112 @@
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from clamu_helpers import experiments as ex
+from clamu_helpers.audit import audit, choose_forget_set
+from clamu_helpers.reproduce import _notebooks, write_report
+
+ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "clamu_helpers", *args], capture_output=True, text=True, env=ENV)
+
+
+def test_audit_command_prints_json_and_exits_zero_when_exact():
+    r = _cli("audit", "--setting", "synthetic", "--profile", "smoke", "--unlearn", "2", "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["exact"] is True and out["retrain_hashes_match"] is True
+    assert out["digest_unlearned"] == out["digest_from_scratch"]
+    assert out["tasks"] == 8 and len(out["unlearned"]) == 2
+
+
+def test_audit_detects_a_non_exact_method(tiny):
+    from clamu_helpers.methods import Method, register
+    from clamu_helpers.methods.basic import Merge
+
+    @register("leaky-test")
+    class Leaky(Merge):  # remembers how many tasks it ever saw: not a function of the remaining set
+        def fit(self, system, vectors):
+            self.seen = len(vectors)
+
+        def refresh(self, system, removed):
+            pass
+
+        def state(self, system):
+            return {}, {"seen": self.seen}
+
+    try:
+        out = audit(tiny, "leaky-test", unlearn=1, seed=0)
+        assert out["exact"] is False and out["ledger_exact"] is True
+    finally:
+        from clamu_helpers.methods import METHODS
+        METHODS.pop("leaky-test")
+
+
+def test_settings_command_lists_availability():
+    r = _cli("settings", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["setting"]: row for row in json.loads(r.stdout)}
+    assert rows["synthetic"]["available"] is True
+    assert {"images-uniform", "images-label-subsets"} <= set(rows)
+
+
+def test_bad_arguments_are_reported():
+    r = _cli("audit", "--setting", "synthetic", "--unlearn", "99")
+    assert r.returncode != 0 and "between 1 and 7" in r.stderr
+    with pytest.raises(ValueError, match="unknown setting"):
+        from clamu_helpers.settings import get_setting
+        get_setting("nope")
+
+
+def test_forget_set_is_seeded_and_distinct():
+    ids = [f"t{i}" for i in range(20)]
+    a = choose_forget_set(ids, 5, 1)
+    assert a == choose_forget_set(ids, 5, 1) != choose_forget_set(ids, 5, 2)
+    assert len(set(a)) == 5
+
+
+def test_merging_at_scale_frame(tiny):
+    df = ex.merging_at_scale(tiny, sizes=[1, 4, 8])
+    wide = df.pivot_table(index="tasks", columns="model", values="accuracy")
+    assert list(wide.index) == [1, 4, 8]
+    # one merged model is the local model itself
+    assert wide.loc[1, "merged"] == pytest.approx(wide.loc[1, "local"])
+    assert (wide["local"] >= wide["merged"]).all()
+
+
+def test_unlearning_curve_counts_steps(tiny):
+    df = ex.unlearning_curve(tiny, "merge", schedule=[0, 3, 6])
+    steps = tiny.finetune_config.steps
+    assert list(df["remaining"]) == [8, 5, 2]
+    assert list(df["gradient_steps"]) == [0, 3 * steps, 6 * steps]
+
+
+def test_cluster_counts_scale_the_drafts_k():
+    assert ex.cluster_counts(500) == [4, 20, 100]
+    assert all(2 <= k < 12 for k in ex.cluster_counts(12))
+
+
+def test_report_puts_paper_and_ours_side_by_side(tmp_path):
+    (tmp_path / "report").mkdir()
+    rows = [{"claim": "c1", "paper": "p1", "ours": "o1", "reproduces": True},
+            {"claim": "c2", "paper": "p2", "ours": "o2", "reproduces": False}]
+    (tmp_path / "report" / "01_x.json").write_text(json.dumps(rows))
+    text = write_report(tmp_path, "smoke", [{"notebook": "01_x", "ok": True, "seconds": 1.0, "error": ""},
+                                           {"notebook": "02_y", "ok": False, "seconds": 2.0, "error": "boom"}]).read_text()
+    assert "| c1 | p1 | o1 | yes |" in text and "| c2 | p2 | o2 | **no** |" in text
+    assert "FAILED: boom" in text
+
+
+def test_only_selects_notebooks_by_target(tmp_path):
+    for n in ("00_quickstart", "01_when_is_merging_scalable", "04_clamu"):
+        (tmp_path / f"{n}.ipynb").write_text("{}")
+    assert [p.stem for p in _notebooks(tmp_path, "fig2,fig5")] == ["01_when_is_merging_scalable", "04_clamu"]
+    with pytest.raises(SystemExit, match="unknown target"):
+        _notebooks(tmp_path, "fig99")
