@@ -193,6 +193,20 @@ class UnlearningSystem:
                 "unlearn": asdict(self.unlearn_costs), "digest": self.served_digest(),
                 "fingerprint": self.fingerprint}
 
+    # -- persistence (see clamu_helpers.persistence) -------------------------------------------
+    def save(self, directory) -> dict:
+        """Save the whole state to ``directory`` atomically (safetensors + JSON, checksummed).
+        An unlearning request is durable once this returns."""
+        from .persistence import save
+        return save(self, directory)
+
+    @classmethod
+    def load(cls, directory, setting: Setting, **kw) -> "UnlearningSystem":
+        """Rebuild a saved system on ``setting``, verifying checksums, spec, setting and
+        environment fingerprint (``allow_fingerprint_mismatch=True``: serving only)."""
+        from .persistence import load
+        return load(directory, setting, **kw)
+
 
 def _check_unique(ids: Sequence[str]) -> None:
     seen, dup = set(), []

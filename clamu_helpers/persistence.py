@@ -1,0 +1,551 @@
+"""Saving and loading an :class:`UnlearningSystem`: safetensors + JSON, atomic, checksummed.
+
+Layout of a state directory ``D`` (single writer; a lock serialises writers and readers)::
+
+    D/current.json           the commit pointer: which folder holds the state, and the
+                             SHA-256 of that folder's manifest
+    D/state-000007/
+        ledger.safetensors   the exact int64 sum Σ_t q(τ_t)
+        method.safetensors   the method's state tensors (masks, clusters, counts, …)
+        vectors.safetensors  kept τ_t (methods with ``keeps_vectors``: ``local``, …)
+        state.json           setting, spec, method name + params + meta, task ids + hashes,
+                             unlearned ids, costs, environment fingerprint, digests
+        manifest.json        SHA-256 and size of every other file, and the format version
+
+Nothing is ever pickled or executed: tensors are safetensors, everything else is JSON, and
+every byte is checked against the manifest before it is parsed.
+
+**Atomicity.** :func:`save` writes a complete new folder under a temporary name
+(``D/.tmp-…``), fsyncs every file and the folder, renames it to ``state-N``, fsyncs ``D``,
+then replaces ``current.json`` with ``os.replace`` (atomic on POSIX) and fsyncs ``D`` again.
+Only then is the previous folder deleted. A crash (SIGKILL, power loss after fsync) at any
+point leaves ``current.json`` naming either the complete old or the complete new folder;
+:func:`load` and the next :func:`save` delete leftovers (temporary folders, unreferenced
+``state-N`` folders, pointer temporaries).
+
+**Durability of an unlearning request.** :meth:`UnlearningSystem.unlearn` changes memory
+only. A request is durable once :func:`save` (or :func:`unlearn_durably`) returns. After a
+crash before that, the saved state still holds the task, so repeating the request simply
+unlearns it again; :func:`unlearn_durably` makes the repeat idempotent (ids already unlearned
+in the loaded state are skipped, not an error).
+
+**Compatibility checks on load.** The manifest (truncation, bit flips, missing or extra
+files → :class:`StateError` naming the file), the parameter spec (→
+:class:`ShapeMismatchError`), the setting (name, profile, seed, finetuning config, the
+SHA-256 of M0's weights and of every merged task's training data → :class:`StateError`), the
+environment fingerprint (→ :class:`StateError` listing the fields that differ), and finally
+that the rebuilt system's ``served_digest()`` equals the one saved.
+``allow_fingerprint_mismatch=True`` loads a state produced in another environment **for
+serving only**: the served bits are the saved ones, but retraining there may not reproduce
+τ_u, so an unlearning request may be refused (``ExactnessError``) — it never corrupts τ̄.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .determinism import fingerprint
+from .errors import ClamuError, DuplicateTaskError, ShapeMismatchError, StateError
+from .ledger import MergeLedger
+from .taskvector import TaskVector, sha256_tensor
+
+if TYPE_CHECKING:
+    from .settings.base import Setting
+    from .system import UnlearningSystem
+
+FORMAT = "clamu-state/1"
+POINTER = "current.json"
+STATE_PREFIX = "state-"
+TMP_PREFIX = ".tmp-"
+POINTER_TMP_PREFIX = ".current.json."
+TENSOR_FILES = ("ledger.safetensors", "method.safetensors", "vectors.safetensors")
+JSON_FILES = ("state.json",)
+MANIFEST = "manifest.json"
+_STATE_RE = re.compile(r"^state-(\d{6,})$")
+_CHUNK = 1 << 20
+
+#: Test hook: called with a step name between every step of :func:`save` and of the clean-up
+#: (the crash-safety test kills the process there). ``None`` (the default) does nothing.
+_crash_hook: Callable[[str], None] | None = None
+
+
+def _checkpoint(step: str) -> None:
+    if _crash_hook is not None:
+        _crash_hook(step)
+
+
+# -- small file-system helpers ------------------------------------------------------------------
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:  # platforms that cannot open a directory (Windows): rename is all we have
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _write_bytes(path: Path, data: bytes, step: str) -> None:
+    """Write, with a checkpoint half-way (so the crash test can leave a half-written file)."""
+    half = len(data) // 2
+    with open(path, "wb") as f:
+        f.write(data[:half])
+        f.flush()
+        _checkpoint(f"{step}:half")
+        f.write(data[half:])
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _json_bytes(obj, what: str) -> bytes:
+    try:
+        return json.dumps(obj, indent=1, sort_keys=True, allow_nan=False).encode()
+    except (TypeError, ValueError) as e:
+        raise StateError(f"cannot save {what}: it is not plain JSON ({e})") from None
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the directory itself (no lock file); a no-op without fcntl."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    fd = os.open(str(directory), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _tensors_for_file(tensors: dict[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in tensors.items():
+        if not isinstance(v, torch.Tensor):
+            raise StateError(f"cannot save {what}: entry {k!r} is a {type(v).__name__}, not a tensor")
+        out[str(k)] = v.detach().cpu().contiguous().clone()  # own storage: safetensors refuses shared
+    return out
+
+
+# -- the commit pointer and clean-up -------------------------------------------------------------
+def _read_pointer(directory: Path) -> dict | None:
+    path = directory / POINTER
+    if not path.exists():
+        return None
+    try:
+        ptr = json.loads(path.read_bytes())
+        folder, manifest_sha = ptr["state"], ptr["manifest_sha256"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise StateError(f"{path} is corrupt: {e.__class__.__name__}: {e}") from None
+    if ptr.get("format") != FORMAT:
+        raise StateError(f"{path} has format {ptr.get('format')!r}; this version reads {FORMAT!r}")
+    if not isinstance(folder, str) or not _STATE_RE.match(folder) or not isinstance(manifest_sha, str):
+        raise StateError(f"{path} is corrupt: it names {folder!r}, not a state-NNNNNN folder")
+    return ptr
+
+
+def _ours(name: str) -> bool:
+    return (name == POINTER or bool(_STATE_RE.match(name)) or name.startswith(TMP_PREFIX)
+            or name.startswith(POINTER_TMP_PREFIX))
+
+
+def _cleanup(directory: Path, keep: str | None) -> list[str]:
+    """Delete leftovers of interrupted saves and superseded states; never touches ``keep``."""
+    removed = []
+    for p in sorted(directory.iterdir()):
+        name = p.name
+        stale = ((name.startswith(TMP_PREFIX) or (_STATE_RE.match(name) and name != keep)) and p.is_dir()
+                 and not p.is_symlink()) or (name.startswith(POINTER_TMP_PREFIX) and p.is_file())
+        if stale:
+            _checkpoint(f"cleanup:{name}")
+            if p.is_dir():
+                # rename first so a half-deleted folder is never mistaken for a state folder
+                trash = directory / f"{TMP_PREFIX}trash-{secrets.token_hex(4)}"
+                if not name.startswith(TMP_PREFIX):
+                    os.rename(p, trash)
+                    _checkpoint(f"cleanup:{name}:renamed")
+                    p = trash
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(name)
+    if removed:
+        _fsync_dir(directory)
+    return removed
+
+
+# -- save -----------------------------------------------------------------------------------------
+def _method_tensors(system: "UnlearningSystem") -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, meta = system.method.state(system)
+    return _tensors_for_file(dict(tensors), f"the state of method {system.method.name!r}"), meta
+
+
+def state_of(system: "UnlearningSystem") -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+    """(file name → tensors, state.json content) of ``system``: what :func:`save` writes."""
+    setting = system.setting
+    led_tensors, led_meta = system.ledger.state()
+    m_tensors, m_meta = _method_tensors(system)
+    vectors = {tid: tv for tid, tv in sorted(system.vectors.items())}
+    merged = list(system.ledger.task_ids)
+    meta = {
+        "format": FORMAT,
+        "setting": {"name": setting.name, "profile": setting.profile, "seed": setting.seed,
+                    "describe": setting.describe(), "finetune": setting.finetune_config.to_json(),
+                    "spec_digest": setting.spec.digest(), "theta0_sha256": sha256_tensor(setting.theta0),
+                    "task_digests": {t: setting.task(t).digest() for t in sorted(set(merged) | set(vectors))}},
+        "spec": setting.spec.to_json(),
+        "seed": system.seed,
+        "method": {"name": system.method.name, "params": system.method.params, "meta": m_meta},
+        "ledger": led_meta,
+        "task_ids": merged,
+        "vectors": {tid: {"sha256": tv.sha256, "meta": tv.meta} for tid, tv in vectors.items()},
+        "unlearned": list(system.unlearned),
+        "costs": {"fit": asdict(system.fit_costs), "unlearn": asdict(system.unlearn_costs)},
+        "fingerprint": system.fingerprint,
+        "digests": {"served": system.served_digest(), "ledger": system.ledger.digest(),
+                    "method": system.method.state_digest(system)},
+    }
+    files = {"ledger.safetensors": _tensors_for_file(led_tensors, "the ledger"),
+             "method.safetensors": m_tensors,
+             "vectors.safetensors": {tid: tv.values.detach().contiguous().clone() for tid, tv in vectors.items()}}
+    return files, meta
+
+
+def save(system: "UnlearningSystem", directory: str | os.PathLike) -> dict:
+    """Save ``system`` to ``directory`` atomically (see the module docstring).
+
+    Returns ``{"directory", "state", "digest"}``: the folder now current and the served digest.
+    Refuses (``StateError``) a non-empty directory that is not a state directory.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files, meta = state_of(system)  # before the lock: fails early on a non-JSON method state
+    state_json = _json_bytes(meta, f"the state of system (method {system.method.name!r})")
+    with _locked(directory):
+        foreign = sorted(p.name for p in directory.iterdir() if not _ours(p.name))
+        if foreign:
+            raise StateError(f"refusing to save into {directory}: it holds files that are not part of a saved "
+                             f"state ({foreign[:5]}); use an empty or a state directory")
+        ptr = _read_pointer(directory)
+        _cleanup(directory, keep=ptr["state"] if ptr else None)
+        numbers = [int(m.group(1)) for p in directory.iterdir() if (m := _STATE_RE.match(p.name))]
+        version = max(numbers, default=0) + 1
+        name = f"{STATE_PREFIX}{version:06d}"
+        tmp = directory / f"{TMP_PREFIX}{name}-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp.mkdir()
+        _checkpoint("mkdir")
+        manifest = {"format": FORMAT, "files": {}}
+        for fname in TENSOR_FILES:
+            path = tmp / fname
+            save_file(files[fname], str(path), metadata={"format": FORMAT})
+            _checkpoint(f"write:{fname}")
+            _fsync_file(path)
+            manifest["files"][fname] = {"sha256": _sha256_file(path), "bytes": path.stat().st_size}
+        _write_bytes(tmp / "state.json", state_json, "write:state.json")
+        manifest["files"]["state.json"] = {"sha256": hashlib.sha256(state_json).hexdigest(),
+                                           "bytes": len(state_json)}
+        _checkpoint("write:state.json")
+        manifest_bytes = _json_bytes(manifest, "the manifest")
+        _write_bytes(tmp / MANIFEST, manifest_bytes, "write:manifest.json")
+        _fsync_dir(tmp)
+        _checkpoint("fsync")
+        os.rename(tmp, directory / name)
+        _fsync_dir(directory)
+        _checkpoint("rename")
+        pointer = {"format": FORMAT, "state": name, "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+                   "digest": meta["digests"]["served"]}
+        ptr_tmp = directory / f"{POINTER_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        _write_bytes(ptr_tmp, _json_bytes(pointer, "the pointer"), "write:pointer")
+        _checkpoint("pointer-written")
+        os.replace(ptr_tmp, directory / POINTER)
+        _fsync_dir(directory)
+        _checkpoint("commit")
+        _cleanup(directory, keep=name)
+        _checkpoint("done")
+    return {"directory": str(directory), "state": name, "digest": meta["digests"]["served"]}
+
+
+# -- verify and load ------------------------------------------------------------------------------
+def verify(directory: str | os.PathLike) -> tuple[Path, dict]:
+    """Check the current state folder against its manifest; return (folder, state.json content).
+
+    Every problem is a :class:`StateError` naming the file: missing, truncated, checksum
+    mismatch (bit flip or edit), a file the manifest does not list, an unknown format.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise StateError(f"no saved state at {directory}: not a directory")
+    ptr = _read_pointer(directory)
+    if ptr is None:
+        raise StateError(f"no saved state in {directory}: {POINTER} is missing "
+                         f"(never saved, or the first save was interrupted)")
+    folder = directory / ptr["state"]
+    if not folder.is_dir():
+        raise StateError(f"{directory / POINTER} names {ptr['state']}, which is missing")
+    mpath = folder / MANIFEST
+    if not mpath.is_file():
+        raise StateError(f"{mpath} is missing")
+    mbytes = mpath.read_bytes()
+    if hashlib.sha256(mbytes).hexdigest() != ptr["manifest_sha256"]:
+        raise StateError(f"{mpath}: SHA-256 differs from the one recorded in {POINTER} "
+                         f"(corrupt, truncated or edited manifest)")
+    try:
+        manifest = json.loads(mbytes)
+        listed = manifest["files"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise StateError(f"{mpath} is corrupt: {e}") from None
+    if manifest.get("format") != FORMAT:
+        raise StateError(f"{mpath} has format {manifest.get('format')!r}; this version reads {FORMAT!r}")
+    expected = set(TENSOR_FILES) | set(JSON_FILES)
+    if set(listed) != expected:
+        raise StateError(f"{mpath} lists {sorted(listed)}, expected {sorted(expected)}")
+    present = {p.name for p in folder.iterdir()}
+    extra = sorted(present - expected - {MANIFEST})
+    if extra:
+        raise StateError(f"{folder} holds files the manifest does not list: {extra} (tampering?); refusing to load")
+    for fname in sorted(expected):
+        path, rec = folder / fname, listed[fname]
+        if not path.is_file():
+            raise StateError(f"{path} is missing (listed in the manifest)")
+        size = path.stat().st_size
+        if size != rec["bytes"]:
+            how = "truncated" if size < rec["bytes"] else "too long"
+            raise StateError(f"{path} is {how}: {size} bytes, the manifest says {rec['bytes']}")
+        if _sha256_file(path) != rec["sha256"]:
+            raise StateError(f"{path}: SHA-256 checksum mismatch with the manifest (bit flip or edit)")
+    try:
+        meta = json.loads((folder / "state.json").read_bytes())
+    except ValueError as e:
+        raise StateError(f"{folder / 'state.json'} is not valid JSON: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise StateError(f"{folder / 'state.json'} has format {meta.get('format')!r}; expected {FORMAT!r}")
+    return folder, meta
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors parses only; it never executes anything
+        raise StateError(f"{path} is not a readable safetensors file: {e}") from None
+
+
+def fingerprint_diff(saved: dict, here: dict) -> dict[str, tuple]:
+    """Fields whose values differ: name → (saved, here)."""
+    return {k: (saved.get(k), here.get(k)) for k in sorted(set(saved) | set(here)) if saved.get(k) != here.get(k)}
+
+
+def _check_setting(meta: dict, setting: "Setting", where: Path) -> None:
+    s = meta["setting"]
+    if s["spec_digest"] != setting.spec.digest():
+        saved = meta["spec"]
+        raise ShapeMismatchError(
+            f"{where / 'state.json'} was saved for another parameter spec: d="
+            f"{sum(_numel(sh) for sh in saved['shapes'])} in {len(saved['names'])} tensors "
+            f"(spec digest {s['spec_digest'][:12]}…); setting {setting.name!r} has d={setting.spec.numel} in "
+            f"{len(setting.spec.names)} tensors (digest {setting.spec.digest()[:12]}…): another architecture "
+            f"or set of trained parameters")
+    problems = []
+    for key, here in (("name", setting.name), ("profile", setting.profile), ("seed", setting.seed),
+                      ("finetune", setting.finetune_config.to_json())):
+        if s[key] != here:
+            problems.append(f"{key}: saved {s[key]!r}, here {here!r}")
+    if s["theta0_sha256"] != sha256_tensor(setting.theta0):
+        problems.append("the pretrained weights M0 differ")
+    known = set(setting.task_ids)
+    missing = [t for t in s["task_digests"] if t not in known]
+    if missing:
+        problems.append(f"the setting lacks merged tasks {missing[:8]}")
+    changed = [t for t, dg in s["task_digests"].items() if t in known and setting.task(t).digest() != dg]
+    if changed:
+        problems.append(f"the training data of tasks {changed[:8]} changed")
+    if problems:
+        raise StateError(f"{where / 'state.json'} was saved with another setting than {setting.name!r}: "
+                         + "; ".join(problems))
+
+
+def _numel(shape) -> int:
+    n = 1
+    for x in shape:
+        n *= int(x)
+    return n
+
+
+def load(directory: str | os.PathLike, setting: "Setting", *, store=None, backend: str = "serial",
+         progress: bool = False, allow_fingerprint_mismatch: bool = False, cleanup: bool = True
+         ) -> "UnlearningSystem":
+    """Rebuild the system saved in ``directory`` on ``setting`` (see the module docstring).
+
+    ``allow_fingerprint_mismatch=True``: load a state from another environment for serving
+    only (a warning is issued; unlearning there may be refused, never silently wrong).
+    ``cleanup=False``: leave leftovers of interrupted saves in place (read-only media).
+    """
+    from .methods import get_method
+    from .system import Costs, UnlearningSystem
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise StateError(f"no saved state at {directory}: not a directory")
+    with _locked(directory):
+        ptr = _read_pointer(directory)
+        if cleanup and ptr is not None:
+            _cleanup(directory, keep=ptr["state"])
+        folder, meta = verify(directory)
+        try:
+            _check_setting(meta, setting, folder)
+            here = fingerprint(setting.finetune_config.threads)
+            diff = fingerprint_diff(meta["fingerprint"], here)
+            if diff:
+                listing = ", ".join(f"{k}: saved {a!r}, here {b!r}" for k, a, b in ((k, *v) for k, v in diff.items()))
+                msg = (f"{folder / 'state.json'} was produced in another environment ({listing}): retraining "
+                       f"here may not reproduce τ_u bit for bit")
+                if not allow_fingerprint_mismatch:
+                    raise StateError(msg + "; pass allow_fingerprint_mismatch=True to load it for serving only")
+                warnings.warn(msg + " (loaded for serving only)", RuntimeWarning, stacklevel=2)
+            tensors = {f: _load_tensors(folder / f) for f in TENSOR_FILES}
+            m = meta["method"]
+            try:
+                method = get_method(m["name"], **m["params"])
+            except (TypeError, ValueError) as e:
+                raise StateError(f"{folder / 'state.json'}: cannot rebuild method {m['name']!r} "
+                                 f"with params {m['params']}: {e}") from None
+            system = UnlearningSystem(setting, method, seed=meta["seed"], store=store, backend=backend,
+                                      progress=progress)
+            try:
+                ledger = MergeLedger.from_state(tensors["ledger.safetensors"], meta["ledger"])
+            except (KeyError, ClamuError) as e:
+                raise StateError(f"{folder / 'ledger.safetensors'}: cannot rebuild the ledger: {e}") from None
+            if sorted(ledger.task_ids) != sorted(meta["task_ids"]) or ledger.digest() != meta["digests"]["ledger"]:
+                raise StateError(f"{folder / 'ledger.safetensors'}: the ledger does not match state.json's digest")
+            system.ledger = ledger
+            vecs = tensors["vectors.safetensors"]
+            if set(vecs) != set(meta["vectors"]):
+                raise StateError(f"{folder / 'vectors.safetensors'} holds {sorted(vecs)[:8]}, state.json lists "
+                                 f"{sorted(meta['vectors'])[:8]}")
+            for tid, rec in meta["vectors"].items():
+                tv = TaskVector(tid, vecs[tid], setting.spec, rec["meta"])
+                if tv.sha256 != rec["sha256"] or (tid in ledger and ledger.hashes[tid] != tv.sha256):
+                    raise StateError(f"{folder / 'vectors.safetensors'}: τ of task {tid!r} does not match its hash")
+                system.vectors[tid] = tv
+            system.unlearned = list(meta["unlearned"])
+            system.fit_costs = Costs(**meta["costs"]["fit"])
+            system.unlearn_costs = Costs(**meta["costs"]["unlearn"])
+            system.fingerprint = dict(meta["fingerprint"])
+            try:
+                method.load_state(system, tensors["method.safetensors"], m["meta"])
+            except ClamuError as e:
+                raise StateError(f"{folder / 'method.safetensors'}: method {m['name']!r} refused its state: {e}") from None
+            except Exception as e:
+                raise StateError(f"{folder / 'method.safetensors'}: method {m['name']!r} cannot load its state: "
+                                 f"{e.__class__.__name__}: {e}") from None
+            system._tau_cache = None
+        except (KeyError, TypeError) as e:
+            raise StateError(f"{folder / 'state.json'} lacks or mangles a field: {e.__class__.__name__}: {e}") from None
+        digest = system.served_digest()
+        if digest != meta["digests"]["served"]:
+            raise StateError(f"{folder}: the rebuilt system serves digest {digest[:16]}…, the saved one "
+                             f"{meta['digests']['served'][:16]}… (method {m['name']!r} did not restore its state)")
+    return system
+
+
+# -- requests and purging -------------------------------------------------------------------------
+def unlearn_durably(system: "UnlearningSystem", task_ids: Iterable[str], directory: str | os.PathLike) -> dict:
+    """Unlearn ``task_ids`` and :func:`save`; the request is durable when this returns.
+
+    Idempotent, so a request interrupted by a crash can simply be repeated on the reloaded
+    state: ids this state has already unlearned are skipped (listed in
+    ``"already_unlearned"``); the others are unlearned and the state is saved.
+    """
+    ids = [str(t) for t in task_ids]
+    if not ids:
+        raise ValueError("unlearn_durably() needs at least one task id")
+    dup = sorted({t for t in ids if ids.count(t) > 1})
+    if dup:
+        raise DuplicateTaskError(f"task ids repeated in one request: {dup}")
+    done = [t for t in ids if t in system.unlearned and t not in system.ledger]
+    todo = [t for t in ids if t not in done]
+    report = system.unlearn(todo) if todo else {"unlearned": [], "digest": system.served_digest()}
+    report["already_unlearned"] = done
+    report["saved"] = save(system, directory)
+    return report
+
+
+def purge_task_vectors(store, setting_name: str, task_ids: Iterable[str], masks: bool = True,
+                       tmp_age_s: float = 3600.0) -> list[str]:
+    """Delete from a :class:`~clamu_helpers.store.TaskVectorStore` what still holds forgotten tasks.
+
+    * every cached τ_t of ``task_ids`` finetuned in ``setting_name`` (matched from each entry's
+      header, so it works after the task's data is gone), and unreadable entries (they may
+      hold one; the store would recompute them anyway);
+    * with ``masks`` (default), every cached mask: masks such as TALL's are computed from a
+      τ̄ that contained the forgotten tasks, and they are cheap to recompute;
+    * temporary files of interrupted writes older than ``tmp_age_s`` seconds.
+
+    Returns the removed paths. Retraining at unlearning never reads the store, so purging
+    costs nothing but later recomputation.
+    """
+    import time
+
+    root, wanted, removed, now = Path(store.root), {str(t) for t in task_ids}, [], time.time()
+    for path in sorted(root.rglob("*")):
+        if not path.is_file():
+            continue
+        name = path.name
+        if name.startswith(".") and name.endswith(".tmp"):
+            if now - path.stat().st_mtime > tmp_age_s:
+                path.unlink(missing_ok=True)
+                removed.append(str(path))
+            continue
+        if not name.endswith(".safetensors"):
+            continue
+        if path.relative_to(root).parts[0] == "masks":
+            if masks:
+                path.unlink(missing_ok=True)
+                removed.append(str(path))
+            continue
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                info = json.loads(f.metadata()["meta"])
+            hit = info.get("task_id") in wanted and (info.get("meta") or {}).get("setting") == setting_name
+        except Exception:  # unreadable: it may hold a forgotten τ
+            hit = True
+        if hit:
+            path.unlink(missing_ok=True)
+            removed.append(str(path))
+    return removed
+
+
+__all__ = ["FORMAT", "fingerprint_diff", "load", "purge_task_vectors", "save", "state_of", "unlearn_durably", "verify"]
