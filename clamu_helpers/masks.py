@@ -1,0 +1,307 @@
+"""Localization masks over flat vectors: TALL, EMR, ClAMU optimized masks, and their storage.
+
+A mask m (bool, length d) selects coordinates of a merged vector; the model served is
+M0 + α m ⊙ τ̄ (TALL, ClAMU) or M0 + λ_t m_t ⊙ τ_uni (EMR). Everything here is a pure function
+of flat tensors (plus, for ClAMU, a model to differentiate through), so the unlearning system
+can recompute masks after τ̄ changes and get the bits a from-scratch fit gets.
+
+* TALL-masks (Wang et al. 2024): m_t = 1{|τ_t| ≥ λ_t · |τ̄ − τ_t|} with |τ_t| (the original
+  formula, not the |θ0 − τ_t| of one popular port); λ_t from {0.2, …, 0.6} by validation score
+  (:func:`choose_lambda`). Served M0 + α m_t ⊙ τ̄ with α = 1.0 (TALL on the plain sum).
+* EMR-merging (Huang et al. 2024): :func:`emr` (streams over the vectors, never stacks all T).
+* ClAMU (draft, Appendix, Algorithm 1 ``Localize``): :func:`optimize_mask` learns a score
+  vector s with the straight-through estimator, m = 1{σ(s) > 0.5}.
+* Storage as the paper counts it: float32 models (4 bytes/parameter) plus 1 bit/parameter per
+  mask (:func:`storage_bytes`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Hashable, Iterable, Mapping, Sequence
+
+import torch
+
+from .determinism import deterministic
+from .errors import NonFiniteError, ShapeMismatchError
+from .packing import pack, packed_bytes, unpack
+from .params import functional
+
+#: TALL's λ grid (Wang et al. 2024)
+LAMBDA_GRID = (0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+def _flat(t: torch.Tensor, what: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise ShapeMismatchError(f"{what} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 1:
+        raise ShapeMismatchError(f"{what} must be a flat vector, got shape {tuple(t.shape)}")
+    return t
+
+
+def _same_length(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+    if a.shape[-1] != b.shape[-1]:
+        raise ShapeMismatchError(f"{what}: lengths differ ({a.shape[-1]} vs {b.shape[-1]})")
+
+
+# -- serving ------------------------------------------------------------------------------------
+def masked_weights(theta0: torch.Tensor, mask: torch.Tensor, vec: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """θ0 + α (m ⊙ vec): the weights a mask serves (coordinates outside m stay at M0)."""
+    for t, what in ((theta0, "θ0"), (mask, "mask m"), (vec, "merged vector")):
+        _flat(t, what)
+    _same_length(theta0, vec, "θ0 and merged vector")
+    _same_length(mask, vec, "mask and merged vector")
+    return theta0 + float(alpha) * torch.where(mask.to(torch.bool), vec, torch.zeros((), dtype=vec.dtype))
+
+
+# -- TALL ---------------------------------------------------------------------------------------
+def tall_masks(tau_t: torch.Tensor, tau_bar: torch.Tensor, lam) -> torch.Tensor:
+    """TALL mask m_t = 1{|τ_t| ≥ λ_t · |τ̄ − τ_t|} (bool).
+
+    ``tau_t`` is one flat τ_t (d,) or a stack (n, d); ``tau_bar`` is τ̄ (d,); ``lam`` a number
+    or, for a stack, one λ per row. Uses |τ_t| as in the original TALL code, not |θ0 − τ_t|.
+    """
+    _flat(tau_bar, "τ̄")
+    if tau_t.dim() not in (1, 2):
+        raise ShapeMismatchError(f"τ_t must be (d,) or (n, d), got shape {tuple(tau_t.shape)}")
+    _same_length(tau_t, tau_bar, "τ_t and τ̄")
+    lam_t = torch.as_tensor(lam, dtype=tau_t.dtype)
+    if not bool(torch.isfinite(lam_t).all()) or bool((lam_t < 0).any()):
+        raise ValueError(f"λ must be finite and ≥ 0, got {lam}")
+    if lam_t.dim() == 1:
+        if tau_t.dim() != 2 or lam_t.numel() != tau_t.shape[0]:
+            raise ShapeMismatchError("a vector of λ needs a stack of τ_t with one row per λ")
+        lam_t = lam_t[:, None]
+    return tau_t.abs() >= lam_t * (tau_bar - tau_t).abs()
+
+
+@dataclass
+class LambdaChoice:
+    """The λ picked for one task (or cluster), its mask, and the validation score of every λ."""
+
+    lam: float
+    mask: torch.Tensor
+    scores: dict[float, float]
+
+
+def choose_lambda(tau_t: torch.Tensor, tau_bar: torch.Tensor, scorer: Callable[[torch.Tensor], float],
+                  grid: Sequence[float] = LAMBDA_GRID) -> LambdaChoice:
+    """Pick λ_t from ``grid`` by ``scorer(mask) -> validation score`` (higher is better).
+
+    Ties go to the first λ of ``grid`` (``argmax`` semantics, as TALL's code); a NaN score
+    counts as −∞ (so a task without validation data gets ``grid[0]``).
+    """
+    if len(grid) == 0:
+        raise ValueError("the λ grid is empty")
+    best, scores = None, {}
+    for lam in grid:
+        m = tall_masks(tau_t, tau_bar, float(lam))
+        s = float(scorer(m))
+        scores[float(lam)] = s
+        key = -math.inf if math.isnan(s) else s
+        if best is None or key > best[0]:
+            best = (key, float(lam), m)
+    return LambdaChoice(best[1], best[2], scores)
+
+
+# -- EMR ----------------------------------------------------------------------------------------
+def emr_elect(total: torch.Tensor) -> torch.Tensor:
+    """ε = sign(Σ_t τ_t) with zeros → −1 (float32 ±1)."""
+    _flat(total, "Σ τ_t")
+    one = torch.ones((), dtype=torch.float32)
+    return torch.where(total > 0, one, -one)
+
+
+@dataclass
+class EMRResult:
+    """EMR-merging's served state: ε, τ_uni, packed masks m_t and rescalers λ_t (by key)."""
+
+    epsilon: torch.Tensor
+    tau_uni: torch.Tensor
+    masks: dict = field(default_factory=dict)
+    rescalers: dict = field(default_factory=dict)
+
+    def mask(self, key: Hashable) -> torch.Tensor:
+        return unpack(self.masks[key], self.tau_uni.numel())
+
+    def weights(self, theta0: torch.Tensor, key: Hashable, rescale: bool = True) -> torch.Tensor:
+        """M0 + λ_t m_t ⊙ τ_uni (λ_t = 1 when ``rescale`` is False)."""
+        lam = self.rescalers[key] if rescale else 1.0
+        return masked_weights(theta0, self.mask(key), self.tau_uni, lam)
+
+
+VectorSource = Mapping[Hashable, torch.Tensor] | Callable[[], Iterable[tuple[Hashable, torch.Tensor]]]
+
+
+def _items(vectors: VectorSource) -> Iterable[tuple[Hashable, torch.Tensor]]:
+    if isinstance(vectors, Mapping):
+        return vectors.items()
+    if callable(vectors):
+        return vectors()
+    raise TypeError("vectors must be a mapping key → τ_t or a zero-argument callable yielding (key, τ_t) pairs")
+
+
+def emr(vectors: VectorSource, elect: torch.Tensor | None = None) -> EMRResult:
+    """EMR-merging, streaming over the task vectors (memory: O(d) plus 1 bit/param per mask).
+
+    ε = sign(Σ_t τ_t) (zeros → −1); τ_uni = ε ⊙ max_t |τ_t ⊙ 1{τ_t ε > 0}|;
+    m_t = 1{τ_t ⊙ ε > 0}; λ_t = Σ|τ_t| / Σ|m_t ⊙ τ_uni| (sums over all parameters, in float64;
+    λ_t = 0 when the mask is empty). ``vectors``: a mapping key → τ_t, or a zero-argument
+    callable yielding (key, τ_t) pairs (read twice when ``elect`` is None). ``elect``: Σ_t τ_t
+    when the caller already has it (the system passes the exact ledger τ̄: one pass then).
+    """
+    if elect is None:
+        total = None
+        for key, tau in _items(vectors):
+            _flat(tau, f"τ_{key}")
+            if total is not None:
+                _same_length(tau, total, f"τ_{key} and the others")
+            total = tau.to(torch.float64).clone() if total is None else total.add_(tau.to(torch.float64))
+        if total is None:
+            raise ValueError("EMR needs at least one task vector")
+        elect = total
+    eps = emr_elect(elect)
+    absmax = torch.zeros(eps.numel(), dtype=torch.float32)
+    masks, num = {}, {}
+    zero = torch.zeros((), dtype=torch.float32)
+    for key, tau in _items(vectors):
+        _flat(tau, f"τ_{key}")
+        _same_length(tau, eps, f"τ_{key} and ε")
+        if not bool(torch.isfinite(tau).all()):
+            raise NonFiniteError(f"τ_{key} has NaN/inf entries")
+        if key in masks:
+            raise ValueError(f"key {key!r} appears twice")
+        pos = tau * eps > 0
+        masks[key] = pack(pos)
+        torch.maximum(absmax, torch.where(pos, tau.abs(), zero), out=absmax)
+        num[key] = float(tau.abs().to(torch.float64).sum())
+    if not masks:
+        raise ValueError("EMR needs at least one task vector")
+    tau_uni = eps * absmax
+    d = eps.numel()
+    rescalers = {}
+    for key, packed in masks.items():
+        den = float(torch.where(unpack(packed, d), absmax, zero).to(torch.float64).sum())
+        rescalers[key] = num[key] / den if den > 0 else 0.0
+    return EMRResult(eps, tau_uni, masks, rescalers)
+
+
+# -- ClAMU optimized masks ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class MaskConfig:
+    """Mask optimization (ClAMU ``Localize``): E_mask = ``steps`` score updates of size ``lr``
+    (η) on batches of ``batch_size`` (None: the full batch every step); ``alpha`` is the α of
+    the served model M0 + α m ⊙ τ̄; ``normalize`` divides each score step by the mean |step|
+    (without it, steps are ~|g|·|τ̄|/4, often far below the ~1e-7 that σ(s) > 0.5 needs in
+    float32, and the mask never moves); ``threads`` is pinned during optimization."""
+
+    steps: int = 200
+    lr: float = 0.01
+    batch_size: int | None = None
+    alpha: float = 1.0
+    normalize: bool = True
+    threads: int = 1
+
+    def __post_init__(self):
+        if self.steps < 0 or self.lr <= 0 or (self.batch_size is not None and self.batch_size < 1):
+            raise ValueError(f"invalid mask optimization config {self}")
+
+
+def mask_from_scores(scores: torch.Tensor) -> torch.Tensor:
+    """m = 1{σ(s) > 0.5} (evaluated in float32, as the draft writes it; σ(0) = 0.5 → empty)."""
+    return torch.sigmoid(scores) > 0.5
+
+
+def ste_score_step(scores: torch.Tensor, grad_m: torch.Tensor, tau_bar: torch.Tensor, lr: float,
+                   alpha: float = 1.0, normalize: bool = False, sig: torch.Tensor | None = None,
+                   alpha_tau: torch.Tensor | None = None) -> torch.Tensor:
+    """One straight-through update of the scores (draft, Appendix):
+
+    s ← s − η (∂L/∂M) ⊙ σ(s)(1 − σ(s)) ⊙ α τ̄.
+
+    ``grad_m`` is ∂L/∂M at M = M0 + α m ⊙ τ̄. The α comes from the chain rule through the
+    served model (∂M/∂m = α τ̄); with α = 1 this is exactly the draft's rule. With
+    ``normalize`` the step is divided by its mean absolute value (left as is when that is 0).
+    ``sig`` = σ(s) and ``alpha_tau`` = α τ̄ may be passed precomputed (the loop does).
+    """
+    sig = torch.sigmoid(scores) if sig is None else sig
+    alpha_tau = float(alpha) * tau_bar if alpha_tau is None else alpha_tau
+    step = grad_m * (sig * (1 - sig))
+    step.mul_(alpha_tau)
+    if normalize:
+        scale = step.abs().mean()
+        if float(scale) > 0:
+            step.div_(scale)  # |step_i| ≤ d after this, so no overflow even for a subnormal scale
+    return scores.sub(step, alpha=float(lr))
+
+
+def optimize_mask(setting, tau_bar: torch.Tensor, data: tuple[torch.Tensor, torch.Tensor],
+                  config: MaskConfig = MaskConfig(), generator: torch.Generator | None = None,
+                  scores: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ClAMU's ``Localize`` for one cluster: returns (m, s) after ``config.steps`` updates.
+
+    s starts at 0 (or ``scores``); each step: m = 1{σ(s) > 0.5}, M = M0 + α m ⊙ τ̄, the
+    loss ``setting.loss(M(x), y)`` on a batch (explicit ``generator``), ∂L/∂M by autograd
+    through :func:`clamu_helpers.params.functional`, then :func:`ste_score_step`. ``setting``
+    needs ``model``, ``spec``, ``theta0`` and ``loss``. Deterministic: pinned threads,
+    deterministic algorithms, batches only from ``generator``.
+    """
+    from .finetune import batches
+
+    spec, theta0 = setting.spec, setting.theta0
+    spec.check(tau_bar, "τ̄")
+    x, y = data
+    if len(y) == 0:
+        raise ValueError("mask optimization needs training data")
+    s = torch.zeros(spec.numel, dtype=torch.float32) if scores is None else scores.detach().clone()
+    spec.check(s, "scores s")
+    full = config.batch_size is None or config.batch_size >= len(y)
+    if not full and generator is None:
+        raise ValueError("mini-batch mask optimization needs an explicit torch.Generator")
+    idx_iter = None if full else batches(len(y), config.batch_size, config.steps, generator)
+    alpha_tau, zero = float(config.alpha) * tau_bar, torch.zeros((), dtype=tau_bar.dtype)
+    with deterministic(config.threads):
+        for _ in range(config.steps):
+            if full:
+                xb, yb = x, y
+            else:
+                idx = next(idx_iter)
+                xb, yb = x[idx], y[idx]
+            sig = torch.sigmoid(s)
+            # M0 + α m ⊙ τ̄, bit-identical to masked_weights(θ0, m, τ̄, α): α·where(m, τ̄, 0) = where(m, α τ̄, 0)
+            weights = (theta0 + torch.where(sig > 0.5, alpha_tau, zero)).requires_grad_(True)
+            loss = setting.loss(functional(setting.model, spec, weights, xb), yb)
+            (grad,) = torch.autograd.grad(loss, weights)
+            s = ste_score_step(s, grad, tau_bar, config.lr, config.alpha, config.normalize, sig, alpha_tau)
+    return mask_from_scores(s), s
+
+
+# -- storage ------------------------------------------------------------------------------------
+def pack_masks(masks: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack of packed masks: uint8 (K, ⌈d/8⌉) (K may be 0)."""
+    if not masks:
+        return torch.zeros((0, 0), dtype=torch.uint8)
+    packed = [pack(m) for m in masks]
+    if len({p.numel() for p in packed}) != 1:
+        raise ShapeMismatchError("masks of different lengths")
+    return torch.stack(packed)
+
+
+def unpack_masks(packed: torch.Tensor, d: int) -> list[torch.Tensor]:
+    """Inverse of :func:`pack_masks`."""
+    if packed.dim() != 2:
+        raise ShapeMismatchError(f"packed masks must be (K, ⌈d/8⌉), got {tuple(packed.shape)}")
+    return [unpack(row, d) for row in packed]
+
+
+def storage_bytes(d: int, models: int = 1, masks: int = 0, scalars: int = 0) -> int:
+    """Bytes as the paper counts them: ``models`` float32 vectors of d parameters, ``masks`` masks
+    at 1 bit/parameter (:func:`clamu_helpers.packing.packed_bytes`), ``scalars`` float32 numbers."""
+    if min(d, models, masks, scalars) < 0:
+        raise ValueError("storage counts must be ≥ 0")
+    return 4 * int(d) * int(models) + int(masks) * packed_bytes(d) + 4 * int(scalars)
+
+
+__all__ = ["LAMBDA_GRID", "EMRResult", "LambdaChoice", "MaskConfig", "choose_lambda", "emr", "emr_elect",
+           "mask_from_scores", "masked_weights", "optimize_mask", "pack_masks", "ste_score_step",
+           "storage_bytes", "tall_masks", "unpack_masks"]

@@ -1,0 +1,222 @@
+"""SIFT-Masks (SIgn-Fixed Tuning-Masks): masks that each task fixes alone, before merging.
+
+1. One global random sign vector v ∈ {−1, +1}^d is drawn once, before any training, from
+   ``generator(sign_seed, "sift-sign")`` (``sign_seed`` defaults to the system's seed). It uses
+   no data; its SHA-256 is kept in the method state so a loaded state is regenerated and checked.
+2. Every finetune (and every retrain at unlearning) is sign-fixed: coordinates where
+   τ_t ⊙ v ≤ 0 go back to M0 (``finetune(..., sign=v, projection=...)``), so τ_t ⊙ v ≥ 0.
+3. The mask m_t = 1{τ_t ≠ 0} (= 1{τ_t ⊙ v > 0}) is taken at fit from τ_t alone and stored
+   bit-packed (1 bit per parameter; a zlib-compressed figure is reported beside it).
+4. τ̄ = Σ_t τ_t lives in the system's exact ledger.
+5. Serving: a task with a mask gets M0 + s ⊙ (m_t ⊙ τ̄); a task without one (held out or
+   unlearned) gets M0 + τ̄/T, the plain merge (computed as ``merge`` does: α = 1/T times τ̄).
+6. Unlearning u: the system retrains τ_u sign-fixed, checks its hash and subtracts it; ``refresh``
+   drops m_u, subtracts m_u from the count vector, and T ← T − 1 (T is the ledger's size).
+   No other mask is touched: that is the method's whole point.
+
+``scale`` (the paper is terse here; all three are offered):
+
+* ``"1/T"`` (default, the final paper's rule): s = 1/T, i.e. M0 + m_t ⊙ (τ̄ / T).
+* ``"count"``: s_i = 1 / c_i with the integer count c = Σ_t m_t (how many merged tasks moved
+  coordinate i; c_i ≥ 1 wherever m_t,i = 1). CALIBRATION.md found it the best rule. c is kept
+  exactly (int32) and m_u is subtracted at unlearning.
+* a number α: s = α (α = 1 is the draft's unscaled M0 + m_t ⊙ τ̄).
+
+``projection``: ``"after_step"`` (default) or ``"before_step"``, passed to the finetuning.
+Storage (``storage_bytes``): the global model (d float32) plus T packed masks (⌈d/8⌉ bytes
+each); the sign vector is not counted because it is regenerated from its seed
+(``storage_breakdown`` lists every part, compressed sizes included).
+"""
+from __future__ import annotations
+
+import zlib
+
+import torch
+
+from ..determinism import generator
+from ..errors import ClamuError, ExactnessError, StateError
+from ..packing import pack, packed_bytes, unpack
+from ..taskvector import sha256_tensor
+from .base import Method, register
+from .basic import resolve_alpha
+
+SCALES = ("1/T", "count")
+PROJECTIONS = ("after_step", "before_step")
+
+
+def sign_vector(d: int, seed: int) -> torch.Tensor:
+    """v ∈ {−1, +1}^d (float32), drawn from ``generator(seed, "sift-sign")``."""
+    bits = torch.randint(0, 2, (int(d),), generator=generator(seed, "sift-sign"))
+    return (bits * 2 - 1).to(torch.float32)
+
+
+def check_scale(scale):
+    """``"1/T"``, ``"count"`` or a finite positive number (returned as float)."""
+    if isinstance(scale, str):
+        if scale not in SCALES:
+            try:
+                scale = float(scale)
+            except ValueError:
+                raise ClamuError(f"scale must be one of {SCALES} or a number, got {scale!r}") from None
+        else:
+            return scale
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise ClamuError(f"scale must be one of {SCALES} or a number, got {scale!r}")
+    scale = float(scale)
+    if not (scale > 0 and scale < float("inf")):
+        raise ClamuError(f"a numeric scale must be finite and positive, got {scale}")
+    return scale
+
+
+def serve(theta0: torch.Tensor, tau_bar: torch.Tensor, n_tasks: int, mask: torch.Tensor | None = None,
+          count: torch.Tensor | None = None, scale="1/T") -> torch.Tensor:
+    """The SIFT-Masks serving rule as a pure function (see the module docstring).
+
+    ``mask`` None serves the plain merge θ0 + τ̄/T; with T = 0 (nothing merged) it is θ0.
+    """
+    if n_tasks == 0:
+        return theta0.clone()
+    alpha = resolve_alpha("mean", n_tasks)
+    if mask is None:
+        return theta0 + alpha * tau_bar
+    scale = check_scale(scale)
+    if scale == "1/T":
+        delta = alpha * tau_bar
+    elif scale == "count":
+        if count is None:
+            raise ClamuError('scale="count" needs the count vector c = Σ_t m_t')
+        delta = tau_bar / count.clamp(min=1).to(torch.float32)
+    else:
+        delta = scale * tau_bar
+    return theta0 + torch.where(mask, delta, torch.zeros((), dtype=delta.dtype))
+
+
+@register("sift")
+class SiftMasks(Method):
+    """SIFT-Masks: sign-fixed finetuning, per-task masks m_t = 1{τ_t ≠ 0}, exact τ̄."""
+
+    keeps_vectors = False
+    retrains = True
+
+    def __init__(self, scale="1/T", projection: str = "after_step", sign_seed: int | None = None):
+        super().__init__()
+        check_scale(scale)
+        if projection not in PROJECTIONS:
+            raise ClamuError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+        self.params = {"scale": scale, "projection": projection,
+                       "sign_seed": None if sign_seed is None else int(sign_seed)}
+        self._sign: torch.Tensor | None = None
+        self._sign_seed: int | None = None
+        self.masks: dict[str, torch.Tensor] = {}      # task id → packed m_t (uint8)
+        self.count: torch.Tensor | None = None        # c = Σ_t m_t (int32)
+        self._d = 0
+
+    # -- the sign vector v -------------------------------------------------------------------
+    def sign(self, system) -> torch.Tensor:
+        """v, drawn once per system (before any training) and reused for every (re)train."""
+        seed = system.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
+        d = system.setting.spec.numel
+        if self._sign is None or self._sign_seed != seed or self._sign.numel() != d:
+            self._sign, self._sign_seed = sign_vector(d, seed), seed
+        return self._sign
+
+    def finetune_kwargs(self, system) -> dict:
+        return {"sign": self.sign(system), "projection": self.params["projection"]}
+
+    # -- masks -------------------------------------------------------------------------------
+    def mask(self, task_id: str) -> torch.Tensor | None:
+        """m_t as a bool vector (None for a task without a mask)."""
+        packed = self.masks.get(str(task_id))
+        return None if packed is None else unpack(packed, self._d)
+
+    def fit(self, system, vectors) -> None:
+        v = self.sign(system)
+        self._d = v.numel()
+        self.masks = {}
+        self.count = torch.zeros(self._d, dtype=torch.int32)
+        for tid in sorted(vectors):
+            tau = vectors[tid].values
+            wrong = int(((tau * v) < 0).sum())
+            if wrong:
+                raise ExactnessError(
+                    f"task vector {tid!r} is not sign-fixed to this system's v ({wrong} coordinates with "
+                    f"τ_t ⊙ v < 0): it was finetuned without SIFT's sign constraint or with another sign seed")
+            m = tau != 0
+            self.masks[tid] = pack(m)
+            self.count += m.to(torch.int32)
+
+    def refresh(self, system, removed) -> None:
+        """Drop m_u and subtract it from c; T ← T − 1 follows from the ledger. Nothing else moves."""
+        for tid in removed:
+            packed = self.masks.pop(str(tid), None)
+            if packed is not None:
+                self.count -= unpack(packed, self._d).to(torch.int32)
+
+    # -- serving -----------------------------------------------------------------------------
+    def group_of(self, system, task_id):
+        return str(task_id) if str(task_id) in self.masks else "unmasked"
+
+    def weights_for(self, system, task_id):
+        return serve(system.setting.theta0, system.tau_bar, len(system.ledger), self.mask(task_id),
+                     self.count, self.params["scale"])
+
+    # -- state and storage -------------------------------------------------------------------
+    def state(self, system):
+        v = self.sign(system)
+        tensors = {f"sift/mask/{tid}": p for tid, p in sorted(self.masks.items())}
+        tensors["sift/sign"] = pack(v > 0)
+        if self.count is not None:
+            tensors["sift/count"] = self.count
+        meta = {"sign_sha256": sha256_tensor(v), "sign_seed": self._sign_seed, "d": v.numel(),
+                "masked_tasks": sorted(self.masks)}
+        return tensors, meta
+
+    def load_state(self, system, tensors, meta) -> None:
+        d = system.setting.spec.numel
+        if int(meta.get("d", -1)) != d:
+            raise StateError(f"saved SIFT state is for d={meta.get('d')} parameters, the setting has {d}")
+        if "sift/sign" not in tensors:
+            raise StateError("saved SIFT state has no sign vector")
+        v = unpack(tensors["sift/sign"], d).to(torch.float32) * 2 - 1
+        if sha256_tensor(v) != meta.get("sign_sha256"):
+            raise StateError("saved SIFT sign vector does not match its recorded SHA-256 (corrupt state)")
+        if meta.get("sign_seed") is not None and sha256_tensor(sign_vector(d, meta["sign_seed"])) != meta["sign_sha256"]:
+            raise StateError(f"SIFT sign vector cannot be regenerated from seed {meta['sign_seed']} "
+                             f"(a different torch RNG?): retraining would not reproduce τ_u")
+        masks = {}
+        count = torch.zeros(d, dtype=torch.int32)
+        for tid in meta.get("masked_tasks", []):
+            key = f"sift/mask/{tid}"
+            if key not in tensors:
+                raise StateError(f"saved SIFT state lacks the mask of task {tid!r}")
+            try:
+                m = unpack(tensors[key], d)
+            except ValueError as e:
+                raise StateError(f"mask of task {tid!r}: {e}") from None
+            masks[tid] = tensors[key].clone()
+            count += m.to(torch.int32)
+        if "sift/count" in tensors and not torch.equal(tensors["sift/count"], count):
+            raise StateError("saved SIFT count vector is not the sum of the saved masks")
+        if len(system.ledger) and set(masks) - set(system.ledger.task_ids):
+            raise StateError(f"SIFT masks of tasks not in the ledger: {sorted(set(masks) - set(system.ledger.task_ids))}")
+        self._sign, self._sign_seed, self._d = v, meta.get("sign_seed"), d
+        self.masks, self.count = masks, count
+
+    def storage_bytes(self, system) -> int:
+        d = system.setting.spec.numel
+        return 4 * d + len(self.masks) * packed_bytes(d)
+
+    def storage_breakdown(self, system) -> dict:
+        """Bytes by part: global model, masks packed (1 bit/parameter) and zlib-compressed, the
+        sign vector if it were stored; mean mask density and bits per parameter of both forms."""
+        d = system.setting.spec.numel
+        comp = [len(zlib.compress(p.numpy().tobytes(), 9)) for p in self.masks.values()]
+        n = max(1, len(self.masks))
+        dens = [float(unpack(p, d).float().mean()) for p in self.masks.values()]
+        return {"global_model": 4 * d, "masks_packed": len(self.masks) * packed_bytes(d),
+                "masks_compressed": int(sum(comp)), "sign_vector_if_stored": packed_bytes(d),
+                "tasks": len(self.masks), "d": d,
+                "bits_per_parameter_packed": 8.0 * packed_bytes(d) / d if self.masks else 0.0,
+                "bits_per_parameter_compressed": 8.0 * sum(comp) / (n * d),
+                "mask_density": sum(dens) / n if dens else 0.0,
+                "never_moved": float((self.count == 0).float().mean()) if self.count is not None else 1.0}

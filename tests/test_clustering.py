@@ -1,0 +1,125 @@
+"""Clustering: planted clusters are recovered, results are deterministic and canonical."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from clamu_helpers.clustering import (canonical, cluster_tasks, cosine_affinity, feature_clusters, hidden_features,
+                                      members, random_clusters, singletons, task_features, task_vector_clusters)
+
+
+def _partition(assign):
+    return {frozenset(v) for v in members(assign).values()}
+
+
+def _planted(n_groups=3, per=5, d=2000, noise=0.4, seed=0):
+    """Noisy copies of ``n_groups`` random directions, ids interleaved across groups."""
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.randn(n_groups, d, generator=g)
+    vecs, truth = {}, {}
+    order = torch.randperm(n_groups * per, generator=g).tolist()
+    for i, j in enumerate(order):
+        grp = j % n_groups
+        tid = f"t{i:02d}"
+        vecs[tid] = dirs[grp] * (0.5 + torch.rand((), generator=g)) + noise * torch.randn(d, generator=g)
+        truth[tid] = grp
+    return vecs, truth
+
+
+@pytest.mark.parametrize("negative", ["clip", "shift"])
+def test_task_vector_clusters_recover_planted_groups(negative):
+    vecs, truth = _planted()
+    got = task_vector_clusters(vecs, 3, seed=0, negative=negative)
+    assert _partition(got) == _partition(truth)
+    # deterministic, and independent of the mapping's insertion order
+    again = task_vector_clusters(dict(reversed(list(vecs.items()))), 3, seed=0, negative=negative)
+    assert got == again
+    assert set(got.values()) == {0, 1, 2} and got["t00"] == 0
+
+
+def test_cosine_affinity_matches_numpy():
+    vecs = [torch.randn(300, generator=torch.Generator().manual_seed(i)) for i in range(4)] + [torch.zeros(300)]
+    a = np.stack([v.numpy().astype(np.float64) for v in vecs])
+    n = np.linalg.norm(a, axis=1)
+    cos = np.zeros((5, 5))
+    for i in range(5):
+        for j in range(5):
+            cos[i, j] = 1.0 if i == j else (a[i] @ a[j] / (n[i] * n[j]) if n[i] * n[j] > 0 else 0.0)
+    assert (cos < 0).any()
+    np.testing.assert_allclose(cosine_affinity(vecs, "clip", chunk=64), np.maximum(cos, 0), atol=1e-12)
+    np.testing.assert_allclose(cosine_affinity(vecs, "shift"), (1 + cos) / 2, atol=1e-12)
+    with pytest.raises(ValueError):
+        cosine_affinity(vecs, "abs")
+
+
+def test_canonical_relabelling():
+    assert canonical({"b": 5, "a": 7, "c": 5, "d": 2}) == {"a": 0, "b": 1, "c": 1, "d": 2}
+    assert singletons(["b", "a"]) == {"a": 0, "b": 1}
+    assert members({"b": 1, "a": 0, "c": 1}) == {0: ("a",), 1: ("b", "c")}
+
+
+def test_random_clusters_balanced_seeded_canonical():
+    ids = [f"x{i}" for i in range(23)]
+    a = random_clusters(ids, 5, seed=1)
+    sizes = sorted(len(v) for v in members(a).values())
+    assert sizes == [4, 4, 5, 5, 5] and set(a) == set(ids)
+    assert a == random_clusters(list(reversed(ids)), 5, seed=1)
+    assert _partition(a) != _partition(random_clusters(ids, 5, seed=2))
+    assert random_clusters(ids[:3], 5) == singletons(ids[:3])
+    with pytest.raises(ValueError):
+        random_clusters(ids, 0)
+
+
+def test_hidden_features_fall_back_to_input_of_last_linear(tiny):
+    x = tiny.tasks[0].train[0]
+    lin1 = tiny.model[0]
+    expect = torch.relu(x @ lin1.weight.T + lin1.bias)
+    assert torch.allclose(hidden_features(tiny, x), expect, atol=1e-6)
+    feats = task_features(tiny, ["s00", "s01"])
+    assert feats.shape == (2, tiny.hidden)
+    x1 = tiny.task("s01").train[0]
+    expect1 = torch.relu(x1 @ lin1.weight.T + lin1.bias).detach().double().mean(0)
+    np.testing.assert_allclose(feats[1], expect1.numpy(), atol=1e-6)
+
+
+class _FeatureSetting:
+    """A setting whose ``cluster_features`` hook returns inputs as they are; planted task means."""
+
+    def __init__(self, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        centres = torch.randn(3, 6, generator=g) * 3
+        self.tasks, self.truth = {}, {}
+        for i in range(12):
+            grp = (i * 7) % 3
+            x = centres[grp] + torch.randn(20, 6, generator=g)
+            self.tasks[f"k{i:02d}"] = SimpleNamespace(split=lambda name, x=x: (x, torch.zeros(len(x))))
+            self.truth[f"k{i:02d}"] = grp
+
+    def task(self, tid):
+        return self.tasks[tid]
+
+    def cluster_features(self, x):
+        return x
+
+
+@pytest.mark.parametrize("algorithm", ["kmeans", "spectral"])
+def test_feature_clusters_recover_planted_groups(algorithm):
+    st = _FeatureSetting()
+    got = feature_clusters(st, list(st.tasks), 3, seed=0, algorithm=algorithm)
+    assert _partition(got) == _partition(st.truth)
+    assert got == feature_clusters(st, sorted(st.tasks, reverse=True), 3, seed=0, algorithm=algorithm)
+
+
+def test_cluster_tasks_dispatch_and_errors(tiny):
+    ids = tiny.task_ids
+    assert cluster_tasks(ids, None) == singletons(ids)
+    assert cluster_tasks(ids, 3, "random", seed=4) == random_clusters(ids, 3, seed=4)
+    assert cluster_tasks(ids, 3, "features", setting=tiny) == feature_clusters(tiny, ids, 3)
+    assert len(set(cluster_tasks(ids, 1, "features", setting=tiny).values())) == 1
+    with pytest.raises(ValueError):
+        cluster_tasks(ids, 3, "task-vectors")          # needs the vectors
+    with pytest.raises(ValueError):
+        cluster_tasks(ids, 3, "labels")
+    with pytest.raises(ValueError):
+        cluster_tasks(ids, 2.5, "random")

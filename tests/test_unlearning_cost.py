@@ -1,0 +1,88 @@
+"""The unlearning-cost comparison: the draft's counting and measured costs."""
+import pytest
+
+from clamu_helpers.errors import ClamuError
+from clamu_helpers.methods import METHODS
+from clamu_helpers.unlearning_cost import (deletion_cost, draft_arithmetic, draft_table, forget_sequence,
+                                           measure_unlearning, parse_method, sequence_cost, sift_ratios)
+
+
+def test_draft_arithmetic_reproduces_the_draft():
+    df = draft_arithmetic(500, 250).set_index("method")
+    assert df.loc["scratch", "task_trainings"] == 93_625 == sum(range(250, 500))
+    assert df.loc["merge", "task_trainings"] == 250
+    assert df.loc["scratch", "gradient_steps"] / df.loc["merge", "gradient_steps"] == 374.5
+    assert df.loc["scratch", "sift_ratio_gradient"] == 374.5
+    # TALL/EMR retrain τ_u and every remaining τ_t: Σ_{T=251}^{500} T; in parallel: 2 × merging
+    assert df.loc["tall", "gradient_steps"] == sum(range(251, 501)) == 93_875
+    assert df.loc["emr", "parallel_steps"] == 2 * df.loc["merge", "parallel_steps"] == 500
+    assert df.loc["tall", "first_deletion_ratio"] == 500
+    assert df.loc["sift", "sift_ratio_gradient"] == 1.0
+
+
+def test_counting_rules_with_steps_and_clusters():
+    assert deletion_cost("tall", 10, steps=7) == {"task_trainings": 10, "gradient_steps": 70, "parallel_steps": 14}
+    assert deletion_cost("clamu", 10, steps=7, clusters=3, mask_steps=5) == {
+        "task_trainings": 1, "gradient_steps": 7 + 3 * 5, "parallel_steps": 12}
+    assert deletion_cost("scratch", 10, steps=7)["gradient_steps"] == 63
+    assert deletion_cost("local", 10, steps=7)["gradient_steps"] == 0
+    assert deletion_cost("tall", 1, steps=7)["parallel_steps"] == 7  # nothing left to relearn
+    # 20 clusters, 250 deletions from 500 with 20 steps: Table 3's 10K parallel steps
+    c = sequence_cost("clamu", 500, 250, steps=20, clusters=20)
+    assert c["parallel_steps"] == 10_000 and c["gradient_steps"] == 250 * (20 + 20 * 20)
+    assert sequence_cost("merge", 500, 250, steps=20)["gradient_steps"] == 5_000  # Table 2, Sent140
+    t = draft_table([12, 200])
+    assert list(t["total"].unique()) == [12, 200]
+    assert t.set_index(["total", "method"]).loc[(200, "scratch"), "task_trainings"] == sum(range(100, 200))
+    with pytest.raises(ClamuError):
+        deletion_cost("nonsense", 10)
+    with pytest.raises(ClamuError):
+        sequence_cost("merge", 5, 6)
+
+
+def test_parse_method_and_forget_sequence():
+    assert parse_method("sift:scale=count,sign_seed=3") == ("sift:scale=count,sign_seed=3", "sift",
+                                                            {"scale": "count", "sign_seed": 3})
+    assert parse_method("sift:scale=0.5")[2] == {"scale": 0.5}
+    with pytest.raises(ClamuError):
+        parse_method("sift:scale")
+    ids = [f"t{i}" for i in range(20)]
+    a, b = forget_sequence(ids, 5, 0), forget_sequence(ids, 5, 0)
+    assert a == b and len(set(a)) == 5 and set(a) <= set(ids)
+    assert forget_sequence(ids, 5, 1) != a
+    with pytest.raises(ClamuError):
+        forget_sequence(ids, 20, 0)
+
+
+def test_measured_counts_match_steps_times_k(tiny):
+    k, steps, T = 3, tiny.finetune_config.steps, len(tiny.task_ids)
+    df = measure_unlearning(tiny, ["merge", "sift", "local", "sift:scale=count"], k=k, seed=0).set_index("method")
+    for m in ("merge", "sift", "sift:scale=count"):
+        assert df.loc[m, "unlearn_gradient_steps"] == steps * k == df.loc[m, "counted_unlearn_gradient_steps"]
+        assert df.loc[m, "unlearn_parallel_steps"] == steps * k
+        assert df.loc[m, "unlearn_finetunes"] == k
+        assert df.loc[m, "fit_gradient_steps"] == steps * T
+    assert df.loc["local", "unlearn_gradient_steps"] == 0
+    # scratch, trained for real: one model on the remaining tasks after each deletion
+    assert df.loc["scratch", "unlearn_gradient_steps"] == steps * sum(T - 1 - i for i in range(k))
+    assert df["exact"].all()
+    d = tiny.spec.numel
+    assert df.loc["sift", "storage_bytes"] == 4 * d + (T - k) * ((d + 7) // 8)
+    assert df.loc["local", "storage_bytes"] == 4 * d * (T - k)
+    # a forgotten task is served as if never trained
+    assert (df["acc_forgotten"] == df["acc_forgotten_never_trained"]).all()
+    assert df.loc["sift", "acc_remaining"] > df.loc["merge", "acc_remaining"]
+    r = sift_ratios(df.reset_index()).set_index("method")
+    assert r.loc["merge", "ratio_unlearn_gradient_steps"] == 1.0
+    assert r.loc["scratch", "ratio_unlearn_gradient_steps"] == sum(T - 1 - i for i in range(k)) / k
+    with pytest.raises(ClamuError):
+        measure_unlearning(tiny, ["no-such-method"], k=1)
+
+
+@pytest.mark.parametrize("name", ["tall", "emr", "clamu", "cluster-merge"])
+def test_other_methods_when_registered(tiny, name):
+    if name not in METHODS:
+        pytest.skip(f"method {name!r} is not registered (yet)")
+    df = measure_unlearning(tiny, [name, "sift"], k=2, seed=1, scratch="count", share_vectors=True).set_index("method")
+    assert bool(df.loc[name, "exact"])
+    assert df.loc["sift", "unlearn_gradient_steps"] == 2 * tiny.finetune_config.steps
