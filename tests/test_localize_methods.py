@@ -197,3 +197,19 @@ def test_unlearning_every_task_leaves_m0(tiny, method, kw):
     assert len(a.ledger) == 0 and a.method.assignment == {}
     assert torch.equal(a.weights_for("s00"), tiny.theta0)
     assert a.served_digest() == UnlearningSystem(tiny, method, **kw).served_digest()
+
+
+def test_cluster_vector_is_the_cluster_merged_model_by_default(tiny):
+    """Draft Sec. 4.3: TALL/EMR with clusters take the per-cluster merged model as the local
+    vector: τ_k/|k| (default) or the raw sum τ_k."""
+    from clamu_helpers import MergeLedger, UnlearningSystem
+    from clamu_helpers.methods import get_method
+    system = UnlearningSystem(tiny, "merge").fit()
+    vectors = system.finetune(tiny.task_ids[:3])
+    ids = list(vectors)
+    total = MergeLedger.from_vectors(vectors.values()).tau_bar()
+    mean = get_method("tall", clusters=2).group_vector(system, ids, vectors)
+    raw = get_method("emr", clusters=2, cluster_vector="sum").group_vector(system, ids, vectors)
+    assert torch.equal(raw, total) and torch.equal(mean, total / 3)
+    with pytest.raises(ValueError, match="cluster_vector"):
+        get_method("tall", cluster_vector="median")

@@ -19,8 +19,9 @@ Common parameters (JSON-able, in ``self.params``):
   (T−1)·E gradient steps and E parallel steps in ``system.unlearn_costs``. "keep": the system
   keeps every τ_t (``keeps_vectors``), counted as T·d·4 extra bytes of storage.
 
-With clusters, TALL and EMR use the cluster's merged vector τ_k = Σ_{t∈k} τ_t (exact) as "the
-local task vector" (draft Sec. 4.3). A task without a cluster (forgotten or unknown) is served
+With clusters, TALL and EMR use the cluster's merged model as "the local task vector" (draft
+Sec. 4.3): τ_k/|k| with τ_k = Σ_{t∈k} τ_t summed exactly (``cluster_vector="mean"``, default;
+"sum" uses τ_k itself, which is |k| times too large to serve). A task without a cluster (forgotten or unknown) is served
 the fallback M0 + τ̄/T (model averaging over the T merged tasks; M0 when T = 0).
 """
 from __future__ import annotations
@@ -42,6 +43,10 @@ from .base import Method, register
 from .basic import resolve_alpha
 
 VECTORS = ("retrain", "keep")
+#: what TALL and EMR take as "the local task vector" of a cluster k (draft Sec. 4.3: "the
+#: per-cluster merged models from Figure 4"): "mean" = τ_k/|k| (the merged model's task vector,
+#: default) or "sum" = τ_k (|k| times larger, which makes masks dense and served models broken)
+CLUSTER_VECTOR = ("mean", "sum")
 
 
 def fallback_weights(system) -> torch.Tensor:
@@ -62,6 +67,8 @@ class Localized(Method):
     def __init__(self, clusters=None, cluster_by="task-vectors", vectors="retrain", negative="clip",
                  feature_algorithm="kmeans", **specific):
         super().__init__()
+        if specific.get("cluster_vector", "mean") not in CLUSTER_VECTOR:
+            raise ValueError(f"cluster_vector must be one of {CLUSTER_VECTOR}, got {specific['cluster_vector']!r}")
         if clusters is not None and (isinstance(clusters, bool) or not isinstance(clusters, int) or clusters < 1):
             raise ValueError(f"clusters must be None (one per task) or an integer K ≥ 1, got {clusters!r}")
         if cluster_by not in CLUSTER_BY:
@@ -139,15 +146,16 @@ class Localized(Method):
         c = self.assignment.get(str(task_id))
         return "fallback" if c is None else f"cluster-{c}"
 
-    @staticmethod
-    def group_vector(system, ids, vectors) -> torch.Tensor:
-        """τ_k = Σ_{t∈k} τ_t, exactly (a one-task cluster is τ_t itself)."""
+    def group_vector(self, system, ids, vectors) -> torch.Tensor:
+        """The cluster's local vector: τ_k = Σ_{t∈k} τ_t summed exactly, divided by |k| when
+        ``cluster_vector`` is "mean" (a one-task cluster is τ_t itself either way)."""
         if len(ids) == 1:
             return vectors[ids[0]].values
         led = MergeLedger(system.setting.spec, system.ledger.scale_bits, system.ledger.max_tasks)
         for t in ids:
             led.add(t, vectors[t])
-        return led.tau_bar()
+        tau_k = led.tau_bar()
+        return tau_k / len(ids) if self.params.get("cluster_vector", "mean") == "mean" else tau_k
 
     @staticmethod
     def group_data(system, ids, split) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,13 +224,14 @@ class Tall(_Masked):
     the plain sum; "mean" gives 1/T). Refresh needs every remaining τ_t."""
 
     def __init__(self, clusters=None, cluster_by="task-vectors", vectors="retrain", negative="clip",
-                 feature_algorithm="kmeans", alpha=1.0, lambdas=LAMBDA_GRID):
+                 feature_algorithm="kmeans", alpha=1.0, lambdas=LAMBDA_GRID, cluster_vector="mean"):
         _check_alpha(alpha)
         lambdas = [float(v) for v in lambdas]
         if not lambdas or any(v < 0 for v in lambdas):
             raise ValueError(f"lambdas must be a non-empty list of λ ≥ 0, got {lambdas}")
         super().__init__(clusters=clusters, cluster_by=cluster_by, vectors=vectors, negative=negative,
-                         feature_algorithm=feature_algorithm, alpha=alpha, lambdas=lambdas)
+                         feature_algorithm=feature_algorithm, alpha=alpha, lambdas=lambdas,
+                         cluster_vector=cluster_vector)
         self.lambdas: dict[int, float] = {}
 
     def localize(self, system, vectors, costs):
@@ -259,9 +268,9 @@ class Emr(Localized):
     Storage: τ_uni and τ̄ (kept for exact unlearning), K masks, K rescalers."""
 
     def __init__(self, clusters=None, cluster_by="task-vectors", vectors="retrain", negative="clip",
-                 feature_algorithm="kmeans", rescale=True):
+                 feature_algorithm="kmeans", rescale=True, cluster_vector="mean"):
         super().__init__(clusters=clusters, cluster_by=cluster_by, vectors=vectors, negative=negative,
-                         feature_algorithm=feature_algorithm, rescale=bool(rescale))
+                         feature_algorithm=feature_algorithm, rescale=bool(rescale), cluster_vector=cluster_vector)
         self.result: EMRResult | None = None
 
     def localize(self, system, vectors, costs):
