@@ -65,6 +65,7 @@ class UnlearningSystem:
         self.unlearn_costs = Costs()
         self.fingerprint = fingerprint(setting.finetune_config.threads)
         self._tau_cache: tuple[str, torch.Tensor] | None = None
+        self.retrained: dict[str, TaskVector] = {}  # set during unlearn() for Method.refresh
 
     # -- finetuning --------------------------------------------------------------------------
     @property
@@ -158,11 +159,14 @@ class UnlearningSystem:
                 self.unlearned.append(t)
             n = len(ids) if self.method.retrains else 0
             self.unlearn_costs.add(n, n * self.steps, n * self.steps)
+            self.retrained = retrained  # the request's verified τ_u, for refresh (no second retrain)
             self.method.refresh(self, ids)
         except BaseException:
             self.ledger, self.vectors, self.method, self.unlearned, self.unlearn_costs = backup
             self._tau_cache = None
             raise
+        finally:
+            self.retrained = {}
         self.unlearn_costs.seconds += time.perf_counter() - t0
         return {"unlearned": ids, "retrain_hashes_match": True, "hashes": {t: retrained[t].sha256 for t in ids},
                 "digest": self.served_digest()}

@@ -420,8 +420,11 @@ class ClusterMerge(Localized):
             if keep_mode:
                 vecs = {t: system.vectors[t] for t in need}
             else:
-                vecs = system.finetune(sorted(need), use_store=False, desc="retrain for cluster merges")
-                system.unlearn_costs.add(len(need), len(need) * system.steps, system.steps)
+                vecs = {t: system.retrained[t] for t in need if t in system.retrained}  # verified this request
+                rest = sorted(need - set(vecs))
+                if rest:
+                    vecs.update(system.finetune(rest, use_store=False, desc="retrain for cluster merges"))
+                    system.unlearn_costs.add(len(rest), len(rest) * system.steps, system.steps)
         ledgers = {}
         for c, (how, o) in plan.items():
             if how == "reuse":
