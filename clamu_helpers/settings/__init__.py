@@ -67,3 +67,14 @@ def get_setting(name: str, profile: str = "cpu", seed: int = 0, **kw) -> Setting
 
 
 __all__ = ["ANALOG_OF", "FinetuneConfig", "PROFILES", "SETTINGS", "Setting", "SyntheticSetting", "Task", "availability", "get_setting", "register_setting"]
+
+# the embedded text settings (analogs of Sent140, Reddit, TOFU); their heavy imports are lazy
+from .text import register as _register_text  # noqa: E402
+from .authors import register as _register_authors  # noqa: E402
+
+_register_text(register_setting)
+_register_authors(register_setting)
+
+from .paper import register_all as _register_paper  # noqa: E402
+
+_register_paper()
