@@ -1,0 +1,27 @@
+"""The README's promises: its 'own model' example runs as written, and its commands exist."""
+import re
+from pathlib import Path
+
+from clamu_helpers import Task
+from clamu_helpers.settings.synthetic import SyntheticSetting
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_own_model_example_runs_and_unlearns_exactly():
+    block = re.search(r"## Use it on your own model.*?```python\n(.*?)```", README, re.S).group(1)
+    base = SyntheticSetting(tasks=50)
+    tasks = [Task(f"client-{i}", t.train, t.val, t.test, t.labels) for i, t in enumerate(base.tasks)]
+    ns = {"model": base.model, "tasks": tasks}
+    exec(compile(block, "README.md", "exec"), ns)
+    system = ns["system"]
+    assert "client-42" not in system.task_ids and len(system.task_ids) == 49
+    assert ns["served"] is not None
+
+
+def test_readme_starts_with_the_two_commands():
+    blocks = re.findall(r"```bash\n(.*?)```", README, re.S)
+    assert blocks[0].strip() == "bash scripts/setup.sh && .venv/bin/python -m clamu_helpers reproduce --profile cpu"
+    assert blocks[1].strip() == "bash scripts/test.sh"
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    assert "bash scripts/test.sh" in ci
