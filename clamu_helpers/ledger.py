@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 
 from .errors import (DuplicateTaskError, ExactnessError, NonFiniteError, ShapeMismatchError,
-                     UnknownTaskError)
+                     StateError, UnknownTaskError)
 from .params import ParamSpec
 from .taskvector import TaskVector
 
@@ -43,18 +43,71 @@ class MergeLedger:
     # -- the two operations ------------------------------------------------------------
     def quantize(self, tv: TaskVector) -> torch.Tensor:
         """τ_t on the fixed-point grid, as int64 (after every validity check)."""
+        self._check_spec(tv)
+        out = torch.empty(self.spec.numel, dtype=torch.int64)
+        for start, stop in self._chunks():
+            out[start:stop] = self._quantize_chunk(tv.values[start:stop], tv.task_id)
+        return out
+
+    # Chunked exact quantization. Each chunk is scaled in float32, rounded and converted to
+    # int64 while it sits in cache. This equals the original float64 formula
+    # ``round(float64(x) * 2^s)`` bit for bit: scaling a float32 by a power of two is exact
+    # (no overflow, since |x| < max_abs keeps |x·2^s| < 2^62; an underflowing product has
+    # magnitude < 2^-126 and rounds to 0 either way); round-half-even of a float32 y is
+    # representable in float32 (|y| ≥ 2^23 is already an integer, smaller ones round to an
+    # integer ≤ 2^23), so float32 and float64 rounding agree; the integer converts exactly.
+    # ``tests/test_streaming.py`` checks this against the float64 formula on edge cases.
+    CHUNK = 1 << 15
+
+    def _chunks(self, numel: int | None = None):
+        d = self.spec.numel if numel is None else numel
+        return ((i, min(i + self.CHUNK, d)) for i in range(0, d, self.CHUNK))
+
+    def _check_spec(self, tv: TaskVector) -> None:
         if tv.spec.digest() != self.spec.digest():
             raise ShapeMismatchError(
                 f"task vector {tv.task_id!r} has a different parameter spec (d={tv.spec.numel}) "
                 f"than the ledger (d={self.spec.numel})")
-        tv.check_finite()
-        big = float(tv.values.abs().max()) if tv.values.numel() else 0.0
-        if big >= self.max_abs:
-            raise NonFiniteError(
-                f"task vector {tv.task_id!r} has an entry of magnitude {big:.3g} ≥ {self.max_abs:g}, "
-                f"outside the ledger's exact range (lower scale_bits or max_tasks)")
-        q = tv.values.to(torch.float64).mul_(2.0 ** self.scale_bits).round_()
-        return q.to(torch.int64)
+
+    def _quantize_chunk(self, values: torch.Tensor, task_id: str) -> torch.Tensor:
+        """One chunk of τ_t as int64 grid points; raises NonFiniteError on NaN/inf or range.
+        The result lives in a scratch buffer reused by the next call (use it at once)."""
+        n = values.numel()
+        buf = self.__dict__.get("_scratch")
+        if buf is None or buf[0].numel() < n:
+            buf = (torch.empty(max(n, self.CHUNK)), torch.empty(max(n, self.CHUNK), dtype=torch.int64))
+            self.__dict__["_scratch"] = buf
+        y, q = buf[0][:n], buf[1][:n]
+        torch.mul(values, 2.0 ** self.scale_bits, out=y)
+        if n:
+            lo, hi = torch.aminmax(y)
+            lo, hi = float(lo), float(hi)
+            bound = self.max_abs * 2.0 ** self.scale_bits
+            if not (-bound < lo and hi < bound):  # also catches NaN (comparisons are False)
+                if not bool(torch.isfinite(values).all()):
+                    bad = int((~torch.isfinite(values)).sum())
+                    raise NonFiniteError(f"task vector {task_id!r} has {bad} NaN/inf entries; refusing to merge it")
+                big = float(values.abs().max())
+                raise NonFiniteError(
+                    f"task vector {task_id!r} has an entry of magnitude {big:.3g} ≥ {self.max_abs:g}, "
+                    f"outside the ledger's exact range (lower scale_bits or max_tasks)")
+        torch.round(y, out=y)
+        return q.copy_(y)
+
+    def _accumulate(self, tv: TaskVector, sign: int) -> None:
+        """τ̄ ← τ̄ ± quantize(τ_t), chunk by chunk; on an invalid chunk the chunks already
+        applied are undone exactly (integers), so the ledger is unchanged by a failure."""
+        self._check_spec(tv)
+        done = 0
+        try:
+            for start, stop in self._chunks():
+                q = self._quantize_chunk(tv.values[start:stop], tv.task_id)
+                self._sum[start:stop].add_(q, alpha=sign)
+                done = stop
+        except Exception:
+            for start, stop in self._chunks(done):
+                self._sum[start:stop].sub_(self._quantize_chunk(tv.values[start:stop], tv.task_id), alpha=sign)
+            raise
 
     def add(self, task_id: str, tv: TaskVector) -> None:
         """τ̄ ← τ̄ + τ_t, recording SHA-256(τ_t). Raises on a repeated id or a bad vector."""
@@ -63,8 +116,7 @@ class MergeLedger:
             raise DuplicateTaskError(f"task {task_id!r} is already merged")
         if len(self._hashes) >= self.max_tasks:
             raise ValueError(f"ledger is full ({self.max_tasks} tasks); create it with a larger max_tasks")
-        q = self.quantize(tv)
-        self._sum += q
+        self._accumulate(tv, +1)
         self._hashes[task_id] = tv.sha256
 
     def remove(self, task_id: str, tv: TaskVector) -> None:
@@ -78,9 +130,68 @@ class MergeLedger:
                 f"{self._hashes[task_id][:16]}… was merged: finetuning was not reproduced bit for "
                 f"bit (changed thread count, library version, data or hyperparameters?). "
                 f"Nothing was subtracted.")
-        q = self.quantize(tv)
-        self._sum -= q
+        self._accumulate(tv, -1)
         del self._hashes[task_id]
+
+    def add_stream(self, task_id: str, chunks: Callable[[], Iterable[torch.Tensor]],
+                   sha256: str | None = None) -> str:
+        """τ̄ ← τ̄ + τ_t where τ_t arrives as consecutive float32 chunks (e.g. read from disk).
+
+        ``chunks`` is a callable returning a fresh iterator over 1-D chunks that together are
+        τ_t in order; SHA-256(τ_t) is computed on the fly (the same value as
+        ``TaskVector.sha256``), compared with ``sha256`` if given, recorded and returned.
+        Peak memory is one chunk. On any failure the chunks already added are re-read and
+        subtracted exactly, so the ledger is left as it was. The result is bit-identical to
+        :meth:`add` of the whole vector.
+        """
+        task_id = str(task_id)
+        if task_id in self._hashes:
+            raise DuplicateTaskError(f"task {task_id!r} is already merged")
+        if len(self._hashes) >= self.max_tasks:
+            raise ValueError(f"ledger is full ({self.max_tasks} tasks); create it with a larger max_tasks")
+        d = self.spec.numel
+        h = hashlib.sha256(f"{torch.float32}|{(d,)}|".encode())
+        done = 0
+        try:
+            for chunk in chunks():
+                if chunk.dtype != torch.float32 or chunk.dim() != 1 or done + chunk.numel() > d:
+                    raise ShapeMismatchError(
+                        f"chunk of task {task_id!r} at offset {done} has shape {tuple(chunk.shape)} "
+                        f"and dtype {chunk.dtype}; expected float32 pieces of a vector of {d}")
+                chunk = chunk.contiguous()
+                for start, stop in self._chunks(chunk.numel()):
+                    self._sum[done + start:done + stop].add_(self._quantize_chunk(chunk[start:stop], task_id))
+                h.update(chunk.numpy().tobytes())
+                done += chunk.numel()
+            if done != d:
+                raise ShapeMismatchError(f"task {task_id!r} streamed {done} values, expected {d}")
+            digest = h.hexdigest()
+            if sha256 is not None and digest != sha256:
+                raise ExactnessError(
+                    f"streamed task vector {task_id!r} has SHA-256 {digest[:16]}…, expected "
+                    f"{sha256[:16]}… (corrupt or foreign file?); nothing was added")
+        except Exception:
+            self._undo_stream(chunks, done, task_id)
+            raise
+        self._hashes[task_id] = digest
+        return digest
+
+    def _undo_stream(self, chunks, done: int, task_id: str) -> None:
+        off = 0
+        for chunk in chunks():
+            if off >= done:
+                break
+            chunk = chunk[: done - off].contiguous()
+            for start, stop in self._chunks(chunk.numel()):
+                self._sum[off + start:off + stop].sub_(self._quantize_chunk(chunk[start:stop], task_id))
+            off += chunk.numel()
+        if off != done:
+            raise StateError(f"could not re-read task {task_id!r} to undo a failed streamed add: "
+                             f"the ledger is inconsistent, rebuild it")
+
+    def tau_bar_slice(self, start: int, stop: int) -> torch.Tensor:
+        """``tau_bar()[start:stop]`` without materialising all of τ̄ (same bits)."""
+        return self._sum[start:stop].to(torch.float64).mul_(2.0 ** -self.scale_bits).to(torch.float32)
 
     # -- what is served ------------------------------------------------------------------
     @property

@@ -1,57 +1,281 @@
-"""A content-addressed store of task vectors on disk (safetensors + JSON metadata, never pickle).
+"""A content-addressed store of task vectors and masks on disk (safetensors + JSON, never pickle).
 
-The key of τ_t hashes everything it depends on: setting, the task's data, hyperparameters,
-seed, sign vector and environment fingerprint. A finished finetune is never recomputed, and
-an interrupted run loses none (each file is written to a temporary name and renamed).
+**The key.** ``key(setting, task, seed, ...)`` is the SHA-256 of everything τ_t depends on:
+the setting's name, its parameter spec (digest of names and shapes), the task's training data
+(``Task.digest``: id plus SHA-256 of every training tensor), the finetuning hyperparameters
+(``FinetuneConfig``: steps, lr, batch size, optimizer, weight decay, threads), the seed, the
+SIFT sign vector v (its SHA-256) and projection when sign-fixed, and the environment
+fingerprint (torch/numpy/python versions, machine, device, threads). Anything that could
+change a bit of τ_t changes the key, so a finished finetune is never recomputed and a stale
+one is never reused.
+
+**Sharing.** Workers on several machines may write into one shared folder: every file is
+written under a unique temporary name (host, pid, random suffix), fsynced and renamed into
+place, so readers never see half a file and concurrent writers of the same key (who write
+the same bits) cannot clash. Every read checks the SHA-256 recorded at write time; a corrupt
+entry is removed and reported as missing (it will be recomputed), never trusted.
+
+**Streaming.** :meth:`TaskVectorStore.open` gives a :class:`StoredVector` that reads τ_t
+chunk by chunk (:meth:`StoredVector.chunks`) or one named parameter at a time
+(:meth:`StoredVector.tensor`) with positioned reads, never holding the whole vector; masks
+(packed uint8, one bit per parameter) stream the same way.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import socket
+import struct
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors.torch import save_file
 
-from .cache import atomic_save, cache_dir, content_key
+from .cache import cache_dir, content_key
 from .determinism import fingerprint
+from .errors import ShapeMismatchError, StateError
 from .params import ParamSpec
 from .taskvector import TaskVector, sha256_tensor
 
+FORMAT = "clamu-tv-v1"
+MASK_FORMAT = "clamu-mask-v1"
+_DTYPES = {"F32": (np.float32, torch.float32), "U8": (np.uint8, torch.uint8)}
+#: default number of values per streamed chunk (4 MiB of float32)
+CHUNK = 1 << 20
+
+
+def atomic_write(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Write a safetensors file under a unique temporary name, fsync, rename into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    try:  # make the rename durable too (best effort: not every file system allows it)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def read_header(path: Path) -> tuple[dict, int]:
+    """(safetensors header as a dict, byte offset where the data begins), without reading data."""
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise StateError(f"{path} is not a safetensors file (truncated)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > 100_000_000:
+            raise StateError(f"{path} has an implausible header length {n}")
+        header = f.read(n)
+    if len(header) != n:
+        raise StateError(f"{path} is truncated inside its header")
+    return json.loads(header), 8 + n
+
+
+@dataclass
+class StoredVector:
+    """One stored flat tensor (a τ_t or a packed mask), read piece by piece.
+
+    ``sha256`` is the hash recorded at write time; :meth:`chunks` recomputes it while reading
+    and raises :class:`StateError` after the last chunk if the bits differ.
+    """
+
+    path: Path
+    name: str
+    meta: dict
+    numel: int
+    dtype: torch.dtype
+    offset: int
+
+    @property
+    def task_id(self) -> str:
+        return self.meta["task_id"]
+
+    @property
+    def sha256(self) -> str:
+        return self.meta["sha256"]
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        """Values [start, stop) with one positioned read (no memory map, no full load)."""
+        if not 0 <= start <= stop <= self.numel:
+            raise ShapeMismatchError(f"slice [{start}, {stop}) is outside a vector of {self.numel}")
+        np_dtype = np.float32 if self.dtype == torch.float32 else np.uint8
+        item = np.dtype(np_dtype).itemsize
+        buf = np.empty(stop - start, dtype=np_dtype)
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * item)
+            got = f.readinto(memoryview(buf).cast("B"))
+        if got != buf.nbytes:
+            raise StateError(f"{self.path} is truncated (wanted {buf.nbytes} bytes at {start}, got {got})")
+        return torch.from_numpy(buf)
+
+    def chunks(self, chunk: int = CHUNK, verify: bool = True) -> Iterator[torch.Tensor]:
+        """Consecutive pieces of ``chunk`` values; the hash is checked after the last one."""
+        h = hashlib.sha256(f"{self.dtype}|{(self.numel,)}|".encode()) if verify else None
+        np_dtype = np.float32 if self.dtype == torch.float32 else np.uint8
+        item = np.dtype(np_dtype).itemsize
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            for start in range(0, self.numel, chunk):
+                buf = np.empty(min(chunk, self.numel - start), dtype=np_dtype)
+                if f.readinto(memoryview(buf).cast("B")) != buf.nbytes:
+                    raise StateError(f"{self.path} is truncated at value {start}")
+                if h is not None:
+                    h.update(memoryview(buf).cast("B"))
+                yield torch.from_numpy(buf)
+        if h is not None and h.hexdigest() != self.sha256:
+            raise StateError(f"{self.path}: SHA-256 of the data does not match the one recorded at write "
+                             f"time (corrupt file); delete it so that it is recomputed")
+
+    def tensor(self, name: str, spec: ParamSpec) -> torch.Tensor:
+        """One named parameter of τ_t, shaped, read alone (tensor-by-tensor access)."""
+        if spec.numel != self.numel:
+            raise ShapeMismatchError(f"spec has {spec.numel} parameters, stored vector {self.numel}")
+        if name not in spec.names:
+            raise ShapeMismatchError(f"spec has no parameter {name!r}")
+        i = spec.names.index(name)
+        start = sum(spec.sizes[:i])
+        return self.read(start, start + spec.sizes[i]).view(spec.shapes[i])
+
+    def load(self) -> torch.Tensor:
+        """All values (hash-checked)."""
+        t = self.read(0, self.numel)
+        if sha256_tensor(t) != self.sha256:
+            raise StateError(f"{self.path}: SHA-256 mismatch (corrupt file)")
+        return t
+
 
 class TaskVectorStore:
+    """Task vectors under ``root/<k[:2]>/<k>.safetensors``; masks under ``root/masks/``."""
+
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else cache_dir() / "task_vectors"
         self.root.mkdir(parents=True, exist_ok=True)
 
+    # -- keys -------------------------------------------------------------------------------
+    def key_parts(self, setting, task, seed: int, sign: torch.Tensor | None = None,
+                  projection: str = "after_step", config=None) -> list:
+        """What the key hashes, in order (see the module docstring)."""
+        cfg = config or setting.finetune_config
+        return ["tv-v1", setting.name, setting.spec.digest(), task.digest(), cfg.to_json(),
+                int(seed), sha256_tensor(sign) if sign is not None else None,
+                projection if sign is not None else None, fingerprint(cfg.threads)]
+
     def key(self, setting, task, seed: int, sign: torch.Tensor | None = None,
             projection: str = "after_step", config=None) -> str:
-        cfg = config or setting.finetune_config
-        return content_key("tv-v1", setting.name, setting.spec.digest(), task.digest(), cfg.to_json(),
-                           int(seed), sha256_tensor(sign) if sign is not None else None,
-                           projection if sign is not None else None, fingerprint(cfg.threads))
+        """SHA-256 key of τ_t for (setting, spec, task data, hyperparameters, seed, sign, env)."""
+        return content_key(*self.key_parts(setting, task, seed, sign, projection, config))
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.safetensors"
 
-    def get(self, key: str, spec: ParamSpec) -> TaskVector | None:
+    def __contains__(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    # -- task vectors -----------------------------------------------------------------------
+    def put(self, key: str, tv: TaskVector) -> None:
+        """Store τ_t (a no-op when the key is already there: same key, same bits)."""
         path = self.path(key)
-        if not path.exists():
+        if path.exists():
+            return
+        meta = {"format": FORMAT, "task_id": tv.task_id, "sha256": tv.sha256, "numel": tv.values.numel(),
+                "spec": tv.spec.digest(), "meta": tv.meta}
+        atomic_write({"tau": tv.values}, path, {"meta": json.dumps(meta, default=str)})
+
+    def open(self, key: str, spec: ParamSpec | None = None) -> StoredVector:
+        """A :class:`StoredVector` for streaming τ_t (``FileNotFoundError`` if absent)."""
+        return self._open(self.path(key), "tau", spec)
+
+    def get(self, key: str, spec: ParamSpec) -> TaskVector | None:
+        """τ_t, hash-checked; ``None`` when absent or corrupt (a corrupt file is removed)."""
+        path = self.path(key)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
             return None
         try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads(f.metadata()["meta"])
-                values = f.get_tensor("tau")
-            tv = TaskVector(meta["task_id"], values, spec, meta["meta"])
-            if tv.sha256 != meta["sha256"]:
-                raise ValueError("hash mismatch")
+            sv = self._open(path, "tau", spec)
+            tv = TaskVector(sv.task_id, sv.load(), spec, sv.meta.get("meta", {}))
+            if tv.sha256 != sv.sha256:
+                raise StateError("hash mismatch")
             return tv
-        except Exception:  # corrupt or foreign entry: recompute, never trust it
-            path.unlink(missing_ok=True)
+        except (StateError, ShapeMismatchError, KeyError, ValueError, OSError):
+            _remove_if_unchanged(path, stat)
             return None
 
-    def put(self, key: str, tv: TaskVector) -> None:
-        meta = {"task_id": tv.task_id, "sha256": tv.sha256, "meta": tv.meta}
-        atomic_save({"tau": tv.values}, self.path(key), metadata={"meta": json.dumps(meta, default=str)})
+    def keys(self) -> list[str]:
+        return sorted(p.stem for p in self.root.glob("*/*.safetensors") if p.parent.name != "masks")
 
     def __len__(self) -> int:
-        return sum(1 for _ in self.root.glob("*/*.safetensors"))
+        return len(self.keys())
+
+    # -- masks (packed bits) ----------------------------------------------------------------
+    @staticmethod
+    def mask_key(*parts: object) -> str:
+        """Content key of a mask, from whatever it depends on (method, λ, τ̄ digest, task…)."""
+        return content_key("mask-v1", *parts)
+
+    def mask_path(self, key: str) -> Path:
+        return self.root / "masks" / key[:2] / f"{key}.safetensors"
+
+    def put_mask(self, key: str, packed: torch.Tensor, d: int, task_id: str = "", meta: dict | None = None) -> None:
+        """Store a packed mask (uint8, ⌈d/8⌉ bytes, little bit order as ``packing.pack``)."""
+        if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != (d + 7) // 8:
+            raise ShapeMismatchError(f"packed mask must be {(d + 7) // 8} uint8 values, got "
+                                     f"{tuple(packed.shape)} {packed.dtype}")
+        info = {"format": MASK_FORMAT, "task_id": str(task_id), "d": int(d), "sha256": sha256_tensor(packed),
+                "numel": packed.numel(), "meta": meta or {}}
+        atomic_write({"mask": packed}, self.mask_path(key), {"meta": json.dumps(info, default=str)})
+
+    def open_mask(self, key: str) -> StoredVector:
+        return self._open(self.mask_path(key), "mask", None)
+
+    def get_mask(self, key: str) -> tuple[torch.Tensor, dict]:
+        """(packed uint8 mask, its metadata incl. ``d``), hash-checked."""
+        sv = self.open_mask(key)
+        return sv.load(), sv.meta
+
+    # -- internals --------------------------------------------------------------------------
+    def _open(self, path: Path, name: str, spec: ParamSpec | None) -> StoredVector:
+        header, offset = read_header(path)
+        try:
+            meta = json.loads(header["__metadata__"]["meta"])
+            entry = header[name]
+            np_t = _DTYPES[entry["dtype"]]
+        except KeyError as e:
+            raise StateError(f"{path} is not a clamu store entry (missing {e})") from None
+        begin, end = entry["data_offsets"]
+        numel = int(np.prod(entry["shape"])) if entry["shape"] else 1
+        if (end - begin) != numel * np.dtype(np_t[0]).itemsize:
+            raise StateError(f"{path}: header sizes disagree")
+        if spec is not None:
+            if numel != spec.numel or meta.get("spec", spec.digest()) != spec.digest():
+                raise ShapeMismatchError(f"{path} holds a vector for another parameter spec "
+                                         f"({numel} values, expected {spec.numel})")
+        if os.path.getsize(path) < offset + end:
+            raise StateError(f"{path} is truncated")
+        return StoredVector(path, name, meta, numel, np_t[1], offset + begin)
+
+
+def _remove_if_unchanged(path: Path, stat: os.stat_result) -> None:
+    """Delete a corrupt entry unless another writer replaced it since we looked."""
+    try:
+        now = path.stat()
+        if (now.st_ino, now.st_mtime_ns, now.st_size) == (stat.st_ino, stat.st_mtime_ns, stat.st_size):
+            path.unlink()
+    except FileNotFoundError:
+        pass

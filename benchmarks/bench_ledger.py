@@ -1,0 +1,105 @@
+"""Ledger add throughput vs a float32 in-place add and vs a memory copy of the same bytes.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_ledger.py [--d 4194304 --T 8]
+
+Prints ratios measured in this one run and writes benchmarks/results/bench_ledger.json.
+The ledger must move ≥ 20 bytes per parameter (read 4 of τ_t, read and write 8 of the int64
+sum) where a float32 add moves 12 and a copy 8: the bandwidth floor is ~1.7× a float32 add.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import best_of, save  # noqa: E402
+
+import torch  # noqa: E402
+
+from clamu_helpers.ledger import MergeLedger  # noqa: E402
+from clamu_helpers.params import ParamSpec  # noqa: E402
+from clamu_helpers.taskvector import TaskVector  # noqa: E402
+
+
+def reference_add(total: torch.Tensor, v: torch.Tensor, bits: int = 40) -> None:
+    """The ledger's original formula: checks, float64 copy, scale, round, int64, add."""
+    assert bool(torch.isfinite(v).all()) and float(v.abs().max()) < 2 ** 10
+    total += v.to(torch.float64).mul_(2.0 ** bits).round_().to(torch.int64)
+
+
+def main(d: int, T: int, repeat: int) -> dict:
+    torch.set_num_threads(1)
+    spec = ParamSpec(("tau",), ((d,),))
+    g = torch.Generator().manual_seed(0)
+    vecs = [torch.randn(d, generator=g) * 1e-3 for _ in range(T)]
+    tvs = [TaskVector(f"t{i}", v, spec) for i, v in enumerate(vecs)]
+    for tv in tvs:
+        tv.sha256  # hash computed once, outside the timed region
+    dst = torch.empty(d)
+    acc = torch.zeros(d)
+
+    t_copy = best_of(lambda: [dst.copy_(v) for v in vecs], repeat)
+    t_f32 = best_of(lambda: [acc.add_(v) for v in vecs], repeat)
+
+    def ledger_run():
+        led = MergeLedger(spec)
+        for tv in tvs:
+            led.add(tv.task_id, tv)
+        return led
+
+    t_led = best_of(ledger_run, repeat)
+    ref_sum = torch.zeros(d, dtype=torch.int64)
+    t_ref = best_of(lambda: [reference_add(ref_sum.zero_(), v) for v in vecs], repeat)
+    # bit-identity of the optimized path with the float64 formula
+    ref_sum.zero_()
+    for v in vecs:
+        reference_add(ref_sum, v)
+    assert torch.equal(ledger_run().state()[0]["ledger_sum"], ref_sum), "optimized ledger differs from float64 formula"
+    t_hash = best_of(lambda: [TaskVector(tv.task_id, tv.values, spec).sha256 for tv in tvs], max(1, repeat // 2))
+    chunks = {}
+    old = MergeLedger.CHUNK
+    for c in (1 << 12, 1 << 14, 1 << 15, 1 << 17, 1 << 20, d):
+        MergeLedger.CHUNK = c
+        chunks[c] = best_of(ledger_run, max(2, repeat // 2))
+    MergeLedger.CHUNK = old
+
+    n = d * T
+    copy_gbs = 8 * n / t_copy / 1e9
+    res = {
+        "d": d, "T": T, "threads": 1,
+        "seconds": {"copy": t_copy, "float32_add": t_f32, "ledger_add": t_led,
+                    "ledger_add_float64_formula": t_ref, "sha256_of_inputs": t_hash},
+        "ledger_chunk_seconds": {str(k): v for k, v in chunks.items()},
+        "params_per_second": {"float32_add": n / t_f32, "ledger_add": n / t_led,
+                              "ledger_add_incl_sha256": n / (t_led + t_hash)},
+        "ratio_ledger_vs_float32_add": t_led / t_f32,
+        "ratio_ledger_incl_sha256_vs_float32_add": (t_led + t_hash) / t_f32,
+        "ratio_float64_formula_vs_float32_add": t_ref / t_f32,
+        "speedup_vs_float64_formula": t_ref / t_led,
+        "copy_bandwidth_GBps": copy_gbs,
+        "ledger_bandwidth_fraction": (20 * n / t_led / 1e9) / copy_gbs,
+        "float32_add_bandwidth_fraction": (12 * n / t_f32 / 1e9) / copy_gbs,
+        "bit_identical_to_float64_formula": True,
+    }
+    print(f"d={d} T={T}, one thread, best of {repeat}")
+    print(f"  copy              {t_copy:.4f}s  ({copy_gbs:.1f} GB/s counting read+write)")
+    print(f"  float32 add       {t_f32:.4f}s")
+    print(f"  ledger add        {t_led:.4f}s  = {res['ratio_ledger_vs_float32_add']:.2f}x float32 add "
+          f"(goal ≤ 3x); {res['ledger_bandwidth_fraction']:.0%} of copy bandwidth at 20 B/param")
+    print(f"  float64 formula   {t_ref:.4f}s  = {res['ratio_float64_formula_vs_float32_add']:.2f}x "
+          f"(optimized path {res['speedup_vs_float64_formula']:.2f}x faster, bit-identical)")
+    print(f"  + SHA-256 of τ_t  {t_hash:.4f}s  -> ledger incl. hashing "
+          f"{res['ratio_ledger_incl_sha256_vs_float32_add']:.2f}x float32 add")
+    print("  chunk sizes:", {k: round(v, 4) for k, v in chunks.items()})
+    save("bench_ledger", res)
+    return res
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--d", type=int, default=1 << 22)
+    ap.add_argument("--T", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=5)
+    a = ap.parse_args()
+    main(a.d, a.T, a.repeat)

@@ -1,0 +1,88 @@
+"""Every backend gives the same bits; the store is filled by workers and never recomputed."""
+import pytest
+import torch
+
+from clamu_helpers import parallel
+from clamu_helpers.parallel import (RecipeMismatchError, SettingRecipe, run_finetunes, shutdown_ray,
+                                    shutdown_workers)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_workers():
+    yield
+    shutdown_workers()
+from clamu_helpers.settings.synthetic import SyntheticSetting
+from clamu_helpers.store import TaskVectorStore
+
+
+@pytest.fixture(scope="module")
+def serial(tiny):
+    return {t: tv.sha256 for t, tv in run_finetunes(tiny, tiny.task_ids, seed=3, progress=False).items()}
+
+
+def _hashes(res):
+    return {t: tv.sha256 for t, tv in res.items()}
+
+
+def test_processes_equal_serial_and_fill_store(tiny, serial, tmp_path, monkeypatch):
+    store = TaskVectorStore(tmp_path)
+    res = run_finetunes(tiny, tiny.task_ids, seed=3, backend="processes", workers=2, store=store, progress=False)
+    assert list(res) == tiny.task_ids           # input order
+    assert _hashes(res) == serial
+    assert len(store) == len(tiny.task_ids)     # written by the workers
+    # finished finetunes are never recomputed, whatever the backend
+    monkeypatch.setattr(parallel, "finetune", lambda *a, **k: pytest.fail("recomputed a stored finetune"))
+    again = run_finetunes(tiny, tiny.task_ids, seed=3, backend="processes", store=store, progress=False)
+    assert _hashes(again) == serial
+
+
+def test_processes_with_sign_reuse_the_pool(tiny):
+    sign = torch.where(torch.rand(tiny.spec.numel, generator=torch.Generator().manual_seed(0)) < 0.5, -1.0, 1.0)
+    ids = tiny.task_ids[:3]
+    ref = run_finetunes(tiny, ids, seed=1, sign=sign, progress=False)
+    pool = parallel._POOL.get("pool")
+    got = run_finetunes(tiny, ids, seed=1, sign=sign, backend="processes", progress=False)
+    assert _hashes(got) == _hashes(ref)
+    assert pool is not None and parallel._POOL.get("pool") is pool   # same setting: workers reused
+    assert all(bool(((tv.values * sign) >= 0).all()) for tv in got.values())
+
+
+def test_recipe_mismatch_is_detected():
+    other = SyntheticSetting(tasks=3, n_train=10)   # not what get_setting("synthetic") builds
+    with pytest.raises(RecipeMismatchError, match="other training data"):
+        run_finetunes(other, other.task_ids[:2], backend="processes", ship="recipe", progress=False)
+
+
+def test_ray_equals_serial(tiny, serial, tmp_path):
+    pytest.importorskip("ray")
+    import os
+
+    import ray
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "600")   # the shared 2-core box can be slow
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "600000")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": dict(parallel.WORKER_ENV)})
+    try:
+        store = TaskVectorStore(tmp_path)
+        res = run_finetunes(tiny, tiny.task_ids, seed=3, backend="ray", workers=2, store=store, progress=False)
+        assert _hashes(res) == serial
+        assert len(store) == len(tiny.task_ids)
+        res2 = run_finetunes(tiny, tiny.task_ids[:3], seed=3, backend="ray", ship="recipe", progress=False)
+        assert _hashes(res2) == {t: serial[t] for t in tiny.task_ids[:3]}
+    finally:
+        shutdown_ray()
+
+
+def test_images_smoke_processes_equal_serial(smoke_images):
+    ids = smoke_images.task_ids[:2]
+    ref = run_finetunes(smoke_images, ids, seed=0, progress=False)
+    got = run_finetunes(smoke_images, ids, seed=0, backend="processes", workers=2,
+                        recipe=SettingRecipe("images-label-subsets", "smoke", 0), progress=False)
+    assert _hashes(got) == _hashes(ref)
+
+
+def test_bad_arguments(tiny):
+    with pytest.raises(ValueError, match="unknown backend"):
+        run_finetunes(tiny, tiny.task_ids, backend="dask")
+    with pytest.raises(ValueError, match="workers"):
+        run_finetunes(tiny, tiny.task_ids, backend="processes", workers=0)
