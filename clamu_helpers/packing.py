@@ -1,8 +1,10 @@
 """Masks stored as bits: 1 bit per parameter packed, or compressed where sparse.
 
 ``pack(m)`` → uint8 tensor of ⌈d/8⌉ bytes; ``unpack(packed, d)`` round-trips exactly.
-``compress(m)`` stores the packed bits with zlib (level 9), which costs well under 1 bit per
-parameter when the mask is sparse or structured; ``bits_per_parameter`` reports either.
+``compress(m)`` stores the packed bits with zlib (level 9) when that is smaller, else the
+packed bits themselves (a one-byte header says which), so it costs at most 1 bit per
+parameter (plus one byte) and well under 1 when the mask is sparse or structured;
+``bits_per_parameter`` reports either.
 """
 from __future__ import annotations
 
@@ -26,14 +28,22 @@ def unpack(packed: torch.Tensor, d: int) -> torch.Tensor:
     return torch.from_numpy(bits.astype(bool))
 
 
+_RAW, _ZLIB = b"\x00", b"\x01"
+
+
 def compress(mask: torch.Tensor) -> bytes:
-    """Packed bits, zlib-compressed."""
-    return zlib.compress(pack(mask).numpy().tobytes(), 9)
+    """Packed bits, zlib-compressed where that is smaller (dense random masks are not)."""
+    raw = pack(mask).numpy().tobytes()
+    z = zlib.compress(raw, 9)
+    return _ZLIB + z if len(z) < len(raw) else _RAW + raw
 
 
 def decompress(blob: bytes, d: int) -> torch.Tensor:
-    raw = np.frombuffer(zlib.decompress(blob), dtype=np.uint8).copy()
-    return unpack(torch.from_numpy(raw), d)
+    head, body = blob[:1], blob[1:]
+    if head not in (_RAW, _ZLIB):
+        raise ValueError("not a compressed mask (unknown header byte)")
+    raw = zlib.decompress(body) if head == _ZLIB else body
+    return unpack(torch.from_numpy(np.frombuffer(raw, dtype=np.uint8).copy()), d)
 
 
 def packed_bytes(d: int) -> int:

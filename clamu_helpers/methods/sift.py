@@ -29,13 +29,11 @@ each); the sign vector is not counted because it is regenerated from its seed
 """
 from __future__ import annotations
 
-import zlib
-
 import torch
 
 from ..determinism import generator
 from ..errors import ClamuError, ExactnessError, StateError
-from ..packing import pack, packed_bytes, unpack
+from ..packing import compress, pack, packed_bytes, unpack
 from ..taskvector import sha256_tensor
 from .base import Method, register
 from .basic import resolve_alpha
@@ -210,9 +208,10 @@ class SiftMasks(Method):
         """Bytes by part: global model, masks packed (1 bit/parameter) and zlib-compressed, the
         sign vector if it were stored; mean mask density and bits per parameter of both forms."""
         d = system.setting.spec.numel
-        comp = [len(zlib.compress(p.numpy().tobytes(), 9)) for p in self.masks.values()]
+        unpacked = [unpack(p, d) for p in self.masks.values()]
+        comp = [len(compress(m)) for m in unpacked]
         n = max(1, len(self.masks))
-        dens = [float(unpack(p, d).float().mean()) for p in self.masks.values()]
+        dens = [float(m.float().mean()) for m in unpacked]
         return {"global_model": 4 * d, "masks_packed": len(self.masks) * packed_bytes(d),
                 "masks_compressed": int(sum(comp)), "sign_vector_if_stored": packed_bytes(d),
                 "tasks": len(self.masks), "d": d,
