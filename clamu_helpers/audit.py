@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from .determinism import rng
-from .errors import ExactnessError
+from .errors import ClamuError, ExactnessError
 from .settings.base import Setting
 from .system import UnlearningSystem
 
@@ -18,7 +18,7 @@ from .system import UnlearningSystem
 def choose_forget_set(task_ids: list[str], k: int, seed: int) -> list[str]:
     """k distinct task ids chosen by the seed, in the order they will be unlearned."""
     if not 0 < k < len(task_ids):
-        raise ValueError(f"can unlearn between 1 and {len(task_ids) - 1} of {len(task_ids)} tasks, not {k}")
+        raise ClamuError(f"can unlearn between 1 and {len(task_ids) - 1} of {len(task_ids)} tasks, not {k}")
     idx = rng(seed, "forget-set").permutation(len(task_ids))[:k]
     return [task_ids[i] for i in idx]
 

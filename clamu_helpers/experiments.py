@@ -7,10 +7,9 @@ notebook on the same setting) reuses every finished finetune.
 from __future__ import annotations
 
 import time
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import pandas as pd
-import torch
 
 from .audit import choose_forget_set
 from .ledger import MergeLedger
@@ -35,11 +34,6 @@ def log_sizes(n: int, base: Sequence[int] = (1, 2, 5, 10, 20, 50, 100, 200, 500,
     return sorted({b for b in base if b < n} | {n})
 
 
-def _mean(setting: Setting, weights: torch.Tensor, ids: Iterable[str], split: str = "test") -> float:
-    scores = [setting.score(weights, *setting.task(t).split(split)) for t in ids]
-    return float(sum(scores) / len(scores))
-
-
 def merging_at_scale(setting: Setting, sizes: Sequence[int] | None = None, seed: int = 0,
                      alpha: str | float = "mean", progress: bool = False) -> pd.DataFrame:
     """Figure 2: accuracy of the merged model M0 + α Σ_{t≤T} τ_t on the first T tasks, as T
@@ -59,7 +53,7 @@ def merging_at_scale(setting: Setting, sizes: Sequence[int] | None = None, seed:
             continue
         a = 1.0 / n if alpha == "mean" else float(alpha)
         first = ids[:n]
-        merged = _mean(setting, setting.theta0 + a * ledger.tau_bar(), first)
+        merged = setting.mean_score(setting.theta0 + a * ledger.tau_bar(), first)
         for label, value in (("merged", merged), ("local", sum(local[t] for t in first) / n),
                              ("zero-shot", sum(zero[t] for t in first) / n)):
             rows.append({"setting": setting.name, "tasks": n, "model": label, setting.metric_name: value})

@@ -127,7 +127,6 @@ class StoredVector:
         """Consecutive pieces of ``chunk`` values; the hash is checked after the last one."""
         h = hashlib.sha256(f"{self.dtype}|{(self.numel,)}|".encode()) if verify else None
         np_dtype = np.float32 if self.dtype == torch.float32 else np.uint8
-        item = np.dtype(np_dtype).itemsize
         with open(self.path, "rb") as f:
             f.seek(self.offset)
             for start in range(0, self.numel, chunk):

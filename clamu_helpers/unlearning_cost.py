@@ -28,12 +28,11 @@ import dataclasses
 import time
 from typing import Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .determinism import rng
+from .audit import choose_forget_set
 from .errors import ClamuError
 from .finetune import finetune
 from .methods import METHODS
@@ -147,15 +146,6 @@ def _number(s: str):
     return s
 
 
-def forget_sequence(task_ids: Sequence[str], k: int, seed: int) -> list[str]:
-    """The k tasks to forget, in order: a permutation from ``rng(seed, "forget-sequence")``."""
-    ids = list(task_ids)
-    if not 0 < k < len(ids):
-        raise ClamuError(f"k must be between 1 and {len(ids) - 1} (the number of tasks − 1), got {k}")
-    order = rng(seed, "forget-sequence", len(ids)).permutation(len(ids))[:k]
-    return [ids[i] for i in order]
-
-
 def union_task(setting: Setting, task_ids: Sequence[str], task_id: str = "scratch") -> Task:
     """One task holding the training data of ``task_ids`` (the scratch baseline's data)."""
     tasks = [setting.task(t) for t in task_ids]
@@ -172,18 +162,11 @@ def scratch_model(setting: Setting, task_ids: Sequence[str], seed: int = 0) -> T
     return finetune(setting, union_task(setting, task_ids), seed=seed, config=cfg)
 
 
-def _mean_score(setting: Setting, weights_for, ids: Sequence[str], split: str) -> float:
-    if not ids:
-        return float("nan")
-    scores = [setting.score(weights_for(t), *setting.task(t).split(split)) for t in ids]
-    return float(np.mean(scores))
-
-
 def _measure_system(setting, label, name, params, ids, forget, seed, split, store, progress) -> dict:
     remaining = [t for t in ids if t not in set(forget)]
     system = UnlearningSystem(setting, name, seed=seed, store=store, progress=progress, **params)
     system.fit(ids)
-    acc_before = _mean_score(setting, system.weights_for, remaining, split)
+    acc_before = setting.mean_score(system.weights_for, remaining, split)
     storage_fit = system.storage_bytes()
     for u in tqdm(forget, desc=f"unlearn ({label})", disable=not progress, leave=False):
         system.unlearn([u])
@@ -197,9 +180,9 @@ def _measure_system(setting, label, name, params, ids, forget, seed, split, stor
             "unlearn_seconds": system.unlearn_costs.seconds,
             "storage_bytes_fit": storage_fit, "storage_bytes": system.storage_bytes(),
             "acc_remaining_before": acc_before,
-            "acc_remaining": _mean_score(setting, system.weights_for, remaining, split),
-            "acc_forgotten": _mean_score(setting, system.weights_for, forget, split),
-            "acc_forgotten_never_trained": _mean_score(setting, ref.weights_for, forget, split),
+            "acc_remaining": setting.mean_score(system.weights_for, remaining, split),
+            "acc_forgotten": setting.mean_score(system.weights_for, forget, split),
+            "acc_forgotten_never_trained": setting.mean_score(ref.weights_for, forget, split),
             "exact": system.served_digest() == ref.served_digest(), "digest": system.served_digest()}
 
 
@@ -222,7 +205,7 @@ def _measure_scratch(setting, ids, forget, seed, split, mode, progress) -> dict:
     tv = scratch_model(setting, ids, seed)
     row["fit_seconds"] = time.perf_counter() - t0
     w = theta0 + tv.values
-    row["acc_remaining_before"] = _mean_score(setting, lambda t: w, remaining, split)
+    row["acc_remaining_before"] = setting.mean_score(lambda t: w, remaining, split)
     current, seconds, grad = list(ids), 0.0, 0
     for u in tqdm(forget, desc="unlearn (scratch)", disable=not progress, leave=False):
         current.remove(u)
@@ -235,9 +218,9 @@ def _measure_scratch(setting, ids, forget, seed, split, mode, progress) -> dict:
     w = theta0 + tv.values
     again = scratch_model(setting, remaining, seed)  # the audit: a fresh from-scratch model
     return {**row, "unlearn_seconds": seconds,
-            "acc_remaining": _mean_score(setting, lambda t: w, remaining, split),
-            "acc_forgotten": _mean_score(setting, lambda t: w, forget, split),
-            "acc_forgotten_never_trained": _mean_score(setting, lambda t: theta0 + again.values, forget, split),
+            "acc_remaining": setting.mean_score(lambda t: w, remaining, split),
+            "acc_forgotten": setting.mean_score(lambda t: w, forget, split),
+            "acc_forgotten_never_trained": setting.mean_score(lambda t: theta0 + again.values, forget, split),
             "exact": again.sha256 == tv.sha256, "digest": tv.sha256}
 
 
@@ -263,7 +246,7 @@ def measure_unlearning(setting: Setting, methods: Sequence = ("merge", "sift"), 
     forgotten ones, the forgotten tasks' accuracy under a system fitted without them, and
     ``exact`` (served digest equal to that system's)."""
     ids = list(setting.task_ids if tasks is None else setting.task_ids[:int(tasks)])
-    forget = forget_sequence(ids, k, seed)
+    forget = choose_forget_set(ids, k, seed)
     if scratch not in (None, "measure", "count"):
         raise ClamuError(f"scratch must be 'measure', 'count' or None, got {scratch!r}")
     specs = [parse_method(m) for m in methods]

@@ -1,8 +1,6 @@
 """``merge`` (one global model, M0 + α τ̄) and ``local`` (T local models, the upper reference)."""
 from __future__ import annotations
 
-import torch
-
 from .base import Method, register
 
 

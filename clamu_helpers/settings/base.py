@@ -118,6 +118,15 @@ class Setting:
 
     metric_name = "accuracy"
 
+    def mean_score(self, weights, ids, split: str = "test") -> float:
+        """Mean :meth:`score` over tasks ``ids`` on their own ``split``; ``weights`` is one
+        flat vector for all, or a function task id → weights (NaN for no tasks)."""
+        ids = list(ids)
+        if not ids:
+            return float("nan")
+        get = weights if callable(weights) else (lambda _t: weights)
+        return float(sum(self.score(get(t), *self.task(t).split(split)) for t in ids) / len(ids))
+
     # -- bookkeeping -------------------------------------------------------------------
     @property
     def task_ids(self) -> list[str]:

@@ -170,7 +170,6 @@ class GPT2Classifier(nn.Module):
         """Σ log p(class-name tokens | prompt) for every class: ``(N, C)``."""
         n, c = len(x), self.num_classes
         ct = self.class_tokens.to(x.device)
-        cl = (ct >= 0).sum(1)                                  # (C,) name lengths
         lens = (x >= 0).sum(1)                                 # (N,) prompt lengths
         width = x.shape[1] + ct.shape[1]
         seq = torch.full((n, c, width), PAD, dtype=torch.int64, device=x.device)
