@@ -48,15 +48,19 @@ class Costs:
 class UnlearningSystem:
     """One object, one life cycle: ``fit``, ``weights_for``/``model_for``, ``unlearn``,
     ``evaluate``, ``report``. ``method`` is a name from :data:`clamu_helpers.methods.METHODS`
-    (``merge``, ``local``, …) or a :class:`Method`; extra keyword arguments go to the method."""
+    (``merge``, ``local``, …) or a :class:`Method`; extra keyword arguments go to the method.
+    ``backend`` ("serial", "processes", "ray"), ``workers`` and ``ray_address`` choose where
+    finetunes run (bit-identical results on every backend); ``store`` caches finished ones."""
 
     def __init__(self, setting: Setting, method: str | Method = "merge", seed: int = 0, store=None,
-                 backend: str = "serial", progress: bool = False, **method_params):
+                 backend: str = "serial", progress: bool = False, workers: int = 2,
+                 ray_address: str | None = None, **method_params):
         self.setting = setting
         self.method = get_method(method, **method_params) if isinstance(method, str) else method
         self.seed = int(seed)
         self.store = store
         self.backend = backend
+        self.workers, self.ray_address = int(workers), ray_address  # for backend "processes" / "ray"
         self.progress = progress
         self.ledger = MergeLedger(setting.spec)
         self.vectors: dict[str, TaskVector] = {}
@@ -76,6 +80,7 @@ class UnlearningSystem:
         """τ_t for each id with this system's seed and the method's finetuning options."""
         return run_finetunes(self.setting, task_ids, seed=self.seed, backend=self.backend,
                              store=self.store if use_store else None, progress=self.progress, desc=desc,
+                             workers=self.workers, ray_address=self.ray_address,
                              **self.method.finetune_kwargs(self))
 
     def fit(self, task_ids: Iterable[str] | None = None) -> "UnlearningSystem":

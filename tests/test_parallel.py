@@ -86,3 +86,14 @@ def test_bad_arguments(tiny):
         run_finetunes(tiny, tiny.task_ids, backend="dask")
     with pytest.raises(ValueError, match="workers"):
         run_finetunes(tiny, tiny.task_ids, backend="processes", workers=0)
+
+
+def test_system_fits_with_worker_processes_exactly(tiny):
+    """UnlearningSystem(backend="processes") serves the same bits as the serial backend."""
+    from clamu_helpers import UnlearningSystem
+    serial = UnlearningSystem(tiny, "sift").fit()
+    procs = UnlearningSystem(tiny, "sift", backend="processes", workers=2).fit()
+    assert procs.served_digest() == serial.served_digest()
+    procs.unlearn([tiny.task_ids[1]])
+    serial.unlearn([tiny.task_ids[1]])
+    assert procs.served_digest() == serial.served_digest()
