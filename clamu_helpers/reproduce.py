@@ -99,15 +99,26 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
         if ok and write_back:
             shutil.copyfile(target, nb)
     total = sum(r["seconds"] for r in results)
-    (out_dir / "timings.json").write_text(json.dumps({"profile": profile, "total_seconds": round(total, 1),
-                                                      "notebooks": results}, indent=2) + "\n")
-    write_report(out_dir, profile, results)
+    merged = _merge_timings(out_dir / "timings.json", profile, results)
+    write_report(out_dir, profile, merged)
     print(f"\nreproduce --profile {profile}: {sum(r['ok'] for r in results)}/{len(results)} notebooks ok, "
           f"{total / 60:.1f} min in all")
     for r in results:
         print(f"  {'ok ' if r['ok'] else 'FAIL'} {r['notebook']:<32} {r['seconds']:>7.1f} s  {r['error']}")
     print(f"figures, tables and REPORT.md in {out_dir}")
     return 0 if all(r["ok"] for r in results) else 1
+
+
+def _merge_timings(path: Path, profile: str, results: list[dict]) -> list[dict]:
+    """timings.json keeps the latest result of every notebook run into this folder (an
+    ``--only`` run updates its notebooks and keeps the others), sorted by notebook."""
+    old = json.loads(path.read_text()) if path.exists() else {}
+    rows = {r["notebook"]: r for r in old.get("notebooks", []) if old.get("profile") == profile}
+    rows.update({r["notebook"]: r for r in results})
+    merged = [rows[k] for k in sorted(rows)]
+    path.write_text(json.dumps({"profile": profile, "total_seconds": round(sum(r["seconds"] for r in merged), 1),
+                                "notebooks": merged}, indent=2) + "\n")
+    return merged
 
 
 def write_report(out_dir: Path, profile: str, results: list[dict]) -> Path:

@@ -220,7 +220,7 @@ pretrained in the project, 20 QA pairs per generated author — with SIFT-Masks 
     code(PARAMS + '''
 setting_name = "fictitious-authors"
 sizes = None  # None: 2, 5, 50 and the largest author count of the profile
-mask_steps = 40 if profile == "smoke" else 200  # E_mask: ClAMU mask-optimization steps
+mask_steps = {"smoke": 40, "cpu": 60}.get(profile, 200)  # E_mask: fewer for the LM on a CPU
 mask_batch_size = 64  # ClAMU mini-batches (None: full batch, 200 epochs of the data)''', tags=["parameters"]),
     code(SETUP),
     code('''setting = get_setting(setting_name, profile, seed)
