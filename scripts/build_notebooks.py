@@ -329,8 +329,9 @@ every deletion — parallel steps double (10K → 20K) — while storage shrinks
 table2_settings = ["reviews-by-movie", "images-uniform"]   # Sent140 and CLIP (i) analogs
 table3_setting = "fortunes-label-subsets" if profile != "smoke" else "images-label-subsets"  # Reddit analog
 table3_tasks = None   # None: 20 tasks at cpu (masks are re-learned after each request), all at smoke
-mask_steps = 40 if profile == "smoke" else 200  # E_mask: ClAMU mask-optimization steps
-mask_batch_size = 64  # ClAMU mini-batches (None: full batch, 200 epochs of the data)''',
+mask_steps = {"smoke": 40, "cpu": 60}.get(profile, 200)  # E_mask: fewer for the text model on a CPU
+mask_batch_size = 64  # ClAMU mini-batches (None: full batch, 200 epochs of the data)
+clamu_alpha = 0.1  # ClAMU serves M0 + alpha * m * tau_bar; the draft alpha = 1 collapses at T >= 50 here''',
          tags=["parameters"]),
     code(SETUP + '''
 from clamu_helpers.settings import SETTINGS, availability
@@ -349,8 +350,8 @@ s3 = get_setting(name, profile, seed)
 n3 = table3_tasks or (len(s3.tasks) if profile == "smoke" else min(20, len(s3.tasks)))
 s3 = s3.subset(n3)
 k3 = ex.cluster_counts(n3)[len(ex.cluster_counts(n3)) // 2]
-configs = {"TALL": ("tall", {}), "ClAMU": ("clamu", {"mask_steps": mask_steps, "mask_batch_size": mask_batch_size}),
-           f"ClAMU, {k3} clusters": ("clamu", {"mask_steps": mask_steps, "mask_batch_size": mask_batch_size, "clusters": k3,
+configs = {"TALL": ("tall", {}), "ClAMU": ("clamu", {"alpha": clamu_alpha, "mask_steps": mask_steps, "mask_batch_size": mask_batch_size}),
+           f"ClAMU, {k3} clusters": ("clamu", {"alpha": clamu_alpha, "mask_steps": mask_steps, "mask_batch_size": mask_batch_size, "clusters": k3,
                                                 "cluster_by": "features"}),
            "SIFT-Masks": ("sift", {})}
 frames = []
@@ -400,11 +401,12 @@ for exact unlearning compared to other merging baselines".
 settings = ["images-label-subsets", "images-uniform"]
 k_unlearn = 3
 mask_steps = 40 if profile == "smoke" else 200  # E_mask: ClAMU mask-optimization steps
-mask_batch_size = 64  # ClAMU mini-batches (None: full batch, 200 epochs of the data)''', tags=["parameters"]),
+mask_batch_size = 64  # ClAMU mini-batches (None: full batch, 200 epochs of the data)
+clamu_alpha = 0.1  # ClAMU serves M0 + alpha * m * tau_bar; the draft alpha = 1 collapses at T >= 50 here''', tags=["parameters"]),
     code(SETUP + '''
 from clamu_helpers import unlearning_cost as uc'''),
     code('''methods = {"merge": ("merge", {}), "SIFT-Masks": ("sift", {}), "SIFT-Masks (count)": ("sift", {"scale": "count"}),
-           "TALL": ("tall", {}), "EMR": ("emr", {}), "ClAMU": ("clamu", {"mask_steps": mask_steps, "mask_batch_size": mask_batch_size}), "local": ("local", {})}
+           "TALL": ("tall", {}), "EMR": ("emr", {}), "ClAMU": ("clamu", {"alpha": clamu_alpha, "mask_steps": mask_steps, "mask_batch_size": mask_batch_size}), "local": ("local", {})}
 frames = []
 for name in settings:
     s = get_setting(name, profile, seed)
@@ -417,7 +419,7 @@ plots.save_figure(fig, "sift_masks_accuracy", profile)
 plots.save_table(sift, "sift_masks_accuracy", profile)
 sift.pivot_table(index=["setting", "tasks"], columns="label", values="accuracy")'''),
     code('''s = get_setting(settings[0], profile, seed)
-cost = uc.measure_unlearning(s, ["merge", "sift", "tall", "emr", f"clamu:mask_steps={mask_steps},mask_batch_size={mask_batch_size}"], k=k_unlearn,
+cost = uc.measure_unlearning(s, ["merge", "sift", "tall", "emr", f"clamu:alpha={clamu_alpha},mask_steps={mask_steps},mask_batch_size={mask_batch_size}"], k=k_unlearn,
                              seed=seed, tasks=min(len(s.tasks), 50), scratch="count", share_vectors=True)
 plots.save_table(cost, "sift_unlearning_cost", profile)
 cost'''),
@@ -481,9 +483,10 @@ class name. Table 6 lists the settings.
 settings = {"Table 4 (Reddit analog)": "fortunes-label-subsets", "Table 5 (Sent140 analog)": "reviews-by-movie"}
 if profile == "smoke":
     settings.pop("Table 5 (Sent140 analog)")
-max_tasks = 50  # the first 50 tasks of each text setting (both heads are finetuned)
-mask_steps = 40 if profile == "smoke" else 200  # E_mask: ClAMU mask-optimization steps
-mask_batch_size = 64  # ClAMU mini-batches (None: full batch, 200 epochs of the data)''',
+max_tasks = 40  # the first 40 tasks of each text setting (both heads are finetuned)
+mask_steps = {"smoke": 40, "cpu": 60}.get(profile, 200)  # E_mask: fewer for the text model on a CPU
+mask_batch_size = 64  # ClAMU mini-batches (None: full batch, 200 epochs of the data)
+clamu_alpha = 0.1  # ClAMU serves M0 + alpha * m * tau_bar; the draft alpha = 1 collapses at T >= 50 here''',
          tags=["parameters"]),
     code(SETUP + '''
 from clamu_helpers.settings import SETTINGS, availability'''),
@@ -501,7 +504,7 @@ for title, name in settings.items():
             ms = {"Local": ("cluster-merge", {"clusters": k, "cluster_by": by}),
                   "TALL": ("tall", {"clusters": k, "cluster_by": by}),
                   "EMR": ("emr", {"clusters": k, "cluster_by": by}),
-                  "ClAMU": ("clamu", {"clusters": k, "cluster_by": by, "mask_steps": mask_steps, "mask_batch_size": mask_batch_size})}
+                  "ClAMU": ("clamu", {"clusters": k, "cluster_by": by, "alpha": clamu_alpha, "mask_steps": mask_steps, "mask_batch_size": mask_batch_size})}
             frames.append(ex.compare_methods(s, ms, seed=seed).assign(head=head, clustering=by, K=k))
     df = pd.concat(frames, ignore_index=True)
     tables[title] = df.pivot_table(index="label", columns=["clustering", "head"], values="accuracy")
