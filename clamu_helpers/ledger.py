@@ -13,6 +13,7 @@ import hashlib
 import json
 from typing import Callable, Iterable, Mapping
 
+import numpy as np
 import torch
 
 from .errors import (DuplicateTaskError, ExactnessError, NonFiniteError, ShapeMismatchError,
@@ -37,6 +38,7 @@ class MergeLedger:
         if headroom < 0:
             raise ValueError("scale_bits and max_tasks leave no int64 headroom")
         self.max_abs = float(2 ** headroom)
+        self._bound = self.max_abs * 2.0 ** self.scale_bits  # |τ·2^s| must stay below this
         self._sum = torch.zeros(spec.numel, dtype=torch.int64)
         self._hashes: dict[str, str] = {}
 
@@ -57,7 +59,7 @@ class MergeLedger:
     # representable in float32 (|y| ≥ 2^23 is already an integer, smaller ones round to an
     # integer ≤ 2^23), so float32 and float64 rounding agree; the integer converts exactly.
     # ``tests/test_streaming.py`` checks this against the float64 formula on edge cases.
-    CHUNK = 1 << 17  # 128K values: large enough to amortise per-op dispatch, small enough for L2
+    CHUNK = 1 << 18  # 256K values: amortises per-op dispatch; fastest in benchmarks/bench_ledger.py
 
     def _chunks(self, numel: int | None = None):
         d = self.spec.numel if numel is None else numel
@@ -82,8 +84,7 @@ class MergeLedger:
         if n:
             lo, hi = torch.aminmax(y)
             lo, hi = float(lo), float(hi)
-            bound = self.max_abs * 2.0 ** self.scale_bits
-            if not (-bound < lo and hi < bound):  # also catches NaN (comparisons are False)
+            if not (-self._bound < lo and hi < self._bound):  # also catches NaN (comparisons are False)
                 if not bool(torch.isfinite(values).all()):
                     bad = int((~torch.isfinite(values)).sum())
                     raise NonFiniteError(f"task vector {task_id!r} has {bad} NaN/inf entries; refusing to merge it")
@@ -109,6 +110,111 @@ class MergeLedger:
                 self._sum[start:stop].sub_(self._quantize_chunk(tv.values[start:stop], tv.task_id), alpha=sign)
             raise
 
+    # Batched accumulation. For several task vectors at once, each chunk of every τ_t is put
+    # on the grid (float32 scale and round, as above) and summed into a float64 scratch
+    # buffer; the buffer goes into the int64 sum once per batch instead of once per task.
+    # Integer-valued float64 sums are exact while every partial sum stays below 2^53 in
+    # magnitude, and a partial sum is bounded by the sum of the chunks' max |y|, which is
+    # tracked: the buffer is flushed into the int64 sum before that bound could reach 2^53.
+    # The result is therefore the same integers as adding the tasks one by one.
+    _EXACT_F64 = float(2 ** 53)
+
+    def _accumulate_many(self, tvs: list[TaskVector], sign: int) -> None:
+        for tv in tvs:
+            self._check_spec(tv)
+        if len(tvs) == 1:
+            return self._accumulate(tvs[0], sign)
+        bufs = self.__dict__.get("_acc64")
+        if bufs is None or bufs[0].size < self.CHUNK:
+            bufs = self.__dict__["_acc64"] = (np.empty(self.CHUNK, dtype=np.float64),
+                                              np.empty(self.CHUNK, dtype=np.int64))
+        total = self._sum.numpy()
+        done, start, flushed = 0, 0, 0  # chunks [0, done) hold all tasks; chunk at start the first `flushed`
+        try:
+            for start, stop in self._chunks():
+                a, q = bufs[0][: stop - start], bufs[1][: stop - start]
+                bound, flushed = None, 0
+                for i, tv in enumerate(tvs):
+                    y = self._quantize_chunk_np(tv.values[start:stop], tv.task_id)
+                    m = self._last_max
+                    if bound is not None and bound + m >= self._EXACT_F64:  # a partial sum could be inexact
+                        self._flush(total[start:stop], a, q, sign)
+                        bound, flushed = None, i
+                    if bound is None:
+                        np.copyto(a, y)
+                        bound = m
+                    else:
+                        np.add(a, y, out=a)
+                        bound += m
+                self._flush(total[start:stop], a, q, sign)
+                done, flushed = stop, 0
+        except Exception:  # undo exactly what was applied, so a failure changes nothing
+            undo = [(b, e, tvs) for b, e in self._chunks(done)]
+            if flushed:
+                undo.append((start, min(start + self.CHUNK, self.spec.numel), tvs[:flushed]))
+            for b, e, part in undo:
+                for tv in part:
+                    self._sum[b:e].sub_(self._quantize_chunk(tv.values[b:e], tv.task_id), alpha=sign)
+            raise
+
+    @staticmethod
+    def _flush(total: np.ndarray, a: np.ndarray, q: np.ndarray, sign: int) -> None:
+        np.copyto(q, a, casting="unsafe")  # exact: a holds integers below 2^53
+        (np.add if sign > 0 else np.subtract)(total, q, out=total)
+
+    def _quantize_chunk_np(self, values: torch.Tensor, task_id: str) -> np.ndarray:
+        """One chunk of τ_t on the grid as integer-valued float32 (numpy, scratch buffer);
+        sets ``_last_max`` to its largest magnitude. Same checks as :meth:`_quantize_chunk`."""
+        n = values.numel()
+        buf = self.__dict__.get("_scratch32")
+        if buf is None or buf.size < n:
+            buf = self.__dict__["_scratch32"] = np.empty(max(n, self.CHUNK), dtype=np.float32)
+        y = buf[:n]
+        np.multiply(values.numpy(), np.float32(2.0 ** self.scale_bits), out=y)
+        self._last_max = 0.0
+        if n:
+            lo, hi = torch.aminmax(torch.from_numpy(y))
+            lo, hi = float(lo), float(hi)
+            if not (-self._bound < lo and hi < self._bound):
+                self._quantize_chunk(values, task_id)  # raises the specific error
+            self._last_max = max(-lo, hi) + 1.0  # rounding moves |y| by at most 1/2
+        np.rint(y, out=y)
+        return y
+
+    def add_many(self, items: Mapping[str, TaskVector] | Iterable[tuple[str, TaskVector]]) -> None:
+        """τ̄ ← τ̄ + Σ_t τ_t for several tasks in one pass over τ̄ (the same integers as
+        :meth:`add` one by one, faster). All ids and specs are checked first; on a bad vector
+        nothing is added."""
+        pairs = [(str(t), tv) for t, tv in (items.items() if isinstance(items, Mapping) else items)]
+        ids = [t for t, _ in pairs]
+        if len(set(ids)) != len(ids):
+            dup = sorted({t for t in ids if ids.count(t) > 1})
+            raise DuplicateTaskError(f"tasks {dup} appear more than once in this batch")
+        merged = [t for t in ids if t in self._hashes]
+        if merged:
+            raise DuplicateTaskError(f"tasks {merged[:5]} are already merged")
+        if len(self._hashes) + len(ids) > self.max_tasks:
+            raise ValueError(f"ledger would hold {len(self._hashes) + len(ids)} tasks, more than "
+                             f"max_tasks={self.max_tasks}; create it with a larger max_tasks")
+        if pairs:
+            self._accumulate_many([tv for _, tv in pairs], +1)
+        for t, tv in pairs:
+            self._hashes[t] = tv.sha256
+
+    def remove_many(self, items: Mapping[str, TaskVector] | Iterable[tuple[str, TaskVector]]) -> None:
+        """τ̄ ← τ̄ − Σ_u τ_u for several forgotten tasks at once, after checking every hash
+        (as :meth:`remove`); on any error nothing is subtracted."""
+        pairs = [(str(t), tv) for t, tv in (items.items() if isinstance(items, Mapping) else items)]
+        ids = [t for t, _ in pairs]
+        if len(set(ids)) != len(ids):
+            raise DuplicateTaskError(f"tasks {sorted({t for t in ids if ids.count(t) > 1})} appear more than once")
+        for t, tv in pairs:
+            self._check_removable(t, tv)
+        if pairs:
+            self._accumulate_many([tv for _, tv in pairs], -1)
+        for t in ids:
+            del self._hashes[t]
+
     def add(self, task_id: str, tv: TaskVector) -> None:
         """τ̄ ← τ̄ + τ_t, recording SHA-256(τ_t). Raises on a repeated id or a bad vector."""
         task_id = str(task_id)
@@ -122,6 +228,11 @@ class MergeLedger:
     def remove(self, task_id: str, tv: TaskVector) -> None:
         """τ̄ ← τ̄ − τ_u after checking that τ_u has exactly the bits recorded at merge time."""
         task_id = str(task_id)
+        self._check_removable(task_id, tv)
+        self._accumulate(tv, -1)
+        del self._hashes[task_id]
+
+    def _check_removable(self, task_id: str, tv: TaskVector) -> None:
         if task_id not in self._hashes:
             raise UnknownTaskError(f"task {task_id!r} is not merged (merged: {len(self._hashes)} tasks)")
         if tv.sha256 != self._hashes[task_id]:
@@ -130,8 +241,6 @@ class MergeLedger:
                 f"{self._hashes[task_id][:16]}… was merged: finetuning was not reproduced bit for "
                 f"bit (changed thread count, library version, data or hyperparameters?). "
                 f"Nothing was subtracted.")
-        self._accumulate(tv, -1)
-        del self._hashes[task_id]
 
     def add_stream(self, task_id: str, chunks: Callable[[], Iterable[torch.Tensor]],
                    sha256: str | None = None) -> str:
@@ -229,8 +338,7 @@ class MergeLedger:
                 raise ValueError("need a spec or at least one task vector")
             spec = tvs[0].spec
         led = cls(spec, **kw)
-        for tv in tvs:
-            led.add(tv.task_id, tv)
+        led.add_many((tv.task_id, tv) for tv in tvs)
         return led
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import multiprocessing as mp
 import os
-import time
 import weakref
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -192,7 +191,7 @@ def run_finetunes(setting: "Setting", task_ids: Sequence[str], seed: int = 0, ba
             root = str(store.root.resolve()) if store is not None else None
             jobs = [_Job(tid, tasks[tid].digest(), keys[tid], int(seed), dict(kwargs), root) for tid in todo]
             results = (_run_processes(ctx, jobs, int(workers), setting) if backend == "processes"
-                       else _run_ray(ctx, jobs, int(workers), ray_address))
+                       else _run_ray(ctx, jobs, int(workers), ray_address, setting))
             for tid, values, meta, sha in results:
                 if not values.flags.writeable:   # Ray hands out read-only views of its object store
                     values = values.copy()
@@ -296,18 +295,68 @@ def _run_processes(ctx: _Context, jobs, workers: int, setting) -> Iterator[tuple
         raise
 
 
-def _ray_job(ctx: _Context, job: _Job):
-    _pin_worker()
-    if ctx.token not in _WORKER_SETTINGS and not isinstance(ctx.source, SettingRecipe):
+class _RayWorker:
+    """One Ray actor = one pinned worker process that builds (or fetches) the setting once, in
+    its constructor, and then runs finetunes. Actors instead of stateless tasks: Ray may send
+    consecutive tasks to any of its pooled processes, so each new process would rebuild the
+    setting inside the timed work; an actor pays that once, when it is created."""
+
+    def __init__(self, ctx: _Context):
+        _pin_worker()
+        if not isinstance(ctx.source, SettingRecipe):
+            import ray
+            ctx = replace(ctx, source=ray.get(ctx.source))   # the pickled setting, fetched once
+        self.ctx = ctx
+        _setting_in_worker(ctx)
+
+    def run(self, job: _Job):
+        return _finetune_job(self.ctx, job)
+
+
+_RAY: dict = {}   # the live actors: token, workers, address, actors
+
+
+def _ray_session() -> tuple:
+    import ray
+    rc = ray.get_runtime_context()
+    return getattr(rc, "gcs_address", None), rc.get_job_id()
+
+
+def _ray_actors(ctx: _Context, workers: int, address: str | None, setting) -> list:
+    """``workers`` actors holding ``ctx``'s setting, reused across calls with the same setting
+    (the same recipe, or the very same pickled object) in the same Ray session."""
+    import ray
+    key = (ctx.token, workers, address, _ray_session())
+    ref = _RAY.get("ref")
+    if _RAY.get("key") == key and (ref is None or ref() is setting):
+        return _RAY["actors"]
+    _kill_ray_actors()
+    pickled = not isinstance(ctx.source, SettingRecipe)
+    if pickled:
+        ctx = _Context(ray.put(ctx.source), ctx.token, ctx.spec_digest)
+    cls = ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)(_RayWorker)
+    actors = [cls.remote(ctx) for _ in range(workers)]
+    _RAY.update(key=key, actors=actors, ref=weakref.ref(setting) if pickled else None)
+    return actors
+
+
+def _kill_ray_actors() -> None:
+    actors = _RAY.pop("actors", None) or []
+    _RAY.clear()
+    if actors:
         import ray
-        ctx = replace(ctx, source=ray.get(ctx.source))   # the pickled setting, fetched once per worker
-    return _finetune_job(ctx, job)
+        if ray.is_initialized():
+            for a in actors:
+                ray.kill(a)
 
 
-def _run_ray(ctx: _Context, jobs, workers: int, address: str | None) -> Iterator[tuple]:
-    """Ray tasks of one CPU each; starts a local Ray with ``num_cpus=workers`` if none runs."""
+def _run_ray(ctx: _Context, jobs, workers: int, address: str | None, setting) -> Iterator[tuple]:
+    """Finetunes on ``workers`` Ray actors of one CPU each (:class:`_RayWorker`), fed from a
+    queue as they finish (``ray.util.ActorPool``); starts a local Ray with
+    ``num_cpus=workers`` if none runs, or joins the cluster at ``address``."""
     try:
         import ray
+        from ray.util import ActorPool
     except ImportError as e:  # pragma: no cover - ray is in requirements
         raise ImportError("backend='ray' needs `pip install ray`") from e
     if not ray.is_initialized():
@@ -319,15 +368,23 @@ def _run_ray(ctx: _Context, jobs, workers: int, address: str | None) -> Iterator
         if address is None:
             init["num_cpus"] = workers
         ray.init(**init)
-    if not isinstance(ctx.source, SettingRecipe):
-        token = content_key(ctx.token, time.time_ns())   # a fresh object each call: fetch it anew
-        ctx = _Context(ray.put(ctx.source), token, ctx.spec_digest)
-    ctx_ref = ray.put(ctx)
-    remote = ray.remote(num_cpus=1, max_retries=2)(_ray_job)
-    pending = [remote.remote(ctx_ref, job) for job in jobs]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(done[0])
+    pool = ActorPool(_ray_actors(ctx, workers, address, setting))
+    try:
+        yield from pool.map_unordered(lambda actor, job: actor.run.remote(job), jobs)
+    except BaseException:
+        _kill_ray_actors()   # a failed or interrupted run leaves no half-busy actors behind
+        raise
+
+
+def warm_ray(setting: "Setting", workers: int = 2, address: str | None = None,
+             recipe: SettingRecipe | None = None, ship: str = "auto") -> None:
+    """Start Ray (if needed) and the ``workers`` actors holding ``setting``, so that the next
+    ``run_finetunes(..., backend="ray")`` with the same setting and recipe starts at once."""
+    ctx = _context(setting, recipe, ship)
+    for _ in _run_ray(ctx, [], int(workers), address, setting):
+        pass
+    import ray
+    ray.get([a.__ray_ready__.remote() for a in _RAY["actors"]])
 
 
 def shutdown_ray() -> None:
@@ -336,5 +393,6 @@ def shutdown_ray() -> None:
         import ray
     except ImportError:  # pragma: no cover
         return
+    _kill_ray_actors()
     if ray.is_initialized():
         ray.shutdown()

@@ -93,8 +93,7 @@ class UnlearningSystem:
             self.setting.task(t)  # raises UnknownTaskError with the setting's name
         t0 = time.perf_counter()
         vectors = self.finetune(ids, desc=f"finetune {self.setting.name}")
-        for tid in ids:
-            self.ledger.add(tid, vectors[tid])
+        self.ledger.add_many((tid, vectors[tid]) for tid in ids)
         if self.method.keeps_vectors:
             self.vectors = dict(vectors)
         self.fit_costs.add(len(ids), len(ids) * self.steps, self.steps if ids else 0)
@@ -158,8 +157,8 @@ class UnlearningSystem:
         backup = (copy.deepcopy(self.ledger), dict(self.vectors), copy.deepcopy(self.method),
                   list(self.unlearned), copy.deepcopy(self.unlearn_costs))
         try:
+            self.ledger.remove_many((t, retrained[t]) for t in ids)
             for t in ids:
-                self.ledger.remove(t, retrained[t])
                 self.vectors.pop(t, None)
                 self.unlearned.append(t)
             n = len(ids) if self.method.retrains else 0

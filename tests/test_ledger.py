@@ -88,3 +88,77 @@ def test_state_round_trip():
     tensors, meta = led.state()
     back = MergeLedger.from_state(tensors, meta)
     assert back.digest() == led.digest() and back.hashes == led.hashes
+
+
+# -- batched add_many / remove_many ----------------------------------------------------------
+def _vectors(d: int, n: int, scale_of, seed: int = 0) -> list[TaskVector]:
+    spec = ParamSpec(("w",), ((d,),))
+    g = torch.Generator().manual_seed(seed)
+    return [TaskVector(f"t{i}", torch.randn(d, generator=g) * scale_of(i), spec) for i in range(n)]
+
+
+@pytest.mark.parametrize("max_tasks,scale", [(4096, lambda i: 10.0 ** (i % 5 - 4)),  # mixed magnitudes
+                                             (2, lambda i: 2.0 ** 17)])  # |τ·2^40| ≈ 2^57: flushes every task
+def test_add_many_gives_the_same_integers_as_add_one_by_one(monkeypatch, max_tasks, scale):
+    monkeypatch.setattr(MergeLedger, "CHUNK", 1000)  # several chunks and a short tail
+    vs = _vectors(2500, 2 if max_tasks == 2 else 9, scale)
+    one = MergeLedger(vs[0].spec, max_tasks=max_tasks)
+    for v in vs:
+        one.add(v.task_id, v)
+    many = MergeLedger(vs[0].spec, max_tasks=max_tasks)
+    many.add_many({v.task_id: v for v in vs})
+    assert torch.equal(one.state()[0]["ledger_sum"], many.state()[0]["ledger_sum"])
+    assert one.digest() == many.digest()
+    many.remove_many((v.task_id, v) for v in vs[::2])
+    for v in vs[::2]:
+        one.remove(v.task_id, v)
+    assert one.digest() == many.digest()
+
+
+def test_add_many_flush_keeps_float64_partial_sums_exact(monkeypatch):
+    """Values whose float64 sum over the batch would round: the flush bound must kick in."""
+    spec = ParamSpec(("w",), ((3,),))
+    big = 1.5 * 2.0 ** 12  # τ·2^40 = 1.5·2^52: two of them already exceed 2^53
+    tiny = 2.0 ** -40  # one grid step: 3·2^52 + 1 is not a float64
+    vs = [TaskVector("a", torch.tensor([big, -big, tiny]), spec),
+          TaskVector("b", torch.tensor([big, big, tiny]), spec),
+          TaskVector("c", torch.tensor([tiny, tiny, big]), spec)]
+    one = MergeLedger(spec, max_tasks=2 ** 9)  # headroom allows |τ| < 2^13
+    for v in vs:
+        one.add(v.task_id, v)
+    many = MergeLedger(spec, max_tasks=2 ** 9)
+    many.add_many((v.task_id, v) for v in vs)
+    assert torch.equal(one.state()[0]["ledger_sum"], many.state()[0]["ledger_sum"])
+    assert many.state()[0]["ledger_sum"].tolist() == [3 * 2 ** 51 * 2 + 1, 1, 3 * 2 ** 51 + 2]
+
+
+@pytest.mark.parametrize("bad_chunk", [0, 2])
+def test_add_many_failure_changes_nothing(monkeypatch, bad_chunk):
+    monkeypatch.setattr(MergeLedger, "CHUNK", 1000)
+    vs = _vectors(2500, 4, lambda i: 2.0 ** 17, seed=3)  # big values: flushes happen mid-chunk
+    led = MergeLedger(vs[0].spec, max_tasks=4)
+    led.add_many((v.task_id, v) for v in vs[:1])
+    before = led.digest()
+    bad = vs[3].values.clone()
+    bad[bad_chunk * 1000 + 7] = float("nan")
+    with pytest.raises(NonFiniteError, match="'t3'"):
+        led.add_many([(v.task_id, v) for v in vs[1:3]] + [("t3", TaskVector("t3", bad, vs[0].spec))])
+    assert led.digest() == before and led.task_ids == ("t0",)
+
+
+def test_add_many_and_remove_many_check_everything_first():
+    vs = _vectors(64, 3, lambda i: 1e-2)
+    led = MergeLedger(vs[0].spec)
+    led.add_many({v.task_id: v for v in vs[:2]})
+    d = led.digest()
+    with pytest.raises(DuplicateTaskError, match="already merged"):
+        led.add_many([(vs[2].task_id, vs[2]), (vs[0].task_id, vs[0])])
+    with pytest.raises(DuplicateTaskError, match="more than once"):
+        led.add_many([("x", vs[2]), ("x", vs[2])])
+    with pytest.raises(UnknownTaskError):
+        led.remove_many([(vs[0].task_id, vs[0]), (vs[2].task_id, vs[2])])
+    tampered = vs[1].values.clone()
+    tampered[0] = torch.nextafter(tampered[0], torch.tensor(1.0))
+    with pytest.raises(ExactnessError):
+        led.remove_many([(vs[0].task_id, vs[0]), ("t1", TaskVector("t1", tampered, vs[0].spec))])
+    assert led.digest() == d and len(led) == 2

@@ -69,6 +69,14 @@ def test_ray_equals_serial(tiny, serial, tmp_path):
         assert len(store) == len(tiny.task_ids)
         res2 = run_finetunes(tiny, tiny.task_ids[:3], seed=3, backend="ray", ship="recipe", progress=False)
         assert _hashes(res2) == {t: serial[t] for t in tiny.task_ids[:3]}
+        actors = list(parallel._RAY["actors"])   # one per worker, each built the setting once
+        res3 = run_finetunes(tiny, tiny.task_ids[3:], seed=3, backend="ray", ship="recipe", progress=False)
+        assert _hashes(res3) == {t: serial[t] for t in tiny.task_ids[3:]}
+        assert parallel._RAY["actors"] == actors   # reused: no rebuild inside the next batch
+        other = SyntheticSetting(tasks=3, n_train=10)
+        with pytest.raises(Exception, match="other training data"):
+            run_finetunes(other, other.task_ids[:2], backend="ray", ship="recipe", progress=False)
+        assert "actors" not in parallel._RAY   # a failed run leaves no actors behind
     finally:
         shutdown_ray()
 

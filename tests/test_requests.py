@@ -103,18 +103,18 @@ def test_retraining_returns_other_bits_for_the_second_task(method, small, monkey
 def test_failure_after_the_first_subtraction_rolls_back(method, small, monkeypatch):
     system = fitted(small, method)
     before = snapshot(system)
-    real_remove, calls = system.ledger.remove, []
+    real_remove_many, calls = system.ledger.remove_many, []
 
-    def remove_then_fail(task_id, tv):
-        calls.append(task_id)
-        if len(calls) == 2:
-            raise MemoryError("out of memory while subtracting the second task")
-        return real_remove(task_id, tv)
+    def subtract_one_then_fail(items):
+        items = list(items)
+        calls.extend(t for t, _ in items)
+        real_remove_many(items[:1])  # the first task is really subtracted ...
+        raise MemoryError("out of memory while subtracting the second task")  # ... then a crash
 
-    monkeypatch.setattr(system.ledger, "remove", remove_then_fail)
+    monkeypatch.setattr(system.ledger, "remove_many", subtract_one_then_fail)
     with pytest.raises(MemoryError):
         system.unlearn(["s00", "s02"])
-    assert calls == ["s00", "s02"]  # the first one had really been subtracted
+    assert calls == ["s00", "s02"]
     assert_unchanged(system, before)
 
 

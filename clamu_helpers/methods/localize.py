@@ -152,8 +152,7 @@ class Localized(Method):
         if len(ids) == 1:
             return vectors[ids[0]].values
         led = MergeLedger(system.setting.spec, system.ledger.scale_bits, system.ledger.max_tasks)
-        for t in ids:
-            led.add(t, vectors[t])
+        led.add_many((t, vectors[t]) for t in ids)
         tau_k = led.tau_bar()
         return tau_k / len(ids) if self.params.get("cluster_vector", "mean") == "mean" else tau_k
 
@@ -391,8 +390,7 @@ class ClusterMerge(Localized):
         self.ledgers = {}
         for c, ids in self._bar(system, list(self.groups.items()), "cluster merges"):
             led = self._new_ledger(system)
-            for t in ids:
-                led.add(t, vectors[t])
+            led.add_many((t, vectors[t]) for t in ids)
             self.ledgers[c] = led
 
     def refresh(self, system, removed):
@@ -431,8 +429,7 @@ class ClusterMerge(Localized):
                 ledgers[c] = old[o]
             elif how == "subtract":
                 led = MergeLedger.from_state(*old[o].state())
-                for t in sorted(o - frozenset(new_groups[c])):
-                    led.remove(t, vecs[t])  # hash-checked: ExactnessError if not reproduced
+                led.remove_many((t, vecs[t]) for t in sorted(o - frozenset(new_groups[c])))  # hash-checked
                 ledgers[c] = led
             else:
                 led = self._new_ledger(system)
@@ -441,7 +438,7 @@ class ClusterMerge(Localized):
                         raise StateError(f"no task vector for {t!r} to rebuild its cluster")
                     if vecs[t].sha256 != system.ledger.hashes.get(t):
                         raise ExactnessError(f"task vector of {t!r} differs from the one merged")
-                    led.add(t, vecs[t])
+                led.add_many((t, vecs[t]) for t in new_groups[c])
                 ledgers[c] = led
         self.assignment, self.ledgers = assignment, ledgers
 
