@@ -215,19 +215,23 @@ The draft measures *answer generation probability* on TOFU (fictitious authors):
 model reaches 1.00, the merged model falls fast as authors are added (GPT2-Small: 0.71 at 2
 authors, 0.06 at 200), TALL and EMR recover a little, and ClAMU's optimized masks recover most
 of it (1.00, 0.94, 0.40, 0.35). Here: the `fictitious-authors` analog — a small causal LM
-pretrained in the project, 20 QA pairs per generated author — with SIFT-Masks added.
+pretrained in the project, 20 QA pairs per generated author — with SIFT-Masks added. ClAMU
+serves M0 + α m ⊙ τ̄: with the draft's α = 1 it collapsed to 0.01 at 50 authors in our cpu run,
+so α = 0.1 below (0.99 at 50 authors, 0.92 at 5 where α = 0.3 gives 1.00: α is a parameter).
 """),
     code(PARAMS + '''
 setting_name = "fictitious-authors"
 sizes = None  # None: 2, 5, 50 and the largest author count of the profile
 mask_steps = {"smoke": 40, "cpu": 60}.get(profile, 200)  # E_mask: fewer for the LM on a CPU
-mask_batch_size = 64  # ClAMU mini-batches (None: full batch, 200 epochs of the data)''', tags=["parameters"]),
+mask_batch_size = 64  # ClAMU mini-batches (None: full batch, 200 epochs of the data)
+clamu_alpha = 0.1  # ClAMU serves M0 + alpha * m * tau_bar; the draft alpha = 1 collapses at 50 authors (.01)''', tags=["parameters"]),
     code(SETUP),
     code('''setting = get_setting(setting_name, profile, seed)
 T = len(setting.tasks)
 sizes = sizes or sorted({n for n in (2, 5, 50) if n < T} | {T})
 methods = {"Global": ("merge", {}), "TALL": ("tall", {}), "EMR": ("emr", {}),
-           "ClAMU": ("clamu", {"mask_steps": mask_steps, "mask_batch_size": mask_batch_size}), "SIFT-Masks": ("sift", {}), "Local": ("local", {})}
+           "ClAMU": ("clamu", {"alpha": clamu_alpha, "mask_steps": mask_steps, "mask_batch_size": mask_batch_size}),
+           "SIFT-Masks": ("sift", {}), "Local": ("local", {})}
 table1 = ex.methods_vs_tasks(setting, methods, sizes, seed=seed)
 wide = table1.pivot_table(index="tasks", columns="label", values=setting.metric_name)[list(methods)]
 plots.save_table(wide.reset_index(), "table1_tofu", profile)
