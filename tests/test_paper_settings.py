@@ -228,3 +228,15 @@ def test_recipe_rebuilds_the_same_setting_and_models_pickle():
     buf = io.BytesIO()
     torch.save(s.model, buf)                       # picklable (no lambdas) for process backends
     assert len(buf.getvalue()) > 0 and s.model.is_trained("transformer.h.0.attn.c_attn.weight")
+
+
+def test_paper_profile_uses_the_papers_setting_only_where_available(monkeypatch, capsys):
+    from clamu_helpers import settings as S
+    monkeypatch.setitem(S.AVAILABILITY, "paper-reddit", lambda: (False, "no reddit/ under $CLAMU_DATA"))
+    assert S.resolve_setting("fortunes-label-subsets", "paper") == "fortunes-label-subsets"
+    assert "no reddit/ under $CLAMU_DATA" in capsys.readouterr().err
+    monkeypatch.setitem(S.AVAILABILITY, "paper-reddit", lambda: (True, ""))
+    assert S.resolve_setting("fortunes-label-subsets", "paper") == "paper-reddit"
+    assert S.resolve_setting("fortunes-label-subsets", "cpu") == "fortunes-label-subsets"  # only at paper
+    assert S.resolve_setting("synthetic", "paper") == "synthetic"
+    assert set(S.PAPER_SETTING_OF.values()) <= set(S.SETTINGS)

@@ -1,6 +1,7 @@
 """Settings by name: ``SETTINGS`` maps a name to a factory ``(profile, seed, **kw) -> Setting``."""
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 from .base import PROFILES, FinetuneConfig, Setting, Task
@@ -57,16 +58,41 @@ def availability(name: str) -> tuple[bool, str]:
         return False, f"{type(e).__name__}: {e}"
 
 
+#: the paper's own setting for each embedded analog (used at profile ``paper`` when available)
+PAPER_SETTING_OF = {"images-uniform": "paper-clip-uniform", "images-label-subsets": "paper-clip-label-subsets",
+                    "reviews-by-movie": "paper-sent140", "fortunes-label-subsets": "paper-reddit",
+                    "fictitious-authors": "paper-tofu"}
+
+
+def resolve_setting(name: str, profile: str) -> str:
+    """The setting that ``get_setting(name, profile)`` builds: at profile ``paper`` an embedded
+    analog is replaced by the paper's own setting (:data:`PAPER_SETTING_OF`) when its model and
+    data are on this machine; otherwise the analog runs at the paper's sizes. Either way one
+    line on stderr says which, and what is missing."""
+    target = PAPER_SETTING_OF.get(name)
+    if profile != "paper" or target is None or target not in SETTINGS:
+        return name
+    ok, missing = availability(target)
+    if ok:
+        print(f"profile paper: {name} -> {target} (the paper's model and data)", file=sys.stderr)
+        return target
+    print(f"profile paper: {target} is not available ({missing}); running the analog {name} at "
+          f"the paper's sizes", file=sys.stderr)
+    return name
+
+
 def get_setting(name: str, profile: str = "cpu", seed: int = 0, **kw) -> Setting:
-    """Build a setting by name (see :data:`SETTINGS`)."""
+    """Build a setting by name (see :data:`SETTINGS`); at profile ``paper`` an analog becomes
+    the paper's own setting where it is available (:func:`resolve_setting`)."""
     if name not in SETTINGS:
         raise ValueError(f"unknown setting {name!r}; available: {sorted(SETTINGS)}")
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+    name = resolve_setting(name, profile)
     return SETTINGS[name](profile=profile, seed=seed, **kw)
 
 
-__all__ = ["ANALOG_OF", "FinetuneConfig", "PROFILES", "SETTINGS", "Setting", "SyntheticSetting", "Task", "availability", "get_setting", "register_setting"]
+__all__ = ["ANALOG_OF", "FinetuneConfig", "PAPER_SETTING_OF", "PROFILES", "SETTINGS", "Setting", "SyntheticSetting", "Task", "availability", "get_setting", "register_setting", "resolve_setting"]
 
 # the embedded text settings (analogs of Sent140, Reddit, TOFU); their heavy imports are lazy
 from .text import register as _register_text  # noqa: E402
