@@ -52,7 +52,7 @@ def cmd_settings(args) -> int:
 def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
     return reproduce(profile=args.profile, only=args.only, out=args.out, notebooks_dir=args.notebooks,
-                     timeout=args.timeout, write_back=args.write_back)
+                     timeout=args.timeout, write_back=args.write_back, jobs=args.jobs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="output folder (default figures/<profile>/)")
     r.add_argument("--notebooks", default=None, help="notebook folder (default notebooks/)")
     r.add_argument("--timeout", type=int, default=None, help="seconds per notebook cell")
+    r.add_argument("--jobs", type=int, default=None,
+                   help="notebooks run at once (default: one per core, at most 4; 1: one after another)")
     r.add_argument("--write-back", action="store_true",
                    help="copy executed notebooks back into notebooks/ (to commit their outputs)")
     r.set_defaults(func=cmd_reproduce)

@@ -132,10 +132,16 @@ def _finetune_job(ctx: _Context, job: _Job):
         raise RecipeMismatchError(
             f"task {job.task_id!r} rebuilt in a worker has other training data than the parent's; pass "
             f"recipe=SettingRecipe(...) with the setting's arguments, or ship='pickle'")
-    tv = finetune(setting, task, seed=job.seed, **job.kwargs)
     if job.store_root is not None and job.key is not None:
         from .store import TaskVectorStore
-        TaskVectorStore(job.store_root).put(job.key, tv)
+        store = TaskVectorStore(job.store_root)
+        with store.claim(job.key, wait=True):  # another run computing it: wait and read its bits
+            tv = store.get(job.key, setting.spec)
+            if tv is None:
+                tv = finetune(setting, task, seed=job.seed, **job.kwargs)
+                store.put(job.key, tv)
+    else:
+        tv = finetune(setting, task, seed=job.seed, **job.kwargs)
     return tv.task_id, tv.values.numpy(), tv.meta, tv.sha256   # numpy: plain bytes, no shared-memory fds
 
 
@@ -180,12 +186,29 @@ def run_finetunes(setting: "Setting", task_ids: Sequence[str], seed: int = 0, ba
     bar = tqdm(total=len(ids), initial=len(out), desc=desc, unit="task", disable=not progress, leave=False)
     try:
         if backend == "serial" or len(todo) <= 1 or int(workers) == 1:
-            for tid in todo:
-                tv = finetune(setting, tasks[tid], seed=seed, **kwargs)
-                if store is not None:
-                    store.put(keys[tid], tv)
+            def compute(tid):
+                tv = store.get(keys[tid], setting.spec) if store is not None else None  # done meanwhile?
+                if tv is None:
+                    tv = finetune(setting, tasks[tid], seed=seed, **kwargs)
+                    if store is not None:
+                        store.put(keys[tid], tv)
                 out[tid] = tv
                 bar.update(1)
+
+            if store is None:
+                for tid in todo:
+                    compute(tid)
+            else:  # skip what another process is computing right now; come back for it at the end
+                deferred = []
+                for tid in todo:
+                    with store.claim(keys[tid]) as mine:
+                        if mine:
+                            compute(tid)
+                        else:
+                            deferred.append(tid)
+                for tid in deferred:
+                    with store.claim(keys[tid], wait=True):
+                        compute(tid)
         else:
             ctx = _context(setting, recipe, ship)
             root = str(store.root.resolve()) if store is not None else None

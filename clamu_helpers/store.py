@@ -15,6 +15,14 @@ place, so readers never see half a file and concurrent writers of the same key (
 the same bits) cannot clash. Every read checks the SHA-256 recorded at write time; a corrupt
 entry is removed and reported as missing (it will be recomputed), never trusted.
 
+**Claims.** Several runs filling one store at once (two notebooks, two users, a reproduction
+beside a test) split the work instead of repeating it: :meth:`TaskVectorStore.claim` takes an
+advisory ``flock`` on ``locks/<k[:2]>/<k>.lock`` while a finetune is computed, and
+:func:`~clamu_helpers.parallel.run_finetunes` skips a task another process has claimed, then
+comes back for it at the end (waiting for that claim and reading the result). A lock dies with
+its process, so a crashed holder never blocks anyone. ``flock`` holds on a local disk and on
+NFSv4; where it is not supported, claims always succeed and runs just may repeat work.
+
 **Streaming.** :meth:`TaskVectorStore.open` gives a :class:`StoredVector` that reads τ_t
 chunk by chunk (:meth:`StoredVector.chunks`) or one named parameter at a time
 (:meth:`StoredVector.tensor`) with positioned reads, never holding the whole vector; masks
@@ -22,6 +30,8 @@ chunk by chunk (:meth:`StoredVector.chunks`) or one named parameter at a time
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -218,6 +228,30 @@ class TaskVectorStore:
 
     def keys(self) -> list[str]:
         return sorted(p.stem for p in self.root.glob("*/*.safetensors") if p.parent.name != "masks")
+
+    @contextlib.contextmanager
+    def claim(self, key: str, wait: bool = False) -> Iterator[bool]:
+        """Hold the claim on ``key`` while computing it: yields True when this process holds
+        it, False when another process does (only with ``wait=False``; with ``wait=True`` it
+        blocks until that process is done). The claim is released on exit."""
+        path = self.root / "locks" / key[:2] / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            except OSError:  # the file system does not support flock: never block anyone
+                yield True
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def __len__(self) -> int:
         return len(self.keys())

@@ -110,3 +110,39 @@ def test_only_selects_notebooks_by_target(tmp_path):
     assert [p.stem for p in _notebooks(tmp_path, "fig2,fig5")] == ["01_when_is_merging_scalable", "04_clamu"]
     with pytest.raises(SystemExit, match="unknown target"):
         _notebooks(tmp_path, "fig99")
+
+
+def _notebook(path, *sources):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    cells = [new_code_cell('profile = "smoke"')]
+    cells[0].metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=cells + [new_code_cell(s) for s in sources],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, path)
+
+
+def test_reproduce_runs_notebooks_at_once_and_survives_a_failure(tmp_path, capsys):
+    from clamu_helpers.reproduce import reproduce
+    nbs, out, marker = tmp_path / "nbs", tmp_path / "out", tmp_path / "marker"
+    nbs.mkdir()
+    # 00 can only finish if 01 runs while it waits: proof that two notebooks run at once
+    _notebook(nbs / "00_waits.ipynb", f'''import time, pathlib
+for _ in range(600):
+    if pathlib.Path({str(marker)!r}).exists():
+        break
+    time.sleep(0.1)
+assert pathlib.Path({str(marker)!r}).exists(), "ran alone"''')
+    _notebook(nbs / "01_marks.ipynb", f'import pathlib; pathlib.Path({str(marker)!r}).write_text(profile)')
+    _notebook(nbs / "02_fails.ipynb", 'raise ValueError("broken result")')
+    code = reproduce(profile="smoke", notebooks_dir=str(nbs), out=str(out), jobs=2)
+    printed = capsys.readouterr().out
+    assert code == 1 and "FAIL 02_fails" in printed and "2 at once" in printed
+    assert marker.read_text() == "smoke"   # papermill injected the profile
+    timings = json.loads((out / "timings.json").read_text())
+    assert [r["ok"] for r in timings["notebooks"]] == [True, True, False]
+    assert timings["last_run"]["jobs"] == 2 and timings["last_run"]["wall_seconds"] > 0
+    assert "ValueError" in timings["notebooks"][2]["error"]
+    assert (out / "notebooks" / "01_marks.ipynb").exists() and "broken result" in (out / "logs" / "02_fails.log").read_text()
+    report = (out / "REPORT.md").read_text()
+    assert "2 notebooks at once" in report and "FAILED" in report

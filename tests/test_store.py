@@ -115,3 +115,92 @@ def test_store_serves_finetune_bits(tmp_path, tiny):
     key = store.key(tiny, task, 0)
     store.put(key, tv)
     assert store.get(key, tiny.spec).sha256 == tv.sha256
+
+
+def _hold_claim(root, key, ready, release, tv=None):
+    store = TaskVectorStore(root)
+    with store.claim(key) as mine:
+        assert mine
+        ready.set()
+        release.wait(30)
+        if tv is not None:
+            store.put(key, tv)
+
+
+def test_claim_is_exclusive_across_processes_and_released(tmp_path):
+    ctx = mp.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_claim, args=(str(tmp_path), "ee" * 32, ready, release))
+    p.start()
+    assert ready.wait(30)
+    store = TaskVectorStore(tmp_path)
+    with store.claim("ee" * 32) as mine:
+        assert mine is False               # held by the child
+    with store.claim("ff" * 32) as mine:
+        assert mine is True                # other keys are free
+    release.set()
+    p.join(30)
+    assert p.exitcode == 0
+    with store.claim("ee" * 32) as mine:
+        assert mine is True                # released when the holder is done
+    assert store.keys() == []              # lock files are not entries
+
+
+def test_a_run_waits_for_a_task_claimed_elsewhere_instead_of_recomputing_it(tmp_path, tiny, monkeypatch):
+    from clamu_helpers import parallel
+    store = TaskVectorStore(tmp_path)
+    first = tiny.tasks[0]
+    key = store.key(tiny, first, 0)
+    tv = finetune(tiny, first, seed=0)
+    ctx = mp.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_claim, args=(str(tmp_path), key, ready, release, tv))
+    p.start()
+    assert ready.wait(30)
+    computed = []
+
+    def recording(setting, task, **kw):
+        computed.append(task.task_id)
+        if len(computed) == len(tiny.tasks) - 1:
+            release.set()                  # the other process finishes while we work
+        return finetune(setting, task, **kw)
+
+    monkeypatch.setattr(parallel, "finetune", recording)
+    got = parallel.run_finetunes(tiny, tiny.task_ids, seed=0, store=store, progress=False)
+    p.join(30)
+    assert first.task_id not in computed and len(computed) == len(tiny.tasks) - 1
+    assert got[first.task_id].sha256 == tv.sha256 and list(got) == tiny.task_ids
+
+
+def _fill(root, out, delay):
+    import time
+    from clamu_helpers import parallel
+    from clamu_helpers.settings.synthetic import SyntheticSetting
+    tiny = SyntheticSetting(tasks=8)
+
+    def slow(setting, task, **kw):
+        time.sleep(delay)
+        with open(out, "a") as f:
+            f.write(task.task_id + "\n")
+        return finetune(setting, task, **kw)
+
+    parallel.finetune = slow
+    res = parallel.run_finetunes(tiny, tiny.task_ids, seed=0, store=TaskVectorStore(root), progress=False)
+    with open(out + ".hashes", "a") as f:
+        f.write(",".join(tv.sha256 for tv in res.values()) + "\n")
+
+
+def test_two_runs_on_one_store_split_the_work(tmp_path, tiny):
+    ctx = mp.get_context("fork")
+    log = str(tmp_path / "computed")
+    procs = [ctx.Process(target=_fill, args=(str(tmp_path / "store"), log, 0.2)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    computed = open(log).read().split()
+    assert sorted(computed) == sorted(tiny.task_ids)   # every task once: no finetune was repeated
+    hashes = open(log + ".hashes").read().split()
+    serial = ",".join(tv.sha256 for tv in (finetune(tiny, t, seed=0) for t in tiny.tasks))
+    assert hashes == [serial, serial]
