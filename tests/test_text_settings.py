@@ -200,3 +200,24 @@ def test_merge_fit_unlearn_equals_from_scratch_and_local_beats_m0(which, request
         assert min(probs) > 0.9                                          # local models memorise their author
         served = system.evaluate("test")
         assert metric in served.columns
+
+
+@need_text
+def test_features_are_encoded_with_pinned_threads_whatever_the_machine(reviews, monkeypatch, tmp_path):
+    """τ_t is trained on the cached features: their bits (and cache key) must not depend on the
+    ambient thread count (cores, or notebooks run at once by ``reproduce --jobs``)."""
+    monkeypatch.setenv("CLAMU_CACHE", str(tmp_path))
+    seen = []
+    real = text.encode_texts
+    monkeypatch.setattr(text, "encode_texts", lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    texts = reviews.texts_of(reviews.task_ids[0], "train")[:8]
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = reviews.features(texts)
+        torch.set_num_threads(1)
+        one = reviews.features(texts)   # same key: read back from the cache, not re-encoded
+    finally:
+        torch.set_num_threads(old)
+    assert seen == [text.FEATURE_THREADS] and torch.get_num_threads() == old
+    assert torch.equal(one["hidden"], two["hidden"])

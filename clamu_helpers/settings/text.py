@@ -48,7 +48,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ..cache import cached_tensors, content_key
-from ..determinism import fingerprint, generator, rng
+from ..determinism import deterministic, fingerprint, generator, rng
 from ..errors import MissingResourceError
 from .base import FinetuneConfig, Setting, Task
 
@@ -56,6 +56,8 @@ HEADS = ("label-name", "cls")
 DATASETS = ("reviews-by-movie", "fortunes-label-subsets")
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 HIDDEN = 384
+#: threads pinned while the frozen layers encode texts (the cached features are trained on)
+FEATURE_THREADS = 1
 
 
 # -- resources -----------------------------------------------------------------------------
@@ -371,12 +373,17 @@ class TextSetting(Setting):
                                    source=p["source"], info={k: list(p[k]) for k in ("train", "val", "test")}))
 
     def features(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Cached frozen-layer features of ``texts`` (content-hashed on disk)."""
+        """Cached frozen-layer features of ``texts`` (content-hashed on disk), computed with
+        :data:`FEATURE_THREADS` pinned threads: τ_t is trained on these bits, so they must not
+        depend on the machine's core count or on how many notebooks run at once."""
         digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()
         key = content_key("minilm-features-v1", model_digest(), self.frozen_layers, self.max_tokens, digest,
-                          fingerprint(torch.get_num_threads()))
-        return cached_tensors("text-features", key,
-                              lambda: encode_texts(texts, self.frozen_layers, self.max_tokens, progress=self.progress))
+                          fingerprint(FEATURE_THREADS))
+
+        def build():
+            with deterministic(FEATURE_THREADS):
+                return encode_texts(texts, self.frozen_layers, self.max_tokens, progress=self.progress)
+        return cached_tensors("text-features", key, build)
 
     def texts_of(self, task_id: str, split: str = "test") -> list[str]:
         """The raw texts behind a task's split (same order as its tensors)."""
@@ -385,7 +392,8 @@ class TextSetting(Setting):
     # -- M0 ------------------------------------------------------------------------------------
     def _head_init(self) -> torch.Tensor:
         if self.head == "label-name":
-            return sentence_embeddings(self.class_names, self.max_tokens)
+            with deterministic(FEATURE_THREADS):
+                return sentence_embeddings(self.class_names, self.max_tokens)
         g = generator(self.seed, "cls-head", self.data)
         return torch.randn(self.num_classes, HIDDEN + 1, generator=g) * 0.02  # weight | bias (bias = 0)
 
