@@ -405,7 +405,7 @@ for exact unlearning compared to other merging baselines".
     code(PARAMS + '''
 settings = ["images-label-subsets", "images-uniform"]
 k_unlearn = 3
-mask_steps = 40 if profile == "smoke" else 200  # E_mask: ClAMU mask-optimization steps
+mask_steps = {"smoke": 40, "cpu": 60}.get(profile, 200)  # E_mask: ClAMU steps (the draft: 200; 60 keeps the cpu run short)
 mask_batch_size = 64  # ClAMU mini-batches (None: full batch, 200 epochs of the data)
 clamu_alpha = 0.1  # ClAMU serves M0 + alpha * m * tau_bar; the draft alpha = 1 collapses at T >= 50 here''', tags=["parameters"]),
     code(SETUP + '''
@@ -513,7 +513,8 @@ for title, name in settings.items():
             frames.append(ex.compare_methods(s, ms, seed=seed).assign(head=head, clustering=by, K=k))
     df = pd.concat(frames, ignore_index=True)
     tables[title] = df.pivot_table(index="label", columns=["clustering", "head"], values="accuracy")
-    plots.save_table(tables[title].reset_index(), "table4_heads" if "4" in title else "table5_heads", profile)
+    flat = tables[title].set_axis([f"{by} clusters, {head} head" for by, head in tables[title].columns], axis=1)
+    plots.save_table(flat.reset_index(), "table4_heads" if title.startswith("Table 4") else "table5_heads", profile)
     display(Markdown(f"### {title}: {name}, K={k}"), tables[title].round(3))'''),
     code('''table6 = ex.dataset_table([get_setting(n, profile, seed) for n in sorted(SETTINGS)
                            if availability(n)[0] and not n.startswith("paper-") and n != "synthetic"])

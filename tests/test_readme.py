@@ -25,3 +25,12 @@ def test_readme_starts_with_the_two_commands():
     assert blocks[1].strip() == "bash scripts/test.sh"
     ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
     assert "bash scripts/test.sh" in ci
+
+
+def test_every_file_the_readme_links_exists():
+    root = Path(__file__).resolve().parents[1]
+    links = re.findall(r"\]\(([^)#\s]+)\)", README)
+    local = [link for link in links if not re.match(r"[a-z]+://", link)]
+    assert local, "expected links to the gallery"
+    missing = [link for link in local if not (root / link).exists()]
+    assert not missing, f"README links to missing files: {missing}"
