@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .errors import ClamuError
 from .experiments import default_store
 from .settings.base import Setting
 from .system import UnlearningSystem
@@ -27,6 +28,11 @@ class UnlearningDemo:
 
     def forget(self, task_ids, method: str = "sift", clusters: int | None = None) -> dict:
         ids = [str(t) for t in task_ids]
+        if not ids or len(set(ids)) >= len(self.setting.task_ids):
+            raise ValueError(f"pick between 1 and {len(self.setting.task_ids) - 1} of the "
+                             f"{len(self.setting.task_ids)} tasks to forget (got {len(set(ids))})")
+        if method not in DEMO_METHODS:
+            raise ValueError(f"unknown method {method!r}; the demo offers {', '.join(DEMO_METHODS)}")
         system = self._system(method, clusters).fit()
         before = system.evaluate().set_index("task_id")[self.setting.metric_name]
         system.unlearn(ids)
@@ -59,7 +65,11 @@ class UnlearningDemo:
         def click(_):
             out.clear_output()
             with out:
-                r = self.forget(tasks.value, method.value, clusters.value or None)
+                try:
+                    r = self.forget(tasks.value, method.value, clusters.value or None)
+                except (ValueError, ClamuError) as e:  # a bad pick gets a sentence, not a traceback
+                    print(f"cannot forget that: {e}")
+                    return
                 fig, ax = plt.subplots(figsize=(7, 2.6))
                 r["accuracy"].plot.bar(ax=ax, width=0.8)
                 ax.set_ylabel(self.setting.metric_name)
@@ -69,4 +79,5 @@ class UnlearningDemo:
                 print("exact unlearning:", "yes, digests equal" if r["exact"] else "NO")
 
         button.on_click(click)
+        self.controls = {"tasks": tasks, "method": method, "clusters": clusters, "button": button, "out": out}
         return w.VBox([w.HBox([tasks, w.VBox([method, clusters, button])]), out])
