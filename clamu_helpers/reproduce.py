@@ -177,10 +177,10 @@ def _write_back(executed: Path, source: Path, profile: str) -> None:
 
 
 def _merge_timings(path: Path, profile: str, results: list[dict], wall: float | None = None,
-                   jobs: int = 1) -> list[dict]:
+                   jobs: int = 1) -> tuple[list[dict], dict]:
     """timings.json keeps the latest result of every notebook run into this folder (an
     ``--only`` run updates its notebooks and keeps the others), sorted by notebook, and the
-    wall clock and job count of the last run (``last_run``)."""
+    wall clock and job count of the last run (``last_run``); returns both."""
     old = json.loads(path.read_text()) if path.exists() else {}
     rows = {r["notebook"]: r for r in old.get("notebooks", []) if old.get("profile") == profile}
     rows.update({r["notebook"]: r for r in results})

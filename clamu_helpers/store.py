@@ -31,7 +31,6 @@ chunk by chunk (:meth:`StoredVector.chunks`) or one named parameter at a time
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -45,6 +44,11 @@ from typing import Iterator
 import numpy as np
 import torch
 from safetensors.torch import save_file
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: claims always succeed there (runs may repeat work)
+    fcntl = None
 
 from .cache import cache_dir, content_key
 from .determinism import fingerprint
@@ -234,6 +238,9 @@ class TaskVectorStore:
         """Hold the claim on ``key`` while computing it: yields True when this process holds
         it, False when another process does (only with ``wait=False``; with ``wait=True`` it
         blocks until that process is done). The claim is released on exit."""
+        if fcntl is None:
+            yield True
+            return
         path = self.root / "locks" / key[:2] / f"{key}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
