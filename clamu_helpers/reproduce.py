@@ -77,15 +77,25 @@ def _order(notebooks: list[Path], timings: Path, profile: str) -> list[Path]:
 
 
 def _run_notebook(nb: Path, out_dir: Path, profile: str, timeout: int | None) -> dict:
-    """Execute one notebook with papermill into ``out_dir/notebooks`` (its own kernel, log in
-    ``out_dir/logs``); never raises: a failure is returned in the result."""
+    """Execute one notebook with papermill into ``out_dir/notebooks`` (its own kernel); its log
+    in ``out_dir/logs`` has each cell's start and end (timestamped) and what the cell printed.
+    Never raises: a failure is returned in the result."""
+    import logging
+
     import papermill as pm
 
     target = out_dir / "notebooks" / nb.name
     log = out_dir / "logs" / f"{nb.stem}.log"
     t0 = time.perf_counter()
     ok, error = True, ""
-    with open(log, "w") as fh:
+    with open(log, "w", buffering=1) as fh:
+        handler = logging.StreamHandler(fh)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        pm_log = logging.getLogger("papermill")
+        old = pm_log.level, pm_log.propagate
+        pm_log.addHandler(handler)
+        pm_log.setLevel(logging.INFO)
+        pm_log.propagate = False   # into the log, not over the progress bar
         try:
             pm.execute_notebook(str(nb), str(target), parameters={"profile": profile}, cwd=str(nb.parent),
                                 log_output=True, stdout_file=fh, stderr_file=fh, progress_bar=False,
@@ -93,6 +103,10 @@ def _run_notebook(nb: Path, out_dir: Path, profile: str, timeout: int | None) ->
         except Exception as e:  # a failing notebook stops nothing else
             ok, error = False, f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
             fh.write(f"\nFAILED: {error}\n")
+        finally:
+            pm_log.removeHandler(handler)
+            pm_log.setLevel(old[0])
+            pm_log.propagate = old[1]
     return {"notebook": nb.stem, "ok": ok, "seconds": round(time.perf_counter() - t0, 1), "error": error}
 
 

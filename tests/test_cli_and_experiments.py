@@ -144,5 +144,6 @@ assert pathlib.Path({str(marker)!r}).exists(), "ran alone"''')
     assert timings["last_run"]["jobs"] == 2 and timings["last_run"]["wall_seconds"] > 0
     assert "ValueError" in timings["notebooks"][2]["error"]
     assert (out / "notebooks" / "01_marks.ipynb").exists() and "broken result" in (out / "logs" / "02_fails.log").read_text()
+    assert "Executing Cell" in (out / "logs" / "01_marks.log").read_text()   # where a long notebook stands
     report = (out / "REPORT.md").read_text()
     assert "2 notebooks at once" in report and "FAILED" in report
