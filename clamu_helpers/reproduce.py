@@ -160,8 +160,8 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
     wall = time.perf_counter() - t_start
     results.sort(key=lambda r: r["notebook"])
     total = sum(r["seconds"] for r in results)
-    merged, last = _merge_timings(out_dir / "timings.json", profile, results, wall=wall, jobs=jobs)
-    write_report(out_dir, profile, merged, last_run=last)
+    merged, runs = _merge_timings(out_dir / "timings.json", profile, results, wall=wall, jobs=jobs)
+    write_report(out_dir, profile, merged, runs=runs)
     print(f"\nreproduce --profile {profile}: {sum(r['ok'] for r in results)}/{len(results)} notebooks ok, "
           f"{wall / 60:.1f} min wall clock ({jobs} at once; {total / 60:.1f} min of notebook time)")
     for r in results:
@@ -193,33 +193,41 @@ def _write_back(executed: Path, source: Path, profile: str) -> None:
 def _merge_timings(path: Path, profile: str, results: list[dict], wall: float | None = None,
                    jobs: int = 1) -> tuple[list[dict], dict]:
     """timings.json keeps the latest result of every notebook run into this folder (an
-    ``--only`` run updates its notebooks and keeps the others), sorted by notebook, and the
-    wall clock and job count of the last run (``last_run``); returns both."""
+    ``--only`` run updates its notebooks and keeps the others), sorted by notebook, the wall
+    clock and job count of the last run (``last_run``) and of the last run of every notebook
+    found (``last_full_run``, which an ``--only`` run leaves alone); returns the rows and a
+    dict of those two runs."""
     old = json.loads(path.read_text()) if path.exists() else {}
-    rows = {r["notebook"]: r for r in old.get("notebooks", []) if old.get("profile") == profile}
+    same = old.get("profile") == profile
+    rows = {r["notebook"]: r for r in old.get("notebooks", []) if same}
     rows.update({r["notebook"]: r for r in results})
     merged = [rows[k] for k in sorted(rows)]
     last = {"notebooks": [r["notebook"] for r in results], "jobs": jobs,
-            "wall_seconds": round(wall, 1) if wall is not None else None,
-            "cpus": os.cpu_count()}
+            "wall_seconds": round(wall, 1) if wall is not None else None, "cpus": os.cpu_count(),
+            "notebook_seconds": round(sum(r["seconds"] for r in results), 1)}
+    full = last if {r["notebook"] for r in results} >= set(rows) else (old.get("last_full_run") if same else None)
+    runs = {"last_run": last, "last_full_run": full}
     path.write_text(json.dumps({"profile": profile, "total_seconds": round(sum(r["seconds"] for r in merged), 1),
-                                "last_run": last, "notebooks": merged}, indent=2) + "\n")
-    return merged, last
+                                **runs, "notebooks": merged}, indent=2) + "\n")
+    return merged, runs
 
 
-def write_report(out_dir: Path, profile: str, results: list[dict], last_run: dict | None = None) -> Path:
-    """REPORT.md: our numbers beside the paper's, row by row, from each notebook's rows."""
+def write_report(out_dir: Path, profile: str, results: list[dict], runs: dict | None = None) -> Path:
+    """REPORT.md: our numbers beside the paper's, row by row, from each notebook's rows, after
+    the wall clock of the last full run (and of the last run, when it ran only some notebooks)."""
     lines = [f"# Reproduction report ({profile} profile)", "",
              "Each row puts a number from this run beside the paper's (from `shared/paper/DIGEST.md`) and says "
              "whether the paper's *trend* reproduces here. The embedded settings are small offline analogs of the "
              "paper's (see README, Settings): absolute numbers are not comparable, trends are.", ""]
-    if last_run and last_run.get("wall_seconds") is not None:
-        ran = set(last_run["notebooks"])
-        busy = sum(r["seconds"] for r in results if r["notebook"] in ran)
-        which = "every notebook" if ran >= {r["notebook"] for r in results} else ", ".join(sorted(ran))
-        lines += [f"Last run ({which}): **{last_run['wall_seconds'] / 60:.1f} min wall clock**, "
-                  f"{last_run['jobs']} notebooks at once on {last_run['cpus']} cores ({busy / 60:.1f} min of "
-                  f"notebook time; each notebook's own time is in its heading and in `timings.json`).", ""]
+    runs = runs or {}
+    full, last = runs.get("last_full_run"), runs.get("last_run")
+    for label, run in (("Last run of every notebook", full), ("Last run", last if last != full else None)):
+        if run and run.get("wall_seconds") is not None:
+            which = "" if run is full else f" ({', '.join(run['notebooks'])})"
+            lines += [f"{label}{which}: **{run['wall_seconds'] / 60:.1f} min wall clock**, {run['jobs']} "
+                      f"notebook{'s' if run['jobs'] > 1 else ''} at once on {run['cpus']} cores "
+                      f"({run.get('notebook_seconds', 0) / 60:.1f} min of notebook time).", ""]
+    lines += ["Each notebook's own time is in its heading and in `timings.json`.", ""]
     for r in results:
         path = out_dir / "report" / f"{r['notebook']}.json"
         lines.append(f"## {r['notebook']} ({'ok' if r['ok'] else 'FAILED: ' + r['error']}, {r['seconds']} s)")

@@ -147,3 +147,10 @@ assert pathlib.Path({str(marker)!r}).exists(), "ran alone"''')
     assert "Executing Cell" in (out / "logs" / "01_marks.log").read_text()   # where a long notebook stands
     report = (out / "REPORT.md").read_text()
     assert "2 notebooks at once" in report and "FAILED" in report
+    # an --only run updates its notebook and keeps the record of the full run
+    assert reproduce(profile="smoke", notebooks_dir=str(nbs), out=str(out), only="01_marks", jobs=1) == 0
+    timings = json.loads((out / "timings.json").read_text())
+    assert timings["last_run"]["notebooks"] == ["01_marks"] and timings["last_full_run"]["jobs"] == 2
+    assert len(timings["notebooks"]) == 3
+    report = (out / "REPORT.md").read_text()
+    assert "Last run of every notebook" in report and "Last run (01_marks)" in report
