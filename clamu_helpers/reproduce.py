@@ -136,7 +136,8 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
            "TRANSFORMERS_OFFLINE": "1"}
     if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # no oversubscription of the cores
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
-    os.environ.update(env)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)   # inherited by the workers and kernels; restored when done
     results = []
     t_start = time.perf_counter()
     bar = tqdm(total=len(notebooks), desc=f"reproduce ({profile}, {jobs} at once)", unit="notebook")
@@ -157,6 +158,11 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
                     results.append(_finish(fut.result(), nb, out_dir, profile, write_back, bar))
     finally:
         bar.close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     wall = time.perf_counter() - t_start
     results.sort(key=lambda r: r["notebook"])
     total = sum(r["seconds"] for r in results)

@@ -135,7 +135,9 @@ for _ in range(600):
 assert pathlib.Path({str(marker)!r}).exists(), "ran alone"''')
     _notebook(nbs / "01_marks.ipynb", f'import pathlib; pathlib.Path({str(marker)!r}).write_text(profile)')
     _notebook(nbs / "02_fails.ipynb", 'raise ValueError("broken result")')
+    before = {k: os.environ.get(k) for k in ("CLAMU_PROFILE", "CLAMU_FIGURES", "OMP_NUM_THREADS")}
     code = reproduce(profile="smoke", notebooks_dir=str(nbs), out=str(out), jobs=2)
+    assert {k: os.environ.get(k) for k in before} == before   # the caller's environment is left as it was
     printed = capsys.readouterr().out
     assert code == 1 and "FAIL 02_fails" in printed and "2 at once" in printed
     assert marker.read_text() == "smoke"   # papermill injected the profile
