@@ -11,8 +11,14 @@ of (the set of task ids, their data/vectors, K, seed): ids are sorted first, see
   can be negative: ``negative="clip"`` (default) uses max(cos, 0), keeping the contrast between
   unrelated (cos ≈ 0) and related tasks; ``"shift"`` uses (1 + cos)/2.
 * :func:`feature_clusters`: the mean of M0's last hidden features over each task's training
-  inputs (``setting.cluster_features(x)`` when the setting defines it, else the input of the model's
-  last ``nn.Linear``), clustered by KMeans (default) or spectral clustering of their cosines.
+  inputs, clustered by KMeans (default) or spectral clustering of their cosines. The draft uses
+  "hidden features at the last layer and last token of the model"; settings say what that is
+  through ``setting.cluster_features(x)`` (see :func:`hidden_features`): the final hidden state
+  at the last non-padding token for the GPT-2 models (``fictitious-authors``, ``paper-sent140``,
+  ``paper-reddit``, ``paper-tofu``) and the mean-pooled final-layer sentence embedding for the
+  bidirectional MiniLM encoder (``reviews-by-movie``, ``fortunes-label-subsets``; the same for
+  both heads). Settings without the method (the MLPs, CLIP) fall back to the input of the
+  model's last ``nn.Linear`` (the penultimate features).
 * :func:`random_clusters`: a seeded balanced partition (sizes differ by at most one).
 """
 from __future__ import annotations
@@ -148,9 +154,16 @@ def _last_linear(model: nn.Module) -> nn.Linear:
 
 @torch.no_grad()
 def hidden_features(setting, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
-    """M0's last hidden features of inputs ``x``: ``setting.cluster_features(x)`` if the setting defines
-    it (e.g. last layer, last token for a language model), else the input of the last
-    ``nn.Linear`` of ``setting.model`` captured by a forward hook."""
+    """M0's last hidden features of inputs ``x``, ``(N, h)`` float32.
+
+    ``setting.cluster_features(x)`` if the setting defines it: the GPT-2 settings return the
+    final hidden state at the last non-padding token (the draft's "last layer and last token"),
+    the MiniLM text settings the mean-pooled final-layer embedding (head-independent); each
+    computes it with M0 in batches, without gradients and on one pinned thread. Otherwise
+    (the MLPs, CLIP) the input of the last ``nn.Linear`` of ``setting.model``, captured by a
+    forward hook in batches of ``batch`` rows. The fallback suits a model whose last linear
+    layer is its head; it flattens whatever that layer sees, so sequence models define
+    ``cluster_features``."""
     hook_fn = getattr(setting, "cluster_features", None)
     if callable(hook_fn):
         return torch.as_tensor(hook_fn(x)).reshape(len(x), -1).to(torch.float32)

@@ -11,11 +11,14 @@ import pandas as pd
 
 from .errors import ClamuError
 from .experiments import default_store
+from .methods import METHODS
 from .settings.base import Setting
 from .system import UnlearningSystem
 
-CLUSTERED = ("tall", "emr", "clamu", "cluster-merge")
-DEMO_METHODS = ("merge", "sift", "tall", "emr", "clamu", "cluster-merge", "local")
+#: the methods offered (every registered method, SIFT-Masks first; controls last)
+DEMO_METHODS = tuple(sorted(METHODS, key=lambda m: (METHODS[m].control_of is not None, m != "sift", m)))
+#: those that take a number of clusters
+CLUSTERED = tuple(m for m in DEMO_METHODS if METHODS[m].clustered)
 
 
 class UnlearningDemo:

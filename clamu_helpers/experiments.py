@@ -60,10 +60,25 @@ def merging_at_scale(setting: Setting, sizes: Sequence[int] | None = None, seed:
     return pd.DataFrame(rows)
 
 
+def served_columns(system: UnlearningSystem) -> dict:
+    """What a table records beside a method's accuracy: ``alpha`` (its served scale, whatever the
+    parameter is called: α, SIFT's scale, TIES's λ; chosen on validation data where it was
+    ``"val"``), the other served hyperparameters as ``served_<name>``, and ``mask_density``
+    (mean fraction of parameters inside its masks; NaN without masks)."""
+    m = system.method
+    served = m.served_params(system)
+    out = {"alpha": served.get(m.scale_param, float("nan")) if m.scale_param else float("nan")}
+    out.update({f"served_{k}": v for k, v in served.items() if k != m.scale_param})
+    dens = m.mask_density(system)
+    out["mask_density"] = float("nan") if dens is None else dens
+    return out
+
+
 def compare_methods(setting: Setting, methods: dict[str, tuple[str, dict]], seed: int = 0,
                     progress: bool = False) -> pd.DataFrame:
     """Fit each ``label → (method, params)`` on every task; one row per method with mean
-    test score, storage bytes and fit costs (Figures 3 and 5, SIFT-Masks comparison)."""
+    test score, the served scale and mask density (:func:`served_columns`), storage bytes and
+    fit costs (Figures 3 and 5, SIFT-Masks comparison)."""
     rows = []
     for label, (method, params) in methods.items():
         t0 = time.perf_counter()
@@ -71,7 +86,8 @@ def compare_methods(setting: Setting, methods: dict[str, tuple[str, dict]], seed
                                   **params).fit()
         scores = system.evaluate()[setting.metric_name]
         rows.append({"setting": setting.name, "label": label, "method": method, "tasks": len(system.task_ids),
-                     setting.metric_name: float(scores.mean()), "storage_bytes": system.storage_bytes(),
+                     setting.metric_name: float(scores.mean()), **served_columns(system),
+                     "storage_bytes": system.storage_bytes(),
                      "fit_gradient_steps": system.fit_costs.gradient_steps,
                      "seconds": time.perf_counter() - t0, **{f"param_{k}": v for k, v in params.items()}})
     return pd.DataFrame(rows)

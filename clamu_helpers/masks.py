@@ -5,12 +5,13 @@ M0 + α m ⊙ τ̄ (TALL, ClAMU) or M0 + λ_t m_t ⊙ τ_uni (EMR). Everything h
 of flat tensors (plus, for ClAMU, a model to differentiate through), so the unlearning system
 can recompute masks after τ̄ changes and get the bits a from-scratch fit gets.
 
-* TALL-masks (Wang et al. 2024): m_t = 1{|τ_t| ≥ λ_t · |τ̄ − τ_t|} with |τ_t| (the original
+* TALL-masks (Wang et al. 2024): m_t = 1{|τ_t| > λ_t · |τ̄ − τ_t|} with |τ_t| (the original
   formula, not the |θ0 − τ_t| of one popular port); λ_t from {0.2, …, 0.6} by validation score
-  (:func:`choose_lambda`). Served M0 + α m_t ⊙ τ̄ with α = 1.0 (TALL on the plain sum).
-* EMR-merging (Huang et al. 2024): :func:`emr` (streams over the vectors, never stacks all T).
+  (:func:`choose_lambda`). Served M0 + α m_t ⊙ τ̄ (the original: α = 1.0 on the plain sum).
+* EMR-merging (Huang et al. 2024): :func:`emr` (streams over the vectors, never stacks all T;
+  rescalers per parameter tensor as the original code computes them).
 * ClAMU (draft, Appendix, Algorithm 1 ``Localize``): :func:`optimize_mask` learns a score
-  vector s with the straight-through estimator, m = 1{σ(s) > 0.5}.
+  vector s with the straight-through estimator, m = 1{s > 0} (= 1{σ(s) > 0.5}).
 * Storage as the paper counts it: float32 models (4 bytes/parameter) plus 1 bit/parameter per
   mask (:func:`storage_bytes`).
 """
@@ -26,6 +27,7 @@ from .determinism import deterministic
 from .errors import NonFiniteError, ShapeMismatchError
 from .packing import pack, packed_bytes, unpack
 from .params import functional
+from .selection import choose
 
 #: TALL's λ grid (Wang et al. 2024)
 LAMBDA_GRID = (0.2, 0.3, 0.4, 0.5, 0.6)
@@ -56,7 +58,8 @@ def masked_weights(theta0: torch.Tensor, mask: torch.Tensor, vec: torch.Tensor, 
 
 # -- TALL ---------------------------------------------------------------------------------------
 def tall_masks(tau_t: torch.Tensor, tau_bar: torch.Tensor, lam) -> torch.Tensor:
-    """TALL mask m_t = 1{|τ_t| ≥ λ_t · |τ̄ − τ_t|} (bool).
+    """TALL mask m_t = 1{|τ_t| > λ_t · |τ̄ − τ_t|} (bool; strict, as the original
+    ``generate_task_masks``: a coordinate no task moved is outside every mask).
 
     ``tau_t`` is one flat τ_t (d,) or a stack (n, d); ``tau_bar`` is τ̄ (d,); ``lam`` a number
     or, for a stack, one λ per row. Uses |τ_t| as in the original TALL code, not |θ0 − τ_t|.
@@ -72,7 +75,7 @@ def tall_masks(tau_t: torch.Tensor, tau_bar: torch.Tensor, lam) -> torch.Tensor:
         if tau_t.dim() != 2 or lam_t.numel() != tau_t.shape[0]:
             raise ShapeMismatchError("a vector of λ needs a stack of τ_t with one row per λ")
         lam_t = lam_t[:, None]
-    return tau_t.abs() >= lam_t * (tau_bar - tau_t).abs()
+    return tau_t.abs() > lam_t * (tau_bar - tau_t).abs()
 
 
 @dataclass
@@ -93,15 +96,14 @@ def choose_lambda(tau_t: torch.Tensor, tau_bar: torch.Tensor, scorer: Callable[[
     """
     if len(grid) == 0:
         raise ValueError("the λ grid is empty")
-    best, scores = None, {}
-    for lam in grid:
-        m = tall_masks(tau_t, tau_bar, float(lam))
-        s = float(scorer(m))
-        scores[float(lam)] = s
-        key = -math.inf if math.isnan(s) else s
-        if best is None or key > best[0]:
-            best = (key, float(lam), m)
-    return LambdaChoice(best[1], best[2], scores)
+    masks = {}
+
+    def score(lam):
+        masks[lam] = tall_masks(tau_t, tau_bar, lam)
+        return scorer(masks[lam])
+
+    c = choose([float(v) for v in grid], score)
+    return LambdaChoice(c.value, masks[c.value], c.scores)
 
 
 # -- EMR ----------------------------------------------------------------------------------------
@@ -141,15 +143,37 @@ def _items(vectors: VectorSource) -> Iterable[tuple[Hashable, torch.Tensor]]:
     raise TypeError("vectors must be a mapping key → τ_t or a zero-argument callable yielding (key, τ_t) pairs")
 
 
-def emr(vectors: VectorSource, elect: torch.Tensor | None = None) -> EMRResult:
+#: how EMR's rescalers λ_t are computed (see :func:`emr`)
+RESCALERS = ("per-tensor", "global")
+
+
+def _abs_means(v: torch.Tensor, segments: Sequence[int] | None) -> float:
+    """Σ over parameter tensors of mean |v| on that tensor (float64); one tensor when ``segments``
+    is None, which gives mean |v| over all d parameters."""
+    a = v.abs().to(torch.float64)
+    if segments is None:
+        return float(a.mean())
+    return float(sum(part.mean() for part in torch.split(a, list(segments)) if part.numel()))
+
+
+def emr(vectors: VectorSource, elect: torch.Tensor | None = None, segments: Sequence[int] | None = None,
+        rescaler: str = "per-tensor") -> EMRResult:
     """EMR-merging, streaming over the task vectors (memory: O(d) plus 1 bit/param per mask).
 
     ε = sign(Σ_t τ_t) (zeros → −1); τ_uni = ε ⊙ max_t |τ_t ⊙ 1{τ_t ε > 0}|;
-    m_t = 1{τ_t ⊙ ε > 0}; λ_t = Σ|τ_t| / Σ|m_t ⊙ τ_uni| (sums over all parameters, in float64;
-    λ_t = 0 when the mask is empty). ``vectors``: a mapping key → τ_t, or a zero-argument
-    callable yielding (key, τ_t) pairs (read twice when ``elect`` is None). ``elect``: Σ_t τ_t
-    when the caller already has it (the system passes the exact ledger τ̄: one pass then).
+    m_t = 1{τ_t ⊙ ε > 0}; the rescaler as the original ``emr_merge`` computes it
+    (``rescaler="per-tensor"``, default): λ_t = Σ_l mean|τ_t,l| / Σ_l mean|m_t,l ⊙ τ_uni,l|
+    over the parameter tensors l, whose sizes ``segments`` gives (their order in the flat
+    vector; None: one tensor, where both forms agree); ``"global"``: λ_t = Σ|τ_t| / Σ|m_t ⊙ τ_uni| over all parameters (what the
+    original's flat 30-model script computes). Float64; λ_t = 0 when the mask is empty.
+    ``vectors``: a mapping key → τ_t, or a zero-argument callable yielding (key, τ_t) pairs (read
+    twice when ``elect`` is None). ``elect``: Σ_t τ_t of exactly these vectors when the caller
+    already has it (the system passes the exact ledger τ̄ for per-task EMR: one pass then).
     """
+    if rescaler not in RESCALERS:
+        raise ValueError(f"rescaler must be one of {RESCALERS}, got {rescaler!r}")
+    if rescaler == "global":
+        segments = None  # one segment: mean/mean over all d parameters = Σ/Σ
     if elect is None:
         total = None
         for key, tau in _items(vectors):
@@ -161,6 +185,8 @@ def emr(vectors: VectorSource, elect: torch.Tensor | None = None) -> EMRResult:
             raise ValueError("EMR needs at least one task vector")
         elect = total
     eps = emr_elect(elect)
+    if segments is not None and sum(segments) != eps.numel():
+        raise ShapeMismatchError(f"segments sum to {sum(segments)}, the vectors have {eps.numel()} parameters")
     absmax = torch.zeros(eps.numel(), dtype=torch.float32)
     masks, num = {}, {}
     zero = torch.zeros((), dtype=torch.float32)
@@ -174,61 +200,77 @@ def emr(vectors: VectorSource, elect: torch.Tensor | None = None) -> EMRResult:
         pos = tau * eps > 0
         masks[key] = pack(pos)
         torch.maximum(absmax, torch.where(pos, tau.abs(), zero), out=absmax)
-        num[key] = float(tau.abs().to(torch.float64).sum())
+        num[key] = _abs_means(tau, segments)
     if not masks:
         raise ValueError("EMR needs at least one task vector")
     tau_uni = eps * absmax
     d = eps.numel()
     rescalers = {}
     for key, packed in masks.items():
-        den = float(torch.where(unpack(packed, d), absmax, zero).to(torch.float64).sum())
+        den = _abs_means(torch.where(unpack(packed, d), absmax, zero), segments)
         rescalers[key] = num[key] / den if den > 0 else 0.0
     return EMRResult(eps, tau_uni, masks, rescalers)
 
 
 # -- ClAMU optimized masks ----------------------------------------------------------------------
+#: score updates of :func:`ste_score_step`: the draft's raw rule, or each step divided by its mean |·|
+UPDATES = ("draft", "normalized")
+
+
 @dataclass(frozen=True)
 class MaskConfig:
     """Mask optimization (ClAMU ``Localize``): E_mask = ``steps`` score updates of size ``lr``
     (η) on batches of ``batch_size`` (None: the full batch every step); ``alpha`` is the α of
-    the served model M0 + α m ⊙ τ̄; ``normalize`` divides each score step by the mean |step|
-    (without it, steps are ~|g|·|τ̄|/4, often far below the ~1e-7 that σ(s) > 0.5 needs in
-    float32, and the mask never moves); ``threads`` is pinned during optimization."""
+    the served model M0 + α m ⊙ τ̄; ``update`` is ``"draft"`` (the draft's raw straight-through
+    rule, default) or ``"normalized"`` (each step divided by its mean |·|, so η is a step in
+    score units whatever the scale of the gradients); ``threads`` is pinned during optimization."""
 
-    steps: int = 200
-    lr: float = 0.01
+    steps: int = 100
+    lr: float = 1.0
     batch_size: int | None = None
     alpha: float = 1.0
-    normalize: bool = True
+    update: str = "draft"
     threads: int = 1
 
     def __post_init__(self):
-        if self.steps < 0 or self.lr <= 0 or (self.batch_size is not None and self.batch_size < 1):
-            raise ValueError(f"invalid mask optimization config {self}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0:
+            raise ValueError(f"mask_steps (E_mask) must be a positive integer, got {self.steps!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"mask_lr (η) must be a finite positive number, got {self.lr!r}")
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+                                            or self.batch_size < 1):
+            raise ValueError(f"mask_batch_size must be a positive integer or None (full batch), got {self.batch_size!r}")
+        if self.update not in UPDATES:
+            raise ValueError(f"update must be one of {UPDATES}, got {self.update!r}")
 
 
 def mask_from_scores(scores: torch.Tensor) -> torch.Tensor:
-    """m = 1{σ(s) > 0.5} (evaluated in float32, as the draft writes it; σ(0) = 0.5 → empty)."""
-    return torch.sigmoid(scores) > 0.5
+    """m = 1{s > 0}: the draft's 1{σ(s) > 0.5} in exact arithmetic. (σ(s) > 0.5 evaluated in
+    float32 is False for 0 < s < ~6e-8, where σ(s) rounds to 0.5: the mask would then ignore
+    small positive scores, which is an artefact of rounding, not of the method.)"""
+    return scores > 0
 
 
 def ste_score_step(scores: torch.Tensor, grad_m: torch.Tensor, tau_bar: torch.Tensor, lr: float,
-                   alpha: float = 1.0, normalize: bool = False, sig: torch.Tensor | None = None,
+                   alpha: float = 1.0, update: str = "draft", sig: torch.Tensor | None = None,
                    alpha_tau: torch.Tensor | None = None) -> torch.Tensor:
-    """One straight-through update of the scores (draft, Appendix):
+    """One straight-through update of the scores (draft, Appendix, Algorithm 1):
 
     s ← s − η (∂L/∂M) ⊙ σ(s)(1 − σ(s)) ⊙ α τ̄.
 
     ``grad_m`` is ∂L/∂M at M = M0 + α m ⊙ τ̄. The α comes from the chain rule through the
-    served model (∂M/∂m = α τ̄); with α = 1 this is exactly the draft's rule. With
-    ``normalize`` the step is divided by its mean absolute value (left as is when that is 0).
-    ``sig`` = σ(s) and ``alpha_tau`` = α τ̄ may be passed precomputed (the loop does).
+    served model (∂M/∂m = α τ̄); with α = 1 this is exactly the draft's rule (``update="draft"``).
+    ``update="normalized"`` divides the step by its mean absolute value (left as is when that
+    is 0), so η is measured in score units. ``sig`` = σ(s) and ``alpha_tau`` = α τ̄ may be passed
+    precomputed (the loop does).
     """
+    if update not in UPDATES:
+        raise ValueError(f"update must be one of {UPDATES}, got {update!r}")
     sig = torch.sigmoid(scores) if sig is None else sig
     alpha_tau = float(alpha) * tau_bar if alpha_tau is None else alpha_tau
     step = grad_m * (sig * (1 - sig))
     step.mul_(alpha_tau)
-    if normalize:
+    if update == "normalized":
         scale = step.abs().mean()
         if float(scale) > 0:
             step.div_(scale)  # |step_i| ≤ d after this, so no overflow even for a subnormal scale
@@ -240,9 +282,10 @@ def optimize_mask(setting, tau_bar: torch.Tensor, data: tuple[torch.Tensor, torc
                   scores: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """ClAMU's ``Localize`` for one cluster: returns (m, s) after ``config.steps`` updates.
 
-    s starts at 0 (or ``scores``); each step: m = 1{σ(s) > 0.5}, M = M0 + α m ⊙ τ̄, the
-    loss ``setting.loss(M(x), y)`` on a batch (explicit ``generator``), ∂L/∂M by autograd
-    through :func:`clamu_helpers.params.functional`, then :func:`ste_score_step`. ``setting``
+    s starts at 0 (or ``scores``); each step: m = 1{s > 0}, M = M0 + α m ⊙ τ̄, the loss
+    ``setting.loss(M(x), y)`` on a batch (explicit ``generator``), ∂L/∂M by autograd through
+    :func:`clamu_helpers.params.functional`, then :func:`ste_score_step`. ``tau_bar`` is the
+    vector the mask selects from (τ̄ for ClAMU; |τ̄| ⊙ r for the supermask control). ``setting``
     needs ``model``, ``spec``, ``theta0`` and ``loss``. Deterministic: pinned threads,
     deterministic algorithms, batches only from ``generator``.
     """
@@ -267,12 +310,11 @@ def optimize_mask(setting, tau_bar: torch.Tensor, data: tuple[torch.Tensor, torc
             else:
                 idx = next(idx_iter)
                 xb, yb = x[idx], y[idx]
-            sig = torch.sigmoid(s)
             # M0 + α m ⊙ τ̄, bit-identical to masked_weights(θ0, m, τ̄, α): α·where(m, τ̄, 0) = where(m, α τ̄, 0)
-            weights = (theta0 + torch.where(sig > 0.5, alpha_tau, zero)).requires_grad_(True)
+            weights = (theta0 + torch.where(mask_from_scores(s), alpha_tau, zero)).requires_grad_(True)
             loss = setting.loss(functional(setting.model, spec, weights, xb), yb)
             (grad,) = torch.autograd.grad(loss, weights)
-            s = ste_score_step(s, grad, tau_bar, config.lr, config.alpha, config.normalize, sig, alpha_tau)
+            s = ste_score_step(s, grad, tau_bar, config.lr, config.alpha, config.update, None, alpha_tau)
     return mask_from_scores(s), s
 
 
@@ -302,6 +344,6 @@ def storage_bytes(d: int, models: int = 1, masks: int = 0, scalars: int = 0) -> 
     return 4 * int(d) * int(models) + int(masks) * packed_bytes(d) + 4 * int(scalars)
 
 
-__all__ = ["LAMBDA_GRID", "EMRResult", "LambdaChoice", "MaskConfig", "choose_lambda", "emr", "emr_elect",
-           "mask_from_scores", "masked_weights", "optimize_mask", "pack_masks", "ste_score_step",
+__all__ = ["LAMBDA_GRID", "EMRResult", "LambdaChoice", "MaskConfig", "RESCALERS", "choose_lambda", "emr", "emr_elect",
+           "UPDATES", "mask_from_scores", "masked_weights", "optimize_mask", "pack_masks", "ste_score_step",
            "storage_bytes", "tall_masks", "unpack_masks"]

@@ -12,13 +12,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
 from torch import nn
 
+from .costs import Costs
 from .determinism import fingerprint
 from .errors import DuplicateTaskError, ExactnessError, UnknownTaskError
 from .ledger import MergeLedger
@@ -26,23 +27,6 @@ from .methods import Method, get_method
 from .parallel import run_finetunes
 from .settings.base import Setting
 from .taskvector import TaskVector
-
-
-@dataclass
-class Costs:
-    """Compute spent: gradient steps (all finetunes), parallel steps (the critical path when
-    independent finetunes run side by side, as the draft's Table 3 counts), wall seconds."""
-
-    finetunes: int = 0
-    gradient_steps: int = 0
-    parallel_steps: int = 0
-    seconds: float = 0.0
-
-    def add(self, finetunes: int = 0, gradient_steps: int = 0, parallel_steps: int = 0, seconds: float = 0.0):
-        self.finetunes += finetunes
-        self.gradient_steps += gradient_steps
-        self.parallel_steps += parallel_steps
-        self.seconds += seconds
 
 
 class UnlearningSystem:
@@ -69,7 +53,6 @@ class UnlearningSystem:
         self.unlearn_costs = Costs()
         self.fingerprint = fingerprint(setting.finetune_config.threads)
         self._tau_cache: tuple[str, torch.Tensor] | None = None
-        self.retrained: dict[str, TaskVector] = {}  # set during unlearn() for Method.refresh
 
     # -- finetuning --------------------------------------------------------------------------
     @property
@@ -96,7 +79,7 @@ class UnlearningSystem:
         self.ledger.add_many((tid, vectors[tid]) for tid in ids)
         if self.method.keeps_vectors:
             self.vectors = dict(vectors)
-        self.fit_costs.add(len(ids), len(ids) * self.steps, self.steps if ids else 0)
+        self.fit_costs.round(len(ids), self.steps)
         self.method.fit(self, vectors)
         self.fit_costs.seconds += time.perf_counter() - t0
         return self
@@ -131,6 +114,26 @@ class UnlearningSystem:
         return h.hexdigest()
 
     # -- unlearning --------------------------------------------------------------------------
+    def retrain(self, task_ids: Sequence[str], desc: str = "retrain") -> dict[str, TaskVector]:
+        """Retrain τ_t of merged tasks deterministically (never from the store), check each
+        SHA-256 against the one the ledger recorded at merge time, and charge one round of
+        finetunes to ``unlearn_costs`` (n·E gradient steps, E parallel steps: they run side by
+        side). The one place where unlearning retrains; raises :class:`ExactnessError` (nothing
+        charged) when a retrained vector differs from the merged one."""
+        ids = list(task_ids)
+        if not ids:
+            return {}
+        got = self.finetune(ids, use_store=False, desc=desc)
+        recorded = self.ledger.hashes
+        bad = [t for t in ids if got[t].sha256 != recorded.get(t)]
+        if bad:
+            raise ExactnessError(
+                f"retrained task vectors of {bad[:5]} differ from the ones merged (SHA-256 mismatch): "
+                f"finetuning was not reproduced bit for bit (thread count, library versions, data or "
+                f"hyperparameters changed?). Nothing was unlearned.")
+        self.unlearn_costs.round(len(ids), self.steps)
+        return got
+
     def unlearn(self, task_ids: Iterable[str]) -> dict:
         """Forget ``task_ids``: retrain each τ_u deterministically, verify its hash, subtract it
         from τ̄, then refresh the method. All or nothing: on any error the state is unchanged."""
@@ -143,34 +146,19 @@ class UnlearningSystem:
                 why = "was already unlearned" if t in self.unlearned else "is not merged in this system"
                 raise UnknownTaskError(f"cannot unlearn task {t!r}: it {why}")
         t0 = time.perf_counter()
-        if self.method.retrains:
-            retrained = self.finetune(ids, use_store=False, desc="retrain")
-        else:
-            retrained = {t: self.vectors[t] for t in ids}
-        recorded = self.ledger.hashes
-        mismatched = [t for t in ids if retrained[t].sha256 != recorded[t]]
-        if mismatched:
-            raise ExactnessError(
-                f"retrained task vectors of {mismatched} differ from the ones merged (SHA-256 mismatch): "
-                f"finetuning was not reproduced bit for bit (thread count, library versions, data or "
-                f"hyperparameters changed?). Nothing was unlearned.")
         backup = (copy.deepcopy(self.ledger), dict(self.vectors), copy.deepcopy(self.method),
                   list(self.unlearned), copy.deepcopy(self.unlearn_costs))
         try:
+            retrained = self.retrain(ids) if self.method.retrains else {t: self.vectors[t] for t in ids}
             self.ledger.remove_many((t, retrained[t]) for t in ids)
             for t in ids:
                 self.vectors.pop(t, None)
                 self.unlearned.append(t)
-            n = len(ids) if self.method.retrains else 0
-            self.unlearn_costs.add(n, n * self.steps, n * self.steps)
-            self.retrained = retrained  # the request's verified τ_u, for refresh (no second retrain)
-            self.method.refresh(self, ids)
+            self.method.refresh(self, ids, retrained)
         except BaseException:
             self.ledger, self.vectors, self.method, self.unlearned, self.unlearn_costs = backup
             self._tau_cache = None
             raise
-        finally:
-            self.retrained = {}
         self.unlearn_costs.seconds += time.perf_counter() - t0
         return {"unlearned": ids, "retrain_hashes_match": True, "hashes": {t: retrained[t].sha256 for t in ids},
                 "digest": self.served_digest()}

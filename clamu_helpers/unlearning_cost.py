@@ -1,26 +1,30 @@
 """What exact unlearning costs, counted as the draft counts it and measured on a setting.
 
-Counting (one deletion from T tasks merged before it; ``steps`` = one task's finetuning steps):
+Counting: every method declares its rule once, as :meth:`Method.unlearning_cost` (one request
+forgetting n of T merged tasks; ``steps`` = one finetune's steps E), and charges what it
+executes through the same :meth:`clamu_helpers.costs.Costs.round`. One deletion (n = 1):
 
 | method | task-trainings | gradient steps | parallel steps |
 |---|---|---|---|
-| ``scratch`` (one model on the union of the T−1 remaining tasks' data) | T − 1 | (T−1)·steps | (T−1)·steps |
-| ``merge``, ``sift``, ``cluster-merge`` (retrain τ_u, subtract) | 1 | steps | steps |
-| ``tall``, ``emr`` (masks need every τ_t: retrain τ_u, then the T−1 others in parallel) | T | T·steps | 2·steps |
-| ``clamu`` (retrain τ_u, re-optimise all K masks in parallel, ``mask_steps`` each) | 1 | steps + K·mask_steps | steps + mask_steps |
+| ``scratch`` (one model on the union of the T−1 remaining tasks' data) | T − 1 | (T−1)·E | (T−1)·E |
+| ``merge``, ``sift`` and its controls (retrain τ_u, subtract) | 1 | E | E |
+| ``tall``, ``emr``, ``ties`` (need every τ_t: retrain τ_u, then the T−1 others side by side) | T | T·E | 2·E |
+| ``clamu`` (retrain τ_u, re-optimise all K masks side by side; plus the α/η search) | 1 | E + K·E_mask (+ search) | E + E_mask (+ one E_mask per search round) |
+| ``cluster-merge`` (retrain τ_u, subtract it from its cluster; data-dependent rebuilds on top) | 1 | E | E |
 | ``local`` (stores every τ_t: delete it) | 0 | 0 | 0 |
 
-Choices (the draft is brief): scratch trains one model sequentially, its data T−1 tasks'
-worth, so its steps are ``steps`` × (T−1) (the draft's "tasks worth of data"); TALL/EMR are
-charged with retraining the remaining local models because storing them would cost T models
-(the draft's Table 3 counts it so: parallel steps = 2× merging); ClAMU re-optimises masks with
-as many steps as a finetune (the draft: "an equal number of steps"), one mask per remaining task
-unless ``clusters`` K is given.
+With ``vectors="keep"`` TALL, EMR and TIES keep every τ_t (T models of storage) and retrain only
+τ_u. Choices (the draft is brief): scratch trains one model sequentially, its data T−1 tasks'
+worth, so its steps are E × (T−1) (the draft's "tasks worth of data"); TALL/EMR retrain the
+remaining local models after τ_u (the draft's Table 3: parallel steps = 2× merging); ClAMU
+re-optimises masks with as many steps as a finetune (the draft: "an equal number of steps").
+:data:`RULES` (method → the name of its rule) is derived from the registry.
 
 ``draft_arithmetic(500, 250)`` reproduces the draft's Σ_{i=250}^{499} i = 93,625
-task-trainings for scratch versus 250 for merging (374.5×). ``measure_unlearning`` fits each
-method on the same tasks, unlearns the same seeded sequence of k tasks one by one, audits
-exactness against a from-scratch fit without them, and returns one row per method.
+task-trainings for scratch versus 250 for merging (374.5×): arithmetic from the draft's own
+formula, not a measurement. ``measure_unlearning`` fits each method on the same tasks, unlearns
+the same seeded sequence of k tasks one by one, audits exactness against a from-scratch fit
+without them, and returns one row per method.
 """
 from __future__ import annotations
 
@@ -35,72 +39,68 @@ from tqdm.auto import tqdm
 from .audit import choose_forget_set
 from .errors import ClamuError
 from .finetune import finetune
-from .methods import METHODS
+from .methods import METHODS, get_method
 from .settings.base import Setting, Task
 from .system import UnlearningSystem
 from .taskvector import TaskVector
 
-#: the draft's counting rule of each method (see the module docstring)
-RULES = {"scratch": "retrain-union", "merge": "retrain-one", "sift": "retrain-one",
-         "cluster-merge": "retrain-one", "tall": "retrain-all", "emr": "retrain-all",
-         "clamu": "retrain-and-masks", "local": "none"}
+#: method → the name of its counting rule (each method's ``cost_rule`` declaration), and ``scratch``
+RULES = {"scratch": "retrain-union", **{name: cls.cost_rule for name, cls in sorted(METHODS.items())}}
 
 #: the sizes of the image settings' profiles (smoke, cpu, paper) and the paper's 500
 PROFILE_TASKS = {"smoke": 12, "cpu": 200, "paper": 500}
 
+#: the draft's own methods for its counting (no validation search: the draft counts one mask
+#: optimisation of E_mask = E steps per cluster after each deletion)
+DRAFT_PARAMS = {"clamu": {"alpha": 1.0, "mask_lr": 100.0}}
 
-def deletion_cost(method: str, n_tasks: int, steps: int = 1, clusters: int | None = None,
-                  mask_steps: int | None = None) -> dict:
-    """Cost of one deletion from ``n_tasks`` merged tasks, by the draft's counting (table above).
+
+def deletion_cost(method: str, n_tasks: int, steps: int = 1, n_forgotten: int = 1, **params) -> dict:
+    """Cost of one request forgetting ``n_forgotten`` of ``n_tasks`` merged tasks, by the
+    method's own counting rule (``params``: the method's parameters, e.g. ``clusters``).
 
     Returns ``{"task_trainings", "gradient_steps", "parallel_steps"}``."""
-    if method not in RULES:
-        raise ClamuError(f"no counting rule for method {method!r}; known: {sorted(RULES)}")
     if n_tasks < 1:
         raise ClamuError(f"a deletion needs at least one merged task, got n_tasks={n_tasks}")
-    rest = n_tasks - 1
-    ms = steps if mask_steps is None else int(mask_steps)
-    rule = RULES[method]
-    if rule == "retrain-union":
-        tt, g, p = rest, rest * steps, rest * steps
-    elif rule == "retrain-one":
-        tt, g, p = 1, steps, steps
-    elif rule == "retrain-all":
-        tt, g, p = n_tasks, n_tasks * steps, steps + (steps if rest else 0)
-    elif rule == "retrain-and-masks":
-        k = rest if clusters is None else min(int(clusters), rest)
-        tt, g, p = 1, steps + k * ms, steps + (ms if k else 0)
-    else:
-        tt, g, p = 0, 0, 0
-    return {"task_trainings": tt, "gradient_steps": g, "parallel_steps": p}
+    if not 1 <= n_forgotten <= n_tasks:
+        raise ClamuError(f"cannot forget {n_forgotten} of {n_tasks} tasks in one request")
+    if method == "scratch":
+        rest = n_tasks - n_forgotten
+        return {"task_trainings": rest, "gradient_steps": rest * steps, "parallel_steps": rest * steps}
+    if method not in METHODS:
+        raise ClamuError(f"no counting rule for method {method!r}; known: {sorted(RULES)}")
+    c = get_method(method, **params).unlearning_cost(n_tasks, n_forgotten, steps).counts()
+    return {"task_trainings": c["finetunes"], "gradient_steps": c["gradient_steps"],
+            "parallel_steps": c["parallel_steps"]}
 
 
-def sequence_cost(method: str, total: int, unlearn: int, steps: int = 1, clusters: int | None = None,
-                  mask_steps: int | None = None) -> dict:
+def sequence_cost(method: str, total: int, unlearn: int, steps: int = 1, **params) -> dict:
     """Summed :func:`deletion_cost` of ``unlearn`` deletions one by one from ``total`` tasks."""
     if not 0 <= unlearn <= total:
         raise ClamuError(f"cannot unlearn {unlearn} of {total} tasks")
     out = {"task_trainings": 0, "gradient_steps": 0, "parallel_steps": 0}
     for i in range(unlearn):
-        for key, val in deletion_cost(method, total - i, steps, clusters, mask_steps).items():
+        for key, val in deletion_cost(method, total - i, steps, **params).items():
             out[key] += val
     return out
 
 
-def draft_arithmetic(total: int = 500, unlearn: int = 250, steps: int = 1, clusters: int | None = None,
-                     mask_steps: int | None = None,
+def draft_arithmetic(total: int = 500, unlearn: int = 250, steps: int = 1, params: dict | None = None,
                      methods: Sequence[str] = ("scratch", "merge", "sift", "tall", "emr", "clamu")) -> pd.DataFrame:
-    """The draft's counting for ``unlearn`` sequential deletions from ``total`` tasks.
+    """The draft's counting for ``unlearn`` sequential deletions from ``total`` tasks: arithmetic
+    from the counting rules, not a measurement.
 
     One row per method: task-trainings, gradient and parallel steps, and SIFT's advantage
     (method ÷ sift) in each, plus ``first_deletion_ratio`` (one deletion from ``total``).
-    With the defaults, scratch is 93,625 task-trainings and merge 250 (374.5×)."""
+    ``params``: method → parameters (default :data:`DRAFT_PARAMS`). With the defaults, scratch is
+    93,625 task-trainings and merge 250 (374.5×)."""
+    params = DRAFT_PARAMS if params is None else params
     rows = []
     sift = sequence_cost("sift", total, unlearn, steps)
     sift_first = deletion_cost("sift", total, steps)
     for m in methods:
-        c = sequence_cost(m, total, unlearn, steps, clusters, mask_steps)
-        first = deletion_cost(m, total, steps, clusters, mask_steps)
+        c = sequence_cost(m, total, unlearn, steps, **params.get(m, {}))
+        first = deletion_cost(m, total, steps, **params.get(m, {}))
         rows.append({"method": m, "total": total, "unlearn": unlearn, "steps": steps, **c,
                      "sift_ratio_gradient": _ratio(c["gradient_steps"], sift["gradient_steps"]),
                      "sift_ratio_parallel": _ratio(c["parallel_steps"], sift["parallel_steps"]),
@@ -270,9 +270,8 @@ def measure_unlearning(setting: Setting, methods: Sequence = ("merge", "sift"), 
     if scratch is not None or any(n == "scratch" for _, n, _ in specs):
         rows.append(_measure_scratch(setting, ids, forget, seed, split, scratch or "measure", progress))
     steps = setting.finetune_config.steps
-    for row in rows:
-        rule = row["base_method"] if row["base_method"] in RULES else None
-        c = sequence_cost(rule, len(ids), k, steps) if rule else {}
+    for row, (_, name, params) in zip(rows, [s for s in specs if s[1] != "scratch"] + [("scratch", "scratch", {})]):
+        c = sequence_cost(name, len(ids), k, steps, **params)
         row["counted_unlearn_gradient_steps"] = c.get("gradient_steps", float("nan"))
         row["counted_unlearn_parallel_steps"] = c.get("parallel_steps", float("nan"))
         row.update(setting=setting.name, profile=setting.profile, tasks=len(ids), k=k, seed=seed,

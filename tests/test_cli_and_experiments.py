@@ -35,7 +35,7 @@ def test_audit_detects_a_non_exact_method(tiny):
         def fit(self, system, vectors):
             self.seen = len(vectors)
 
-        def refresh(self, system, removed):
+        def refresh(self, system, removed, retrained):
             pass
 
         def state(self, system):

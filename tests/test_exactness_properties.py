@@ -26,7 +26,6 @@ from clamu_helpers.store import TaskVectorStore
 from clamu_helpers.system import UnlearningSystem
 from clamu_helpers.taskvector import TaskVector
 
-FAST = {"clamu": {"mask_steps": 20}}
 EXAMPLES = 12
 STATS = {"sequences": 0, "steps": 0}
 
@@ -39,7 +38,7 @@ _vecs: dict = {}
 
 
 def new_system(method, store=STORE):
-    return UnlearningSystem(SETTING, method, store=store, **FAST.get(method, {}))
+    return UnlearningSystem(SETTING, method, store=store, **METHODS[method].test_params)
 
 
 def vectors(method):

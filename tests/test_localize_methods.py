@@ -4,11 +4,14 @@ import pytest
 import torch
 
 from clamu_helpers.clustering import members, task_vector_clusters
+from clamu_helpers.costs import Costs
 from clamu_helpers.finetune import finetune
 from clamu_helpers.ledger import MergeLedger
 from clamu_helpers.masks import MaskConfig, choose_lambda, emr, masked_weights, optimize_mask, storage_bytes
 from clamu_helpers.determinism import generator
-from clamu_helpers.methods import get_method
+from clamu_helpers.methods import METHODS, get_method
+from clamu_helpers.methods.clamu import ETA_GRIDS
+from clamu_helpers.selection import scale_grid
 from clamu_helpers.packing import packed_bytes, unpack
 from clamu_helpers.system import UnlearningSystem
 
@@ -71,15 +74,25 @@ def test_refreshed_tall_and_emr_equal_the_formulas_from_scratch(tiny, audited):
     tau_bar = MergeLedger.from_vectors(vecs.values()).tau_bar()
     a = audited[("tall", ())][0]
     assert torch.equal(a.tau_bar, tau_bar)
+    # α chosen on validation from the shared grid: the mean over tasks of the best-λ val score
+    by_alpha = {}
+    for al in scale_grid(len(rest)):
+        by_alpha[al] = {}
+        for t in rest:
+            x, y = tiny.task(t).val
+            by_alpha[al][t] = choose_lambda(vecs[t].values, tau_bar, lambda m: tiny.score(
+                masked_weights(tiny.theta0, m, tau_bar, al), x, y))
+    mean_val = {al: sum(ch.scores[ch.lam] for ch in chs.values()) / len(chs) for al, chs in by_alpha.items()}
+    best = max(mean_val, key=lambda al: (mean_val[al], -list(mean_val).index(al)))
+    assert a.method.chosen == {"alpha": best} and a.method.alpha(a) == best
     for t in rest:
-        x, y = tiny.task(t).val
-        ch = choose_lambda(vecs[t].values, tau_bar,
-                           lambda m: tiny.score(masked_weights(tiny.theta0, m, tau_bar, 1.0), x, y))
+        ch = by_alpha[best][t]
         c = a.method.assignment[t]
         assert a.method.lambdas[c] == ch.lam
         assert torch.equal(a.method.mask(a, c), ch.mask)
+        assert torch.equal(a.weights_for(t), masked_weights(tiny.theta0, ch.mask, tau_bar, best))
     e = audited[("emr", ())][0]
-    ref = emr({t: vecs[t].values for t in rest}, elect=tau_bar)
+    ref = emr({t: vecs[t].values for t in rest}, elect=tau_bar, segments=tiny.spec.sizes)
     assert torch.equal(e.method.result.tau_uni, ref.tau_uni)
     for t in rest:
         c = e.method.assignment[t]
@@ -94,10 +107,13 @@ def test_refreshed_clamu_masks_equal_masks_optimized_from_scratch(tiny, audited)
     vecs = _vectors(tiny, rest)
     expect = task_vector_clusters({t: v.values for t, v in vecs.items()}, 3, seed=0)
     assert a.method.assignment == expect
+    alpha, eta = a.method.chosen["alpha"], a.method.chosen["mask_lr"]
+    assert alpha in scale_grid(len(rest)) and eta in ETA_GRIDS["draft"]
     for c, ids in members(expect).items():
         x = torch.cat([tiny.task(t).train[0] for t in ids])
         y = torch.cat([tiny.task(t).train[1] for t in ids])
-        m, _ = optimize_mask(tiny, a.tau_bar, (x, y), MaskConfig(steps=40), generator(0, "clamu-mask", *ids))
+        cfg = MaskConfig(steps=40, lr=eta, batch_size=tiny.finetune_config.batch_size, alpha=alpha)
+        m, _ = optimize_mask(tiny, a.tau_bar, (x, y), cfg, generator(0, "clamu-mask", *ids))
         assert torch.equal(a.method.mask(a, c), m)
         assert 0 < int(m.sum()) < m.numel()
 
@@ -136,10 +152,38 @@ def test_cost_accounting_of_unlearning(tiny, audited):
     assert (keep.unlearn_costs.finetunes, keep.unlearn_costs.gradient_steps) == (1, E)
     d = tiny.spec.numel
     assert keep.storage_bytes() == storage_bytes(d, 1, T - 1, T - 1) + 4 * d * (T - 1)
-    cl = audited[("clamu", (("mask_steps", 40),))][0].unlearn_costs   # K = T − 1 masks, no vectors
-    assert (cl.finetunes, cl.gradient_steps, cl.parallel_steps) == (1, E + (T - 1) * 40, E + 40)
+    # K = T − 1 = 7 masks, all in the search sample (S = min(16, 7)): an α round over
+    # scale_grid(7) = (1/7, 0.3, 1) and an η round over the 3 other η, then nothing left to fit
+    cl = audited[("clamu", (("mask_steps", 40),))][0].unlearn_costs
+    n_alpha, n_eta = len(scale_grid(T - 1)), len(ETA_GRIDS["draft"]) - 1
+    assert (cl.finetunes, cl.gradient_steps, cl.parallel_steps) == (
+        1, E + (n_alpha + n_eta) * (T - 1) * 40, E + 2 * 40)
+    # 3 task-vector clusters: retrain the others to re-cluster; the search over all 3 clusters
     clk = audited[("clamu", tuple(sorted({**FAST, "clusters": 3}.items())))][0].unlearn_costs
-    assert (clk.finetunes, clk.gradient_steps, clk.parallel_steps) == (T, T * E + 3 * 40, 2 * E + 40)
+    assert (clk.finetunes, clk.gradient_steps, clk.parallel_steps) == (
+        T, T * E + (n_alpha + n_eta) * 3 * 40, 2 * E + 2 * 40)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_measured_costs_equal_each_methods_counting_rule(tiny, name):
+    """What the system executes (one request of 2 tasks, then one of 1) equals what the
+    method's declared rule counts, for every registered method (cluster-merge: a lower bound)."""
+    cls = METHODS[name]
+    params = dict(cls.test_params)
+    E = tiny.finetune_config.steps
+    s = UnlearningSystem(tiny, name, **params).fit()
+    counted = Costs()
+    for req in (["s01", "s05"], ["s02"]):
+        n_before = len(s.ledger)
+        s.unlearn(req)
+        counted.add(**s.method.unlearning_cost(n_before, len(req), E).counts())
+    measured = s.unlearn_costs.counts()
+    if cls.cost_rule_exact:
+        assert measured == counted.counts()
+    else:
+        assert all(measured[k] >= v for k, v in counted.counts().items())
+    if s.method.retrains:   # a batch of n forgotten tasks is one round: E parallel steps, not n·E
+        assert measured["parallel_steps"] >= 2 * E and measured["finetunes"] >= 3
 
 
 def test_storage_counts(tiny, audited):
@@ -199,17 +243,18 @@ def test_unlearning_every_task_leaves_m0(tiny, method, kw):
     assert a.served_digest() == UnlearningSystem(tiny, method, **kw).served_digest()
 
 
-def test_cluster_vector_is_the_cluster_merged_model_by_default(tiny):
-    """Draft Sec. 4.3: TALL/EMR with clusters take the per-cluster merged model as the local
-    vector: τ_k/|k| (default) or the raw sum τ_k."""
+def test_cluster_vector_is_the_sum_for_tall_and_the_merged_model_for_emr(tiny):
+    """TALL compares a cluster's share of τ̄ (its sum τ_k) with the rest of τ̄, on one scale;
+    EMR merges the clusters' merged models τ_k/|k| (draft Sec. 4.3)."""
     from clamu_helpers import MergeLedger, UnlearningSystem
     from clamu_helpers.methods import get_method
     system = UnlearningSystem(tiny, "merge").fit()
     vectors = system.finetune(tiny.task_ids[:3])
     ids = list(vectors)
     total = MergeLedger.from_vectors(vectors.values()).tau_bar()
-    mean = get_method("tall", clusters=2).group_vector(system, ids, vectors)
+    tall = get_method("tall", clusters=2).group_vector(system, ids, vectors)
+    emr_mean = get_method("emr", clusters=2).group_vector(system, ids, vectors)
     raw = get_method("emr", clusters=2, cluster_vector="sum").group_vector(system, ids, vectors)
-    assert torch.equal(raw, total) and torch.equal(mean, total / 3)
+    assert torch.equal(tall, total) and torch.equal(raw, total) and torch.equal(emr_mean, total / 3)
     with pytest.raises(ValueError, match="cluster_vector"):
         get_method("tall", cluster_vector="median")

@@ -23,12 +23,13 @@ def _rand(*shape, seed=0):
 
 # -- TALL ---------------------------------------------------------------------------------------
 def test_tall_hand_example():
-    tau_t = torch.tensor([1.0, -2.0, 0.5, 0.0, -0.1])
-    tau_bar = torch.tensor([1.5, -1.0, 3.0, 1.0, -0.1])
-    # |τ̄ − τ_t| = [0.5, 1, 2.5, 1, 0];  λ = 0.5 → thresholds [0.25, 0.5, 1.25, 0.5, 0]
-    assert tall_masks(tau_t, tau_bar, 0.5).tolist() == [True, True, False, False, True]
-    # λ = 2.1 → thresholds [1.05, 2.1, 5.25, 2.1, 0]: only the last (equality counts) survives
-    assert tall_masks(tau_t, tau_bar, 2.1).tolist() == [False, False, False, False, True]
+    tau_t = torch.tensor([1.0, -2.0, 0.5, 0.0, -0.1, 0.0])
+    tau_bar = torch.tensor([1.5, -1.0, 3.0, 1.0, -0.1, 0.0])
+    # |τ̄ − τ_t| = [0.5, 1, 2.5, 1, 0, 0];  λ = 0.5 → thresholds [0.25, 0.5, 1.25, 0.5, 0, 0]
+    assert tall_masks(tau_t, tau_bar, 0.5).tolist() == [True, True, False, False, True, False]
+    # λ = 2.1 → thresholds [1.05, 2.1, 5.25, 2.1, 0, 0]: only the 5th survives (strict test, as
+    # the original: a coordinate that no task moved, the 6th, is outside every mask)
+    assert tall_masks(tau_t, tau_bar, 2.1).tolist() == [False, False, False, False, True, False]
 
 
 def test_tall_matches_numpy_reimplementation_and_stacks():
@@ -37,7 +38,7 @@ def test_tall_matches_numpy_reimplementation_and_stacks():
     stacked = tall_masks(taus, tau_bar, torch.tensor(lams))
     for i, lam in enumerate(lams):
         t, b = taus[i].numpy(), tau_bar.numpy()
-        expect = np.abs(t) >= np.float32(lam) * np.abs(b - t)
+        expect = np.abs(t) > np.float32(lam) * np.abs(b - t)
         got = tall_masks(taus[i], tau_bar, lam)
         assert np.array_equal(got.numpy(), expect)
         assert torch.equal(stacked[i], got)
@@ -80,6 +81,26 @@ def test_emr_hand_example():
     assert r.rescalers["b"] == pytest.approx(8.0 / 9.0)
     theta0 = torch.tensor([10.0, 20.0, 30.0, 40.0])
     assert r.weights(theta0, "a").tolist() == [10.0, 20.0 - 6.0, 30.0, 40.0]
+
+
+def test_emr_per_tensor_rescalers_by_hand():
+    """Two parameter tensors of different sizes (3 and 1): the original EMR code sums per-tensor
+    means, λ_t = Σ_l mean|τ_t,l| / Σ_l mean|m_t,l ⊙ τ_uni,l|, which differs from Σ/Σ."""
+    t1 = torch.tensor([1.0, -2.0, 0.0, 3.0])
+    t2 = torch.tensor([-1.0, -1.0, 2.0, -4.0])
+    # ε = [-1, -1, 1, -1]; τ_uni = [-1, -2, 2, -4]; m_a = [0, 1, 0, 0]; m_b = [1, 1, 1, 1]
+    r = emr({"a": t1, "b": t2}, segments=[3, 1])
+    # a: (mean(1, 2, 0) + mean(3)) / (mean(0, 2, 0) + mean(0)) = (1 + 3) / (2/3) = 6
+    assert r.rescalers["a"] == pytest.approx((1.0 + 3.0) / (2.0 / 3.0))
+    # b: (mean(1, 1, 2) + 4) / (mean(1, 2, 2) + 4) = (4/3 + 4) / (5/3 + 4) = 16/17
+    assert r.rescalers["b"] == pytest.approx((4.0 / 3.0 + 4.0) / (5.0 / 3.0 + 4.0))
+    g = emr({"a": t1, "b": t2}, segments=[3, 1], rescaler="global")
+    assert g.rescalers["a"] == pytest.approx(6.0 / 2.0) and g.rescalers["b"] == pytest.approx(8.0 / 9.0)
+    assert r.rescalers["b"] != pytest.approx(g.rescalers["b"])
+    with pytest.raises(ShapeMismatchError):
+        emr({"a": t1}, segments=[2, 1])
+    with pytest.raises(ValueError, match="rescaler"):
+        emr({"a": t1}, rescaler="layer")
 
 
 def _emr_stacked(vs: np.ndarray):
@@ -133,39 +154,63 @@ def _grad_by_hand(theta, x, y):
     return torch.cat([(g.T @ x).reshape(-1), g.sum(0)])
 
 
-@pytest.mark.parametrize("normalize", [False, True])
-def test_ste_update_matches_the_drafts_closed_form(normalize):
+@pytest.mark.parametrize("update", ["draft", "normalized"])
+def test_ste_update_matches_the_drafts_closed_form(update):
     st = _linear_setting()
     g = torch.Generator().manual_seed(7)
     x, y = torch.randn(10, 3, generator=g), torch.randint(0, 2, (10,), generator=g)
     tau_bar = torch.randn(8, generator=g)
     alpha, lr = 0.7, 30.0
-    cfg = lambda steps: MaskConfig(steps=steps, lr=lr, alpha=alpha, normalize=normalize)  # noqa: E731
+    cfg = lambda steps: MaskConfig(steps=steps, lr=lr, alpha=alpha, update=update)  # noqa: E731
     s = torch.zeros(8)
     for step in (1, 2, 3):
-        m = torch.sigmoid(s) > 0.5
+        m = s > 0
         theta = st.theta0 + alpha * m.float() * tau_bar
         grad = _grad_by_hand(theta, x, y)
         upd = grad * torch.sigmoid(s) * (1 - torch.sigmoid(s)) * alpha * tau_bar
-        if normalize:
+        if update == "normalized":
             upd = upd / upd.abs().mean()
         s = s - lr * upd
         m_opt, s_opt = optimize_mask(st, tau_bar, (x, y), cfg(step))
         assert torch.allclose(s_opt, s, rtol=1e-5, atol=1e-6), step
-        assert torch.equal(m_opt, torch.sigmoid(s) > 0.5)
+        assert torch.equal(m_opt, s > 0)
     assert 0 < int(m_opt.sum()) < 8         # the mask moved in both directions
     # the helper alone, with ∂L/∂M from autograd
     w = st.theta0.clone().requires_grad_(True)
     loss = F.cross_entropy(torch.func.functional_call(st.model, st.spec.unflatten(w), (x,)), y)
     (ga,) = torch.autograd.grad(loss, w)
     assert torch.allclose(ga, _grad_by_hand(st.theta0, x, y), atol=1e-6)
-    s1 = ste_score_step(torch.zeros(8), ga, tau_bar, lr, alpha, normalize=False)
+    s1 = ste_score_step(torch.zeros(8), ga, tau_bar, lr, alpha, update="draft")
     assert torch.allclose(s1, -lr * ga * 0.25 * alpha * tau_bar, atol=1e-6)
 
 
-def test_mask_from_scores_is_the_drafts_sigmoid_threshold():
-    s = torch.tensor([0.0, 1e-9, 1e-6, -1e-6, 3.0])
-    assert mask_from_scores(s).tolist() == [False, False, True, False, True]  # σ(1e-9) rounds to 0.5
+def test_drafts_raw_step_moves_the_mask_where_float32_sigmoid_would_not():
+    """With the draft's raw rule a first step is tiny (|η g σ'(0) α τ̄| ~ 1e-9 here): the mask is
+    1{s > 0} and follows it; σ(s) > 0.5 in float32 would leave the mask empty."""
+    st = _linear_setting()
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.randn(10, 3, generator=g), torch.randint(0, 2, (10,), generator=g)
+    tau_bar = torch.randn(8, generator=g) * 1e-6
+    m, s = optimize_mask(st, tau_bar, (x, y), MaskConfig(steps=1, lr=1e-2, alpha=1.0, update="draft"))
+    assert 0 < float(s.abs().max()) < 1e-7
+    assert int(m.sum()) > 0 and not bool((torch.sigmoid(s) > 0.5).any())
+
+
+def test_mask_config_names_the_bad_parameter():
+    with pytest.raises(ValueError, match="mask_steps"):
+        MaskConfig(steps=0)
+    with pytest.raises(ValueError, match="mask_lr"):
+        MaskConfig(lr=-1.0)
+    with pytest.raises(ValueError, match="mask_batch_size"):
+        MaskConfig(batch_size=0)
+    with pytest.raises(ValueError, match="update"):
+        MaskConfig(update="adam")
+
+
+def test_mask_from_scores_is_s_greater_than_zero():
+    s = torch.tensor([0.0, 1e-9, 1e-6, -1e-9, -1e-6, 3.0])
+    # s = 1e-9 is in the mask (σ(1e-9) rounds to 0.5 in float32, which made it look outside)
+    assert mask_from_scores(s).tolist() == [False, True, True, False, False, True]
 
 
 def test_minibatch_mask_optimization_is_deterministic_and_needs_a_generator():

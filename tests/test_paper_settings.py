@@ -240,3 +240,49 @@ def test_paper_profile_uses_the_papers_setting_only_where_available(monkeypatch,
     assert S.resolve_setting("fortunes-label-subsets", "cpu") == "fortunes-label-subsets"  # only at paper
     assert S.resolve_setting("synthetic", "paper") == "synthetic"
     assert set(S.PAPER_SETTING_OF.values()) <= set(S.SETTINGS)
+
+
+# -- feature clustering: last layer, last real token ------------------------------------------
+FEATURE_CASES = {
+    "sent140-cls": ("paper-sent140", dict(head="cls", min_samples=6)),
+    "sent140-lm": ("paper-sent140", dict(head="lm", min_samples=6)),          # sequence scoring (auto)
+    "reddit-cls": ("paper-reddit", dict(head="cls", n_train=4, n_val=1, n_test=1, min_per_label=2, max_tokens=128)),
+    "tofu": ("paper-tofu", dict(max_tokens=128)),
+}
+
+
+@pytest.mark.parametrize("case", list(FEATURE_CASES))
+def test_gpt2_cluster_features_are_last_layer_last_real_token(case):
+    from clamu_helpers.clustering import hidden_features
+    name, kw = FEATURE_CASES[case]
+    s = get_setting(name, "smoke", model=TINY, data_dir=DATA, tasks=3, **kw)
+    x = s.task(s.task_ids[0]).train[0]
+    lengths = (x >= 0).sum(1)
+    assert len(set(lengths.tolist())) > 1                                   # some rows are padded
+    feats = hidden_features(s, x)
+    assert feats.shape == (len(x), s._lm.config.n_embd) and feats.dtype == torch.float32
+    wide = F.pad(x, (0, 7), value=pm.PAD)                                   # extra right padding
+    torch.testing.assert_close(hidden_features(s, wide), feats, atol=1e-5, rtol=1e-5)
+    assert s.model.training is False
+    with torch.no_grad():
+        for i, n in enumerate(lengths.tolist()):
+            hand = s._lm.transformer(input_ids=x[i:i + 1, :n]).last_hidden_state[0, -1]
+            torch.testing.assert_close(feats[i], hand, atol=1e-5, rtol=1e-5)
+
+
+def test_paper_text_lm_head_first_token_feature_clusters_run():
+    """With first-token LM scoring the forward never calls ``lm_head`` (it reads its weight), so
+    a forward hook captured nothing; the setting's features are ``hidden(x)`` instead."""
+    from clamu_helpers.clustering import feature_clusters, hidden_features, task_features
+    s = get_setting("paper-sent140", "smoke", model=TINY, data_dir=DATA, tasks=3, head="lm", min_samples=6)
+    tok = s.tokenizer
+    # the byte tokenizer gives " negative"/" positive" the same first token, so pick names that differ
+    s.__dict__["model"] = pm.GPT2Classifier(s._lm, 2, "lm", [tok.encode(c) for c in s.class_names],
+                                            lm_scoring="first-token").eval()
+    assert s.model.lm_scoring == "first-token"
+    x = s.task(s.task_ids[0]).train[0]
+    with torch.no_grad():
+        torch.testing.assert_close(hidden_features(s, x), s.model.hidden(x), atol=1e-6, rtol=1e-5)
+    got = feature_clusters(s, s.task_ids, 2)
+    assert sorted(got) == sorted(s.task_ids) and set(got.values()) == {0, 1}
+    assert task_features(s, s.task_ids).shape == (3, s._lm.config.n_embd)

@@ -15,12 +15,9 @@ from clamu_helpers.settings.synthetic import SyntheticSetting
 from clamu_helpers.store import TaskVectorStore
 from clamu_helpers.system import UnlearningSystem
 
-#: keep the slow methods fast on 2 CPU cores (their defaults are for real settings)
-FAST = {"clamu": {"mask_steps": 20}}
-
-
 def make(setting, name, ids=None):
-    return UnlearningSystem(setting, name, **FAST.get(name, {})).fit(ids)
+    """A fitted system; slow methods declare fast test parameters (``Method.test_params``)."""
+    return UnlearningSystem(setting, name, **METHODS[name].test_params).fit(ids)
 
 
 @pytest.fixture(scope="module")

@@ -123,7 +123,7 @@ def test_failure_in_the_method_refresh_rolls_back(method, small, monkeypatch):
     system = fitted(small, method)
     before = snapshot(system)
 
-    def broken(self, sys_, removed):
+    def broken(self, sys_, removed, retrained):
         raise RuntimeError("refresh crashed")
 
     monkeypatch.setattr(type(system.method), "refresh", broken)  # class: the rollback restores a copy

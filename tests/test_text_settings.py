@@ -130,6 +130,51 @@ def test_heads_build_and_finetune(reviews):
         assert after < before
 
 
+# -- feature clustering ---------------------------------------------------------------------------
+@need_text
+def test_text_cluster_features_are_the_pooled_embedding_for_both_heads(reviews):
+    """Both heads cluster on M0's mean-pooled final-layer embedding (not on a hooked FFN layer
+    or the head's input), bit for bit, whatever the ambient thread count."""
+    from clamu_helpers.clustering import feature_clusters, hidden_features
+    s_cls = get_setting("reviews-by-movie", "smoke", tasks=3, head="cls", progress=False)
+    x, _ = reviews.task(reviews.task_ids[0]).train
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        lab = hidden_features(reviews, x)
+        torch.set_num_threads(1)
+        cls = hidden_features(s_cls, x)
+        again = hidden_features(reviews, x)
+    finally:
+        torch.set_num_threads(old)
+    assert lab.shape == (len(x), text.HIDDEN) and lab.dtype == torch.float32
+    assert torch.equal(lab, cls) and torch.equal(lab, again)
+    with torch.no_grad():
+        torch.testing.assert_close(lab, reviews.model.encode(x), atol=1e-6, rtol=1e-5)
+    ids = reviews.task_ids
+    assert feature_clusters(reviews, ids, 2) == feature_clusters(s_cls, ids, 2)
+
+
+def test_authors_cluster_features_last_layer_last_real_token(authors):
+    """Final hidden state (after ln_f) at the last non-padding token: (N, n_embd), unchanged by
+    padding, equal to the last position of each row run alone at its own length."""
+    from clamu_helpers.clustering import feature_clusters, hidden_features
+    x = torch.cat([authors.tasks[0].train[0][:5], authors.tasks[1].train[0][:5]])
+    pad = authors.tokenizer.pad
+    lengths = (x != pad).sum(1)
+    assert (lengths < x.shape[1]).all() and len(set(lengths.tolist())) > 1   # rows are right-padded
+    feats = hidden_features(authors, x)
+    assert feats.shape == (len(x), authors.shape["n_embd"])
+    tight = x[:, :int(lengths.max())]                 # the same rows without the all-padding columns
+    torch.testing.assert_close(hidden_features(authors, tight), feats, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        for i, n in enumerate(lengths.tolist()):
+            hand = authors.model.lm.transformer(input_ids=x[i:i + 1, :n]).last_hidden_state[0, -1]
+            torch.testing.assert_close(feats[i], hand, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(feats[0], feats[5])      # different authors, different features
+    assert set(feature_clusters(authors, authors.task_ids, 2).values()) == {0, 1}
+
+
 # -- authors ----------------------------------------------------------------------------------------
 def test_author_generator_is_deterministic_and_tasks_differ():
     a, b = AuthorGenerator(0), AuthorGenerator(0)

@@ -24,13 +24,24 @@ def test_draft_arithmetic_reproduces_the_draft():
 
 def test_counting_rules_with_steps_and_clusters():
     assert deletion_cost("tall", 10, steps=7) == {"task_trainings": 10, "gradient_steps": 70, "parallel_steps": 14}
-    assert deletion_cost("clamu", 10, steps=7, clusters=3, mask_steps=5) == {
+    # the draft's ClAMU (no validation search) with feature clusters: retrain u, 3 masks
+    draft = {"alpha": 1.0, "mask_lr": 100.0, "cluster_by": "features"}
+    assert deletion_cost("clamu", 10, steps=7, clusters=3, mask_steps=5, **draft) == {
         "task_trainings": 1, "gradient_steps": 7 + 3 * 5, "parallel_steps": 12}
+    # task-vector clusters need every remaining τ_t to re-cluster: a second round of retraining
+    assert deletion_cost("clamu", 10, steps=7, clusters=3, mask_steps=5, alpha=1.0, mask_lr=100.0) == {
+        "task_trainings": 10, "gradient_steps": 70 + 3 * 5, "parallel_steps": 14 + 5}
+    # with α and η chosen on validation: 3 α (scale_grid(9) = 1/9, 0.3, 1) + 3 η on the 3 clusters
+    assert deletion_cost("clamu", 10, steps=7, clusters=3, mask_steps=5, cluster_by="features") == {
+        "task_trainings": 1, "gradient_steps": 7 + (3 + 3) * 3 * 5, "parallel_steps": 7 + 2 * 5}
+    # 2 forgotten in one request: one round of retraining (2·E gradient, E parallel steps)
+    assert deletion_cost("merge", 10, steps=7, n_forgotten=2) == {
+        "task_trainings": 2, "gradient_steps": 14, "parallel_steps": 7}
     assert deletion_cost("scratch", 10, steps=7)["gradient_steps"] == 63
     assert deletion_cost("local", 10, steps=7)["gradient_steps"] == 0
     assert deletion_cost("tall", 1, steps=7)["parallel_steps"] == 7  # nothing left to relearn
     # 20 clusters, 250 deletions from 500 with 20 steps: Table 3's 10K parallel steps
-    c = sequence_cost("clamu", 500, 250, steps=20, clusters=20)
+    c = sequence_cost("clamu", 500, 250, steps=20, clusters=20, **draft)
     assert c["parallel_steps"] == 10_000 and c["gradient_steps"] == 250 * (20 + 20 * 20)
     assert sequence_cost("merge", 500, 250, steps=20)["gradient_steps"] == 5_000  # Table 2, Sent140
     t = draft_table([12, 200])

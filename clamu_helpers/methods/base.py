@@ -5,6 +5,13 @@ A method decides what is served on top of the exact merge τ̄ (kept by the syst
 weights, ``refresh`` recomputes what unlearning made stale, ``state`` is what must be
 bit-identical to a from-scratch fit (the audit hashes it), and ``storage_bytes`` counts what
 serving stores, the way the paper counts it.
+
+Each method declares, once, in its class: its ``name`` (via :func:`register`), its
+``reference``, whether it takes ``clusters`` (``clustered``), which parameter is its served
+scale (``scale_param``, chosen on validation data when set to ``"val"``), whether it is a
+``control`` (a method that tests another's explanation), and its counting rule
+(:meth:`Method.unlearning_cost`). Lists of methods elsewhere (costs, demo, tests) derive from
+these declarations.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from ..costs import Costs
 from ..taskvector import sha256_tensor
 
 if TYPE_CHECKING:
@@ -38,10 +46,25 @@ def get_method(name: str, **params) -> "Method":
 
 class Method:
     name = "method"
+    #: where the method comes from (paper, code)
+    reference = ""
+    #: takes a ``clusters`` parameter (K): one state per cluster instead of per task
+    clustered = False
+    #: the parameter holding the served scale (``"val"``: chosen on validation data), if any
+    scale_param: str | None = None
+    #: the method this one is a control for (None for methods proper)
+    control_of: str | None = None
     #: keep every τ_t in memory after fit (local models; methods whose refresh needs them)
     keeps_vectors = False
     #: unlearning retrains τ_u (False only for ``local``, which stores τ_u itself)
     retrains = True
+    #: the counting rule :meth:`unlearning_cost` implements, in a word (tables and docs)
+    cost_rule = "retrain-one"
+    #: whether :meth:`unlearning_cost` predicts exactly what the system executes (False where
+    #: the work depends on the data, e.g. which clusters change after re-clustering)
+    cost_rule_exact = True
+    #: fast parameters for tests (few mask steps and the like); {} when the defaults are fast
+    test_params: dict = {}
 
     def __init__(self, **params):
         if params:
@@ -56,8 +79,9 @@ class Method:
     def fit(self, system: "UnlearningSystem", vectors: dict) -> None:
         """Learn the method's state once τ̄ holds every task (``vectors``: id → τ_t)."""
 
-    def refresh(self, system: "UnlearningSystem", removed: list[str]) -> None:
-        """Recompute what unlearning ``removed`` made stale (default: nothing)."""
+    def refresh(self, system: "UnlearningSystem", removed: list[str], retrained: dict) -> None:
+        """Recompute what unlearning ``removed`` made stale (default: nothing). ``retrained``
+        holds the request's τ_u, already retrained and hash-checked by the system."""
 
     def group_of(self, system: "UnlearningSystem", task_id: str) -> str:
         """Tasks of one group are served the same weights (evaluation computes them once)."""
@@ -67,6 +91,15 @@ class Method:
         raise NotImplementedError
 
     # -- what is served ------------------------------------------------------------------
+    def served_params(self, system: "UnlearningSystem") -> dict:
+        """The hyperparameters served now, as numbers (a ``"val"`` parameter: the value chosen
+        on validation data; ``"mean"``: 1/T). Tables record them beside the accuracy."""
+        return {}
+
+    def mask_density(self, system: "UnlearningSystem") -> float | None:
+        """Mean fraction of parameters inside the served masks (None: the method has no masks)."""
+        return None
+
     def state(self, system: "UnlearningSystem") -> tuple[dict[str, torch.Tensor], dict]:
         """(tensors, JSON metadata) of the served state beyond τ̄."""
         return {}, {}
@@ -86,3 +119,11 @@ class Method:
     def storage_bytes(self, system: "UnlearningSystem") -> int:
         """Bytes stored to serve: the global model (d float32) plus the method's extras."""
         return 4 * system.setting.spec.numel
+
+    # -- cost --------------------------------------------------------------------------------
+    def unlearning_cost(self, n_before: int, n_forgotten: int, steps: int) -> Costs:
+        """The counting rule: what one request forgetting ``n_forgotten`` of ``n_before`` merged
+        tasks costs (``steps``: one finetune's steps). Default: retrain the forgotten τ_u in one
+        round and subtract them (merge, SIFT-Masks). The system charges what it executes through
+        the same :meth:`Costs.round`; a test checks that both agree for every method."""
+        return Costs().round(n_forgotten if self.retrains else 0, steps)

@@ -1,6 +1,9 @@
-"""``merge`` (one global model, M0 + α τ̄) and ``local`` (T local models, the upper reference)."""
+"""``merge`` (one global model, M0 + α τ̄: averaging or task arithmetic) and ``local`` (T local
+models, the upper reference)."""
 from __future__ import annotations
 
+from ..costs import Costs
+from ..selection import choose, is_val, scale_grid
 from .base import Method, register
 
 
@@ -11,17 +14,68 @@ def resolve_alpha(alpha, n_tasks: int) -> float:
     return float(alpha)
 
 
+def check_alpha(alpha, name: str = "alpha") -> None:
+    """α: ``"mean"`` (1/T), ``"val"`` (chosen on validation from :func:`scale_grid`) or a
+    finite positive number; anything else is a ``ValueError`` naming the parameter."""
+    if alpha in ("mean", "val"):
+        return
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0 < float(alpha) < float("inf")):
+        raise ValueError(f"{name} must be a positive number, 'mean' (1/T) or 'val' (chosen on validation data), "
+                         f"got {alpha!r}")
+
+
+def mean_val_score(system, weights_of, ids) -> float:
+    """Mean validation score over tasks ``ids`` of ``weights_of(task id)`` (NaN for none)."""
+    return system.setting.mean_score(weights_of, ids, "val")
+
+
 @register("merge")
 class Merge(Method):
-    """Merging only: every task is served M0 + α τ̄ (α = 1/T by default)."""
+    """Merging only: every task is served M0 + α τ̄. α = ``"mean"`` (1/T) is model averaging
+    (default); a number is task arithmetic with that α; ``"val"`` is task arithmetic with α chosen
+    from :func:`clamu_helpers.selection.scale_grid` by the mean validation score of the served
+    model over the merged tasks (Ilharco et al. 2023 tune α on validation data the same way)."""
+
+    reference = "Task arithmetic: Ilharco et al., Editing models with task arithmetic, ICLR 2023"
+    scale_param = "alpha"
 
     def __init__(self, alpha="mean"):
         super().__init__()
+        check_alpha(alpha)
         self.params = {"alpha": alpha}
+        self.chosen: dict = {}
+
+    def alpha(self, system) -> float:
+        a = self.params["alpha"]
+        return self.chosen["alpha"] if is_val(a) else resolve_alpha(a, len(system.ledger))
+
+    def fit(self, system, vectors):
+        self._choose(system)
+
+    def refresh(self, system, removed, retrained):
+        self._choose(system)
+
+    def _choose(self, system) -> None:
+        self.chosen = {}
+        ids = system.task_ids
+        if is_val(self.params["alpha"]) and ids:
+            theta0, tau_bar = system.setting.theta0, system.tau_bar
+            c = choose(scale_grid(len(ids)), lambda a: mean_val_score(system, theta0 + a * tau_bar, ids))
+            self.chosen = {"alpha": c.value}
 
     def weights_for(self, system, task_id):
-        alpha = resolve_alpha(self.params["alpha"], len(system.ledger))
-        return system.setting.theta0 + alpha * system.tau_bar
+        if not len(system.ledger):
+            return system.setting.theta0
+        return system.setting.theta0 + self.alpha(system) * system.tau_bar
+
+    def served_params(self, system):
+        return {"alpha": self.alpha(system)} if len(system.ledger) else {}
+
+    def state(self, system):
+        return {}, ({"chosen": self.chosen} if self.chosen else {})
+
+    def load_state(self, system, tensors, meta):
+        self.chosen = dict(meta.get("chosen", {}))
 
 
 @register("local")
@@ -29,8 +83,10 @@ class Local(Method):
     """Local models: task t is served M0 + τ_t (a forgotten or unknown task gets M0). Storage
     is T models; unlearning just deletes τ_u (no retraining)."""
 
+    reference = "the upper reference: one finetuned model per task"
     keeps_vectors = True
     retrains = False
+    cost_rule = "none"
 
     def group_of(self, system, task_id):
         return task_id if task_id in system.vectors else "zero-shot"
@@ -44,3 +100,6 @@ class Local(Method):
 
     def storage_bytes(self, system):
         return 4 * system.setting.spec.numel * max(1, len(system.vectors))
+
+    def unlearning_cost(self, n_before, n_forgotten, steps):
+        return Costs()

@@ -14,13 +14,25 @@
    drops m_u, subtracts m_u from the count vector, and T ← T − 1 (T is the ledger's size).
    No other mask is touched: that is the method's whole point.
 
-``scale`` (the paper is terse here; all three are offered):
+``scale`` (the paper is terse here; all four are offered):
 
 * ``"1/T"`` (default, the final paper's rule): s = 1/T, i.e. M0 + m_t ⊙ (τ̄ / T).
 * ``"count"``: s_i = 1 / c_i with the integer count c = Σ_t m_t (how many merged tasks moved
   coordinate i; c_i ≥ 1 wherever m_t,i = 1). CALIBRATION.md found it the best rule. c is kept
   exactly (int32) and m_u is subtracted at unlearning.
 * a number α: s = α (α = 1 is the draft's unscaled M0 + m_t ⊙ τ̄).
+* ``"val"``: α chosen from :func:`clamu_helpers.selection.scale_grid` (1/T is its first value)
+  by the mean validation score over the masked tasks, as every method's served scale is chosen
+  in the figures. It is chosen again after each unlearning request (validation scores only, no
+  gradient step); the masks of the other tasks still do not change.
+
+Controls (each a registered method that passes the same audit):
+
+* ``sift-random-mask``: the same sign-fixed τ̄, but task t's mask is a random set of exactly
+  |m_t| coordinates (drawn from (seed, t)): does the *choice* of coordinates matter, or only
+  how many are kept?
+* ``sift-merge``: the same sign-fixed finetuning, served M0 + s τ̄ for every task with no masks:
+  what sign-fixing alone does, apart from the masks.
 
 ``projection``: ``"after_step"`` (default) or ``"before_step"``, passed to the finetuning.
 Storage (``storage_bytes``): the global model (d float32) plus T packed masks (⌈d/8⌉ bytes
@@ -34,11 +46,12 @@ import torch
 from ..determinism import generator
 from ..errors import ClamuError, ExactnessError, StateError
 from ..packing import compress, pack, packed_bytes, unpack
+from ..selection import choose, is_val, scale_grid
 from ..taskvector import sha256_tensor
 from .base import Method, register
-from .basic import resolve_alpha
+from .basic import mean_val_score, resolve_alpha
 
-SCALES = ("1/T", "count")
+SCALES = ("1/T", "count", "val")
 PROJECTIONS = ("after_step", "before_step")
 
 
@@ -78,6 +91,8 @@ def serve(theta0: torch.Tensor, tau_bar: torch.Tensor, n_tasks: int, mask: torch
     if mask is None:
         return theta0 + alpha * tau_bar
     scale = check_scale(scale)
+    if scale == "val":
+        raise ClamuError('serve() needs a scale rule or number: resolve scale="val" to the chosen α first')
     if scale == "1/T":
         delta = alpha * tau_bar
     elif scale == "count":
@@ -93,6 +108,8 @@ def serve(theta0: torch.Tensor, tau_bar: torch.Tensor, n_tasks: int, mask: torch
 class SiftMasks(Method):
     """SIFT-Masks: sign-fixed finetuning, per-task masks m_t = 1{τ_t ≠ 0}, exact τ̄."""
 
+    reference = "SIFT-Masks: Exact Unlearning of Finetuning Data via Model Merging at Scale (2025), final version"
+    scale_param = "scale"
     keeps_vectors = False
     retrains = True
 
@@ -107,6 +124,7 @@ class SiftMasks(Method):
         self._sign_seed: int | None = None
         self.masks: dict[str, torch.Tensor] = {}      # task id → packed m_t (uint8)
         self.count: torch.Tensor | None = None        # c = Σ_t m_t (int32)
+        self.chosen: dict = {}                        # {"scale": α} when scale="val"
         self._d = 0
 
     # -- the sign vector v -------------------------------------------------------------------
@@ -139,24 +157,59 @@ class SiftMasks(Method):
                 raise ExactnessError(
                     f"task vector {tid!r} is not sign-fixed to this system's v ({wrong} coordinates with "
                     f"τ_t ⊙ v < 0): it was finetuned without SIFT's sign constraint or with another sign seed")
-            m = tau != 0
+            m = self.task_mask(system, tid, tau)
+            if m is None:
+                continue
             self.masks[tid] = pack(m)
             self.count += m.to(torch.int32)
+        self._choose(system)
 
-    def refresh(self, system, removed) -> None:
-        """Drop m_u and subtract it from c; T ← T − 1 follows from the ledger. Nothing else moves."""
+    def task_mask(self, system, task_id: str, tau: torch.Tensor) -> torch.Tensor | None:
+        """m_t = 1{τ_t ≠ 0}, fixed by the task alone (None: the task is served without a mask)."""
+        return tau != 0
+
+    def refresh(self, system, removed, retrained) -> None:
+        """Drop m_u and subtract it from c; T ← T − 1 follows from the ledger. No other mask
+        moves (with ``scale="val"`` the scale is chosen again on validation data)."""
         for tid in removed:
             packed = self.masks.pop(str(tid), None)
             if packed is not None:
                 self.count -= unpack(packed, self._d).to(torch.int32)
+        self._choose(system)
+
+    def _choose(self, system) -> None:
+        self.chosen = {}
+        ids = [t for t in system.task_ids if t in self.masks] or list(system.task_ids)
+        if is_val(self.params["scale"]) and ids:
+            c = choose(scale_grid(len(system.ledger)),
+                       lambda a: mean_val_score(system, lambda t: self.serve(system, t, a), ids))
+            self.chosen = {"scale": c.value}
+
+    def scale(self, system):
+        """The served scale rule or number (``"val"`` resolved to the chosen α)."""
+        sc = self.params["scale"]
+        return self.chosen["scale"] if is_val(sc) else sc
+
+    def serve(self, system, task_id, scale) -> torch.Tensor:
+        return serve(system.setting.theta0, system.tau_bar, len(system.ledger), self.mask(task_id), self.count, scale)
 
     # -- serving -----------------------------------------------------------------------------
     def group_of(self, system, task_id):
         return str(task_id) if str(task_id) in self.masks else "unmasked"
 
     def weights_for(self, system, task_id):
-        return serve(system.setting.theta0, system.tau_bar, len(system.ledger), self.mask(task_id),
-                     self.count, self.params["scale"])
+        return self.serve(system, str(task_id), self.scale(system))
+
+    def served_params(self, system):
+        if not len(system.ledger):
+            return {}
+        sc = self.scale(system)
+        return {"scale": 1.0 / len(system.ledger) if sc == "1/T" else sc}
+
+    def mask_density(self, system):
+        if not self.masks:
+            return None
+        return float(sum(int(unpack(p, self._d).sum()) for p in self.masks.values()) / (self._d * len(self.masks)))
 
     # -- state and storage -------------------------------------------------------------------
     def state(self, system):
@@ -167,6 +220,8 @@ class SiftMasks(Method):
             tensors["sift/count"] = self.count
         meta = {"sign_sha256": sha256_tensor(v), "sign_seed": self._sign_seed, "d": v.numel(),
                 "masked_tasks": sorted(self.masks)}
+        if self.chosen:
+            meta["chosen"] = dict(self.chosen)
         return tensors, meta
 
     def load_state(self, system, tensors, meta) -> None:
@@ -199,6 +254,9 @@ class SiftMasks(Method):
             raise StateError(f"SIFT masks of tasks not in the ledger: {sorted(set(masks) - set(system.ledger.task_ids))}")
         self._sign, self._sign_seed, self._d = v, meta.get("sign_seed"), d
         self.masks, self.count = masks, count
+        self.chosen = dict(meta.get("chosen", {}))
+        if is_val(self.params["scale"]) and len(system.ledger) and "scale" not in self.chosen:
+            raise StateError("saved SIFT state lacks the scale chosen on validation data")
 
     def storage_bytes(self, system) -> int:
         d = system.setting.spec.numel
@@ -219,3 +277,50 @@ class SiftMasks(Method):
                 "bits_per_parameter_compressed": 8.0 * sum(comp) / (n * d),
                 "mask_density": sum(dens) / n if dens else 0.0,
                 "never_moved": float((self.count == 0).float().mean()) if self.count is not None else 1.0}
+
+
+@register("sift-random-mask")
+class SiftRandomMask(SiftMasks):
+    """Control for SIFT-Masks: the same sign-fixed τ̄ and serving rule, but task t's mask is a
+    random set of exactly |m_t| coordinates, drawn from ``generator(sign seed, "random-mask", t)``
+    (no other input), so it keeps m_t's density and nothing of its choice. Unlearning drops r_u
+    like SIFT-Masks drops m_u."""
+
+    reference = "control for SIFT-Masks (same density, random coordinates); asked for by the project's review"
+    control_of = "sift"
+
+    def task_mask(self, system, task_id, tau):
+        seed = system.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
+        n = int((tau != 0).sum())
+        keep = torch.randperm(tau.numel(), generator=generator(seed, "random-mask", task_id))[:n]
+        return torch.zeros(tau.numel(), dtype=torch.bool).index_fill_(0, keep, True)
+
+
+@register("sift-merge")
+class SiftMerge(SiftMasks):
+    """Control for SIFT-Masks: sign-fixed finetuning and the exact τ̄, served M0 + s τ̄ to every
+    task with no mask (s = 1/T by default, a number, or ``"val"``): what sign-fixing alone does
+    to a merge, apart from the masks. Stores one model."""
+
+    reference = "control for SIFT-Masks (sign-fixed tuning, no masks); asked for by the project's review"
+    control_of = "sift"
+
+    def __init__(self, scale="1/T", projection: str = "after_step", sign_seed: int | None = None):
+        if scale == "count":
+            raise ClamuError('sift-merge has no masks to count: scale must be "1/T", "val" or a number')
+        super().__init__(scale=scale, projection=projection, sign_seed=sign_seed)
+
+    def task_mask(self, system, task_id, tau):
+        return None
+
+    def serve(self, system, task_id, scale) -> torch.Tensor:
+        n = len(system.ledger)
+        if n == 0:
+            return system.setting.theta0.clone()
+        return system.setting.theta0 + (resolve_alpha("mean", n) if scale == "1/T" else scale) * system.tau_bar
+
+    def group_of(self, system, task_id):
+        return "global"
+
+    def storage_bytes(self, system) -> int:
+        return 4 * system.setting.spec.numel

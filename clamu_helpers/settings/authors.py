@@ -20,6 +20,9 @@
   exp(mean log-prob of its answer tokens given the question) (the length-normalised
   probability, as TOFU reports it), averaged over the task's pairs. ``loss`` = cross-entropy
   on the answer tokens only.
+* **Feature clustering** (:meth:`AuthorsSetting.cluster_features`): M0's final hidden state (after
+  the final layer norm) at the last non-padding token of each row, ``(N, n_embd)``: the draft's
+  "hidden features at the last layer and last token of the model".
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from tqdm.auto import tqdm
 from ..cache import cached_tensors, content_key
 from ..determinism import deterministic, fingerprint, generator, rng, stable_seed
 from ..errors import MissingResourceError
-from .base import FinetuneConfig, Setting, Task
+from .base import FinetuneConfig, Setting, Task, batched_features
 
 FIRST = ("Aldric", "Brenna", "Calloway", "Dervla", "Emeric", "Fenna", "Galen", "Hesper", "Ilario", "Jorun",
          "Kestrel", "Liora", "Marek", "Nerys", "Osric", "Petra", "Quillon", "Rhosyn", "Soren", "Talia",
@@ -227,6 +230,15 @@ class CausalLM(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lm(input_ids=ids, use_cache=False).logits
 
+    def hidden(self, ids: torch.Tensor, pad: int = 0) -> torch.Tensor:
+        """Final hidden state (after the final layer norm) at the last non-``pad`` token of each
+        row, ``(N, n_embd)``. Rows are right-padded and attention is causal, so the padding
+        after that token cannot change it (an all-padding row gives position 0)."""
+        h = self.lm.transformer(input_ids=ids, use_cache=False).last_hidden_state
+        pos = torch.arange(ids.shape[1], device=ids.device)
+        last = torch.where(ids != pad, pos, 0).amax(1)
+        return h[torch.arange(len(ids), device=ids.device), last]
+
 
 @dataclass(frozen=True)
 class AuthorsProfile:
@@ -277,7 +289,9 @@ class AuthorsSetting(Setting):
 
     Parameters: ``tasks`` (default: the profile's), ``length`` (token positions), ``corpora``
     (real pretraining text), ``pretrain_steps``, ``pretrain_authors`` (held-out authors mixed
-    into pretraining), ``n_embd``/``n_layer``/``n_head`` (M0's shape), ``finetune``."""
+    into pretraining), ``n_embd``/``n_layer``/``n_head`` (M0's shape), ``finetune``.
+
+    Feature clustering uses :meth:`cluster_features` (last layer, last real token)."""
 
     name = "fictitious-authors"
     description = "TOFU analog: 20 QA pairs about one fictitious author per task; answer probability"
@@ -317,6 +331,13 @@ class AuthorsSetting(Setting):
         if len(y) == 0:
             return float("nan")
         return float(answer_probability(self.predict(weights, x, batch=256), y).mean())
+
+    def cluster_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features for feature clustering: M0's final hidden state (``last_hidden_state`` of
+        the transformer, after its final layer norm) at the last non-padding token of each row,
+        ``(N, n_embd)`` (:meth:`CausalLM.hidden`); independent of the padding. Batched, no
+        gradients, one pinned thread."""
+        return batched_features(self.model, lambda ids: self.model.hidden(ids, self.tokenizer.pad), x)
 
     # -- M0 ---------------------------------------------------------------------------------------
     def pretrain_data(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -83,8 +83,11 @@ class Setting:
 
     @cached_property
     def model(self) -> nn.Module:
-        """M0 (built once per process; subclasses cache it on disk by content hash)."""
-        m = self.build_pretrained()
+        """M0 (built once per process; subclasses cache it on disk by content hash). Built with
+        gradients enabled: the first access may come from a ``no_grad`` context (``predict``,
+        feature clustering) while building may pretrain (authors, images, synthetic)."""
+        with torch.enable_grad():
+            m = self.build_pretrained()
         m.eval()
         return m
 
@@ -155,6 +158,26 @@ class Setting:
         return {"setting": self.name, "profile": self.profile, "seed": self.seed,
                 "tasks": len(self.tasks), "parameters": self.spec.numel,
                 "finetune": self.finetune_config.to_json(), "metric": self.metric_name}
+
+
+@torch.no_grad()
+def batched_features(model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                     batch: int = 256) -> torch.Tensor:
+    """``fn(x)`` in batches of ``batch`` rows, as (N, h) float32: M0's features for feature
+    clustering (a setting's ``cluster_features``). Runs without gradients, with ``model`` in eval
+    mode (restored afterwards) and one pinned thread (:func:`~clamu_helpers.determinism.deterministic`),
+    so the features are bit-stable whatever the machine's core count; batching bounds memory."""
+    from ..determinism import deterministic
+    was_training = model.training
+    model.eval()
+    try:
+        with deterministic(1):
+            out = [fn(x[i:i + batch]).detach().to(torch.float32) for i in range(0, len(x), batch)]
+    finally:
+        model.train(was_training)
+    if not out:
+        raise ValueError("no inputs to take features from")
+    return torch.cat(out).reshape(len(x), -1)
 
 
 SettingFactory = Callable[..., Setting]

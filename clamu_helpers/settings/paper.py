@@ -11,6 +11,10 @@ seeded random weights (and a byte tokenizer for GPT-2), so every code path runs 
 Missing data or weights raise :class:`MissingResourceError` when the setting is built (never
 on import). Profile ``paper`` follows the draft: 500 tasks (TOFU 200), 20 steps for text and
 500 for CLIP; the learning rates are not in the draft and are our choice (parameters).
+
+Feature clustering on the GPT-2 settings (``cluster_features``) uses the draft's "hidden
+features at the last layer and last token of the model": GPT-2's final hidden state (after
+``ln_f``) at the last real (non-padding) token of each row, whatever the head.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from torch import nn
 from ..params import functional
 from . import paper_data as pdata
 from . import paper_models as pm
-from .base import FinetuneConfig, Setting, Task
+from .base import FinetuneConfig, Setting, Task, batched_features
 
 TINY = "tiny-random"
 
@@ -73,7 +77,8 @@ class _GPT2Mixin:
 
 
 class PaperTextSetting(_GPT2Mixin, Setting):
-    """Sent140 or Reddit (LEAF) with GPT-2: tasks are users; ``head`` is ``"cls"`` or ``"lm"``."""
+    """Sent140 or Reddit (LEAF) with GPT-2: tasks are users; ``head`` is ``"cls"`` or ``"lm"``.
+    Feature clustering uses :meth:`cluster_features` (last layer, last real token)."""
 
     TEMPLATES = {"sent140": "Tweet: {text}\nSentiment:", "reddit": "Comment: {text}\nSubreddit:"}
 
@@ -116,12 +121,19 @@ class PaperTextSetting(_GPT2Mixin, Setting):
     def predict(self, weights, x, batch: int = 64):
         return super().predict(weights, x, batch)
 
+    def cluster_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features for feature clustering: M0's final hidden state at the last real token of
+        each prompt, ``self.model.hidden(x)``, ``(N, n_embd)``; the same for the CLS and LM heads
+        (and for either LM scoring). Batched, no gradients, one pinned thread."""
+        return batched_features(self.model, self.model.hidden, x, batch=64)
+
 
 class PaperTofuSetting(_GPT2Mixin, Setting):
     """TOFU with a GPT-2 causal LM: tasks are authors (20 QA pairs); the loss is the NLL of the
     answer tokens (+ EOS); the metric is the mean answer probability exp(−NLL/|answer|) (TOFU's
     length-normalized probability) on the author's own pairs (val and test = train: TOFU
-    measures memorisation of the forget/retain set)."""
+    measures memorisation of the forget/retain set). Feature clustering uses
+    :meth:`cluster_features` (last layer, last real token of prompt + answer)."""
 
     metric_name = "answer_probability"
     TEMPLATE = "Question: {q}\nAnswer:"
@@ -155,6 +167,12 @@ class PaperTofuSetting(_GPT2Mixin, Setting):
 
     def build_pretrained(self) -> nn.Module:
         return pm.GPT2CausalLM(self._lm, self.train_top_k)
+
+    def cluster_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features for feature clustering: M0's final hidden state at the last real token of
+        each row (the answer's EOS unless truncated), ``self.model.hidden(x)``, ``(N, n_embd)``.
+        Batched, no gradients, one pinned thread."""
+        return batched_features(self.model, self.model.hidden, x, batch=64)
 
     def loss(self, output, y):
         nll, count = pm.answer_nll(output, y)

@@ -204,6 +204,14 @@ class GPT2CausalLM(nn.Module):
     def is_trained(self, name: str) -> bool:
         return self._trained(name)
 
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """Final hidden state (after ``ln_f``) of the last real token of each row, ``(N, n_embd)``
+        (as :meth:`GPT2Classifier.hidden`; the draft's "features at the last layer and last
+        token", used by feature clustering)."""
+        mask = x >= 0
+        h = self.lm.transformer(input_ids=x.clamp_min(0), attention_mask=mask.long()).last_hidden_state
+        return h[torch.arange(len(x), device=x.device), _last_index(mask)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = x >= 0
         return self.lm(input_ids=x.clamp_min(0), attention_mask=mask.long()).logits

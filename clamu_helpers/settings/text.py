@@ -20,6 +20,10 @@ layers + mean pooling + head). Running M0 on ``x`` equals running the full encod
 text and the same head (:meth:`TextSetting.full_forward`), up to float rounding (the tests
 check ≤ 1e-4); eager attention is used on both paths.
 
+Feature clustering (:func:`~clamu_helpers.clustering.feature_clusters`) uses
+:meth:`TextSetting.cluster_features`: M0's pooled sentence embedding at its final layer
+(``TopEncoder.encode``, mean over the non-padding tokens), the same for both heads.
+
 Settings (both score accuracy in the global label space):
 
 * ``reviews-by-movie`` (Sent140 analog: tweets of one user): Rotten Tomatoes reviews from the
@@ -50,7 +54,7 @@ from tqdm.auto import tqdm
 from ..cache import cached_tensors, content_key
 from ..determinism import deterministic, fingerprint, generator, rng
 from ..errors import MissingResourceError
-from .base import FinetuneConfig, Setting, Task
+from .base import FinetuneConfig, Setting, Task, batched_features
 
 HEADS = ("label-name", "cls")
 DATASETS = ("reviews-by-movie", "fortunes-label-subsets")
@@ -252,7 +256,9 @@ class TextSetting(Setting):
     (top layers finetuned, 1–6), ``max_tokens`` (token limit), ``temperature`` (label-name
     head), ``dropout`` (in the trained layers during finetuning; 0 by default),
     ``label_names`` (override the class names), ``fortunes_dir``, ``num_labels`` (fortunes
-    categories), ``min_reviews`` (reviews), ``test_fraction`` (fortunes test pool)."""
+    categories), ``min_reviews`` (reviews), ``test_fraction`` (fortunes test pool).
+
+    Feature clustering uses :meth:`cluster_features` (M0's mean-pooled final-layer embedding)."""
 
     metric_name = "accuracy"
 
@@ -418,6 +424,18 @@ class TextSetting(Setting):
         for layer in model.layers:
             layer.attention.self.dropout.p = self.dropout
         return model
+
+    def cluster_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features for feature clustering: M0's final-layer hidden states mean-pooled over the
+        non-padding tokens, ``self.model.encode(x)``, ``(N, 384)``.
+
+        The draft clusters on "hidden features at the last layer and last token of the model".
+        MiniLM is a bidirectional BERT encoder, so no token is "last" in the causal sense (the
+        last real token sees no more of the text than any other); its sentence representation is
+        the mean pooling that sentence-transformers and the label-name head use. The features
+        are taken before the head, so ``head="label-name"`` and ``head="cls"`` cluster on the
+        same (bit-identical) features. Batched, no gradients, one pinned thread."""
+        return batched_features(self.model, self.model.encode, x)
 
     @torch.no_grad()
     def full_forward(self, texts: Sequence[str], weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,0 +1,246 @@
+"""``clamu``: ClAMU's optimized masks (draft, Algorithm 1 ``Localize``), and its supermask control."""
+from __future__ import annotations
+
+import torch
+
+from ..determinism import generator, rng
+from ..errors import StateError
+from ..masks import UPDATES, MaskConfig, optimize_mask, pack_masks
+from ..selection import check_grid, choose, is_val, scale_grid
+from .base import register
+from .localized import Masked, weighted_mean
+
+#: η candidates of each update rule (``mask_lr="val"``), and the η that the α search uses
+ETA_GRIDS = {"draft": (10.0, 100.0, 1000.0, 10000.0), "normalized": (0.003, 0.01, 0.03, 0.1)}
+ETA_START = {"draft": 100.0, "normalized": 0.01}
+
+
+def _check_positive_int(value, name):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+
+
+@register("clamu")
+class Clamu(Masked):
+    """ClAMU optimized masks: per cluster k, scores s_k from 0, m_k = 1{s_k > 0}, ``mask_steps``
+    (E_mask) straight-through updates of step ``mask_lr`` (η) on mini-batches of the cluster's
+    training data (batches from a generator seeded by (system seed, cluster members)), served
+    M0 + α m_k ⊙ τ̄ (:func:`clamu_helpers.masks.optimize_mask`).
+
+    Defaults, and where they come from:
+
+    * ``update="draft"``: the draft's raw rule s ← s − η (∂L/∂M) ⊙ σ(s)(1−σ(s)) ⊙ α τ̄;
+      ``"normalized"`` (each step divided by its mean |·|) is a named variant.
+    * equal budgets: ``mask_steps=None`` and ``mask_batch_size=None`` take the setting's
+      finetuning steps and batch size ("an equal number of steps", draft Sec. 5.3);
+      ``mask_batch_size="full"`` uses all of the cluster's data every step.
+    * ``alpha="val"`` and ``mask_lr="val"``: chosen on validation data, α from the shared
+      :func:`clamu_helpers.selection.scale_grid` (the draft writes α = 1, which is in the grid),
+      η from :data:`ETA_GRIDS` (or ``alphas`` / ``mask_lrs``). The search is coordinate-wise:
+      α at η = :data:`ETA_START`, then η at the chosen α; each candidate optimizes the masks of
+      a seeded sample of ``select_clusters`` clusters and scores the mean validation accuracy
+      of their tasks; the final masks of the sampled clusters are reused, the others optimized
+      with the chosen (α, η). Every gradient step of the search is charged.
+
+    Every refresh re-clusters and re-optimizes all masks from s = 0 on the new τ̄ (the search
+    included). Only task-vector clusters need the remaining τ_t after unlearning."""
+
+    reference = "ClAMU: the draft of Exact Unlearning of Finetuning Data via Model Merging at Scale (2025), Alg. 1"
+    test_params = {"mask_steps": 20}
+    cost_rule = "retrain-and-masks"
+
+    def __init__(self, clusters=None, cluster_by="task-vectors", vectors="retrain", negative="clip",
+                 feature_algorithm="kmeans", alpha="val", mask_lr="val", mask_steps=None, mask_batch_size=None,
+                 update="draft", alphas=None, mask_lrs=None, select_clusters=16):
+        if update not in UPDATES:
+            raise ValueError(f"update must be one of {UPDATES}, got {update!r}")
+        if not is_val(mask_lr):
+            mask_lr = check_grid([mask_lr], "mask_lr (η, a positive number or 'val')")[0]
+        _check_positive_int(mask_steps, "mask_steps (E_mask)")
+        if mask_batch_size != "full":
+            _check_positive_int(mask_batch_size, "mask_batch_size")
+        _check_positive_int(select_clusters, "select_clusters")
+        alphas = None if alphas is None else list(check_grid(alphas, "alphas"))
+        mask_lrs = None if mask_lrs is None else list(check_grid(mask_lrs, "mask_lrs"))
+        super().__init__(clusters=clusters, cluster_by=cluster_by, vectors=vectors, negative=negative,
+                         feature_algorithm=feature_algorithm, alpha=alpha, mask_lr=mask_lr, mask_steps=mask_steps,
+                         mask_batch_size=mask_batch_size, update=update, alphas=alphas, mask_lrs=mask_lrs,
+                         select_clusters=int(select_clusters))
+
+    def needs_vectors(self):
+        return self.clusters_need_vectors()
+
+    # -- the budget and the grids --------------------------------------------------------------
+    def budget(self, setting) -> tuple[int, int | None]:
+        """(E_mask, mini-batch size or None for the full batch), resolved against the setting."""
+        p, ft = self.params, setting.finetune_config
+        steps = ft.steps if p["mask_steps"] is None else p["mask_steps"]
+        batch = None if p["mask_batch_size"] == "full" else (ft.batch_size if p["mask_batch_size"] is None
+                                                              else p["mask_batch_size"])
+        return int(steps), batch
+
+    def alpha_grid(self, n_tasks: int) -> tuple[float, ...]:
+        p = self.params
+        if not is_val(p["alpha"]):
+            return (self._fixed_alpha(n_tasks),)
+        return tuple(p["alphas"]) if p["alphas"] is not None else scale_grid(n_tasks)
+
+    def _fixed_alpha(self, n_tasks: int) -> float:
+        a = self.params["alpha"]
+        return 1.0 / max(1, n_tasks) if a == "mean" else float(a)
+
+    def eta_grid(self) -> tuple[float, ...]:
+        p = self.params
+        if not is_val(p["mask_lr"]):
+            return (p["mask_lr"],)
+        return tuple(p["mask_lrs"]) if p["mask_lrs"] is not None else ETA_GRIDS[p["update"]]
+
+    def eta_start(self) -> float:
+        grid = self.eta_grid()
+        start = ETA_START[self.params["update"]]
+        return start if start in grid else grid[len(grid) // 2]
+
+    def search_plan(self, n_tasks: int) -> list[int]:
+        """Candidates per search round (α round, then η round): [] when nothing is chosen."""
+        na, ne = len(self.alpha_grid(n_tasks)), len(self.eta_grid())
+        a_val, e_val = is_val(self.params["alpha"]), is_val(self.params["mask_lr"])
+        if a_val and e_val:
+            return [na, ne - 1]
+        if a_val:
+            return [na]
+        return [ne] if e_val else []
+
+    def refit_cost(self, costs, n_tasks, steps):
+        """The search rounds over a sample of S clusters, then the K − S masks left (all K when
+        nothing is chosen): E_mask gradient steps per mask, E_mask parallel steps per round."""
+        k = self.n_clusters(n_tasks)
+        if not k:
+            return costs
+        e_mask = steps if self.params["mask_steps"] is None else self.params["mask_steps"]
+        plan = self.search_plan(n_tasks)
+        s = min(self.params["select_clusters"], k) if plan else 0
+        for n_candidates in plan:
+            if n_candidates:
+                costs.add(gradient_steps=n_candidates * s * e_mask, parallel_steps=e_mask)
+        return costs.round(k - s, e_mask, trainings=False)
+
+    # -- fitting -------------------------------------------------------------------------------
+    def target(self, system) -> torch.Tensor:
+        return system.tau_bar
+
+    def localize(self, system, vectors, costs):
+        groups = self.groups
+        self.masks, self.chosen = {}, {}
+        if not groups:
+            return
+        steps, batch = self.budget(system.setting)
+        target, threads = self.target(system), system.setting.finetune_config.threads
+        n = len(system.ledger)
+        plan = self.search_plan(n)
+        ids_sorted = sorted(system.task_ids)
+        clusters = list(groups)
+        sample = clusters
+        if plan:
+            s = min(self.params["select_clusters"], len(clusters))
+            pick = rng(system.seed, "clamu-select", *ids_sorted).permutation(len(clusters))[:s]
+            sample = sorted(clusters[int(i)] for i in pick)
+        tried: dict[tuple[float, float], dict[int, tuple[torch.Tensor, float]]] = {}
+
+        def fit_masks(cs, alpha, eta, scored):
+            cfg = MaskConfig(steps, float(eta), batch, float(alpha), self.params["update"], threads)
+            out = {}
+            for c in self._bar(system, cs, f"ClAMU masks (α={alpha:.3g}, η={eta:g})"):
+                ids = groups[c]
+                g = generator(system.seed, "clamu-mask", *ids)
+                m, _ = optimize_mask(system.setting, target, self.group_data(system, ids, "train"), cfg, g)
+                score = float("nan")
+                if scored:
+                    xv, yv = self.group_data(system, ids, "val")
+                    score = system.setting.score(system.setting.theta0 + float(alpha) * torch.where(
+                        m, target, torch.zeros((), dtype=target.dtype)), xv, yv)
+                out[c] = (pack_masks([m])[0], score)
+            return out
+
+        def val_score(alpha, eta):
+            if (alpha, eta) not in tried:
+                tried[(alpha, eta)] = fit_masks(sample, alpha, eta, True)
+            return weighted_mean([(sc, len(groups[c])) for c, (_, sc) in tried[(alpha, eta)].items()])
+
+        def search(candidates, score):
+            """One round of the search: its candidates run side by side (one E_mask of parallel steps)."""
+            before = len(tried)
+            best = choose(candidates, score).value
+            if len(tried) > before:
+                costs.add(gradient_steps=(len(tried) - before) * len(sample) * steps, parallel_steps=steps)
+            return best
+
+        alpha, eta = self.alpha_grid(n)[0], self.eta_grid()[0]
+        if is_val(self.params["alpha"]):
+            eta = self.eta_start() if is_val(self.params["mask_lr"]) else eta
+            alpha = search(self.alpha_grid(n), lambda a: val_score(a, eta))
+        if is_val(self.params["mask_lr"]):
+            eta = search(self.eta_grid(), lambda e: val_score(alpha, e))
+        done = {c: m for c, (m, _) in tried.get((alpha, eta), {}).items()}
+        rest = [c for c in clusters if c not in done]
+        if rest:
+            done.update({c: m for c, (m, _) in fit_masks(rest, alpha, eta, False).items()})
+            costs.round(len(rest), steps, trainings=False)
+        self.masks = {c: done[c] for c in clusters}
+        if is_val(self.params["alpha"]):
+            self.chosen["alpha"] = alpha
+        if is_val(self.params["mask_lr"]):
+            self.chosen["mask_lr"] = eta
+
+    def alpha(self, system) -> float:
+        if is_val(self.params["alpha"]):
+            return float(self.chosen["alpha"])
+        return self._fixed_alpha(len(system.ledger))
+
+    def served_params(self, system):
+        if not self.masks:
+            return {}
+        steps, batch = self.budget(system.setting)
+        eta = self.chosen.get("mask_lr", self.params["mask_lr"])
+        return {"alpha": self.alpha(system), "mask_lr": eta, "mask_steps": steps, "mask_batch_size": batch}
+
+    def state(self, system):
+        return {"masks": self._packed()}, self._meta()
+
+    def load_state(self, system, tensors, meta):
+        self._load_assignment(meta)
+        self.masks = self._load_masks(system, tensors) if self.assignment else {}
+        self._load_chosen(meta)
+        if is_val(self.params["mask_lr"]) and self.assignment and "mask_lr" not in self.chosen:
+            raise StateError(f"saved {self.name!r} state lacks the η chosen on validation data")
+
+
+@register("clamu-supermask")
+class ClamuSupermask(Clamu):
+    """Control for ClAMU: the identical mask optimisation and search, over |τ̄| ⊙ r instead of
+    τ̄, with r ∈ {−1, +1}^d a random sign vector drawn from ``generator(sign_seed, "supermask")``
+    (``sign_seed`` defaults to the system's seed); served M0 + α m_k ⊙ (|τ̄| ⊙ r). The vector keeps
+    τ̄'s magnitudes but none of its directions: if this control matches ClAMU, the masks train a
+    supermask on the cluster's own data rather than recover what merging knew."""
+
+    reference = "control (Zhou et al. 2019, supermasks); asked for by the project's review"
+    control_of = "clamu"
+
+    def __init__(self, sign_seed: int | None = None, **kw):
+        super().__init__(**kw)
+        self.params["sign_seed"] = None if sign_seed is None else int(sign_seed)
+        self._target: tuple[str, torch.Tensor] | None = None
+
+    def signs(self, system) -> torch.Tensor:
+        seed = system.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
+        bits = torch.randint(0, 2, (system.setting.spec.numel,), generator=generator(seed, "supermask"))
+        return (bits * 2 - 1).to(torch.float32)
+
+    def target(self, system) -> torch.Tensor:
+        """|τ̄| ⊙ r, recomputed only when τ̄ changes."""
+        key = system.ledger.digest()
+        if self._target is None or self._target[0] != key:
+            self._target = (key, system.tau_bar.abs() * self.signs(system))
+        return self._target[1]
+
+
+__all__ = ["Clamu", "ClamuSupermask", "ETA_GRIDS", "ETA_START"]

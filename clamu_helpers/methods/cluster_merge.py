@@ -1,0 +1,156 @@
+"""``cluster-merge``: one merged model per cluster (draft, Figure 4)."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from ..errors import ExactnessError, ShapeMismatchError, StateError
+from ..ledger import MergeLedger
+from ..masks import storage_bytes
+from ..clustering import members
+from .base import Method, register
+from .basic import check_alpha, resolve_alpha
+from .localized import Localized, fallback_weights
+
+
+@register("cluster-merge")
+class ClusterMerge(Localized):
+    """Per-cluster merged models (draft Figure 4): τ̄_k = Σ_{t∈k} τ_t kept exactly in one
+    :class:`MergeLedger` per cluster, served M0 + α τ̄_k with α = 1/|k| by default ("mean";
+    a number is used as is). Storage: K float32 models (τ̄ = Σ_k τ̄_k needs no extra copy).
+
+    Refresh re-clusters; a cluster whose members did not change keeps its ledger; one that only
+    lost forgotten tasks either subtracts them (retraining them, when fewer than its remaining
+    members) or is rebuilt from its members' τ_t; any other cluster is rebuilt. With
+    ``vectors="keep"`` rebuilding uses the kept τ_t and trains nothing."""
+
+    reference = "the draft, Sec. 4.1 and Figure 4: one merged model per cluster"
+    scale_param = None
+    cost_rule = "retrain-one"
+    cost_rule_exact = False
+
+    def __init__(self, clusters=None, cluster_by="task-vectors", vectors="retrain", negative="clip",
+                 feature_algorithm="kmeans", alpha="mean"):
+        if alpha != "mean":
+            check_alpha(alpha)
+            if alpha == "val":
+                raise ValueError("cluster-merge serves M0 + α τ̄_k with α = 'mean' (1/|k|) or a number; "
+                                 "'val' is not offered (clusters differ in size)")
+        super().__init__(clusters=clusters, cluster_by=cluster_by, vectors=vectors, negative=negative,
+                         feature_algorithm=feature_algorithm, alpha=alpha)
+        self.ledgers: dict[int, MergeLedger] = {}
+
+    def unlearning_cost(self, n_before, n_forgotten, steps):
+        """The draft's counting: retrain τ_u and subtract it from its cluster's ledger (task-vector
+        clusters first retrain the T − n others to re-cluster). Re-clustering can move other tasks
+        between clusters (random clusters re-deal all of them); a changed cluster is rebuilt from
+        its members' τ_t, retrained and charged when that happens, so what the system measures
+        can exceed this count (``cost_rule_exact = False``)."""
+        c = Method.unlearning_cost(self, n_before, n_forgotten, steps)
+        if self.clusters_need_vectors() and self.params["vectors"] == "retrain":
+            c.round(n_before - n_forgotten, steps)
+        return c
+
+    def _new_ledger(self, system) -> MergeLedger:
+        return MergeLedger(system.setting.spec, system.ledger.scale_bits, system.ledger.max_tasks)
+
+    def localize(self, system, vectors, costs):
+        self.ledgers = {}
+        for c, ids in self._bar(system, list(self.groups.items()), "cluster merges"):
+            led = self._new_ledger(system)
+            led.add_many((t, vectors[t]) for t in ids)
+            self.ledgers[c] = led
+
+    def refresh(self, system, removed, retrained):
+        removed = set(removed)
+        old = {frozenset(ids): self.ledgers[c] for c, ids in self.groups.items()}
+        vecs = self.remaining_vectors(system, system.task_ids) if self.clusters_need_vectors() else None
+        assignment = self.cluster(system, vecs)
+        new_groups = members(assignment)
+        shrunk = {frozenset(o - removed): o for o in old}
+        plan, need = {}, set()
+        keep_mode = self.params["vectors"] == "keep"
+        for c, ids in new_groups.items():
+            s = frozenset(ids)
+            o = shrunk.get(s)
+            if o is not None and o == s:
+                plan[c] = ("reuse", o)
+            elif o is not None and vecs is None and not keep_mode and len(o - s) < len(s):
+                plan[c] = ("subtract", o)
+                need |= o - s
+            else:
+                plan[c] = ("rebuild", None)
+                if vecs is None:
+                    need |= s
+        if vecs is None and need:
+            if keep_mode:
+                vecs = {t: system.vectors[t] for t in need}
+            else:
+                vecs = {t: retrained[t] for t in need if t in retrained}  # verified this request
+                rest = sorted(need - set(vecs))
+                if rest:
+                    vecs.update(system.retrain(rest, desc="retrain for cluster merges"))
+        ledgers = {}
+        for c, (how, o) in plan.items():
+            if how == "reuse":
+                ledgers[c] = old[o]
+            elif how == "subtract":
+                led = MergeLedger.from_state(*old[o].state())
+                led.remove_many((t, vecs[t]) for t in sorted(o - frozenset(new_groups[c])))  # hash-checked
+                ledgers[c] = led
+            else:
+                led = self._new_ledger(system)
+                for t in new_groups[c]:
+                    if t not in vecs:
+                        raise StateError(f"no task vector for {t!r} to rebuild its cluster")
+                    if vecs[t].sha256 != system.ledger.hashes.get(t):
+                        raise ExactnessError(f"task vector of {t!r} differs from the one merged")
+                led.add_many((t, vecs[t]) for t in new_groups[c])
+                ledgers[c] = led
+        self.assignment, self.ledgers = assignment, ledgers
+
+    def alpha(self, c) -> float:
+        return resolve_alpha(self.params["alpha"], len(self.ledgers[c]))
+
+    def weights_for(self, system, task_id):
+        c = self.assignment.get(str(task_id))
+        if c is None:
+            return fallback_weights(system)
+        return system.setting.theta0 + self.alpha(c) * self.ledgers[c].tau_bar()
+
+    def state(self, system):
+        tensors, clusters = {}, []
+        for c in self.groups:
+            t, meta = self.ledgers[c].state()
+            tensors[f"cluster_sum/{c}"] = t["ledger_sum"]
+            clusters.append(meta["hashes"])
+        return tensors, {**self._meta(), "cluster_hashes": clusters}
+
+    def state_digest(self, system):
+        """Like :meth:`Method.state_digest`, hashing each cluster ledger's digest (no copies)."""
+        h = hashlib.sha256(json.dumps({"method": self.name, "params": self.params, "meta": self._meta()},
+                                      sort_keys=True, default=str).encode())
+        for c in self.groups:
+            h.update(f"{c}:{self.ledgers[c].digest()}".encode())
+        return h.hexdigest()
+
+    def load_state(self, system, tensors, meta):
+        self._load_assignment(meta)
+        hashes = meta.get("cluster_hashes", [])
+        if len(hashes) != len(self.groups):
+            raise StateError("saved cluster-merge state: one hash record per cluster expected")
+        led0 = system.ledger
+        self.ledgers = {}
+        for (c, ids), hs in zip(self.groups.items(), hashes):
+            if sorted(hs) != list(ids) or f"cluster_sum/{c}" not in tensors:
+                raise StateError(f"saved cluster-merge state: cluster {c} does not match its members")
+            try:
+                self.ledgers[c] = MergeLedger.from_state(
+                    {"ledger_sum": tensors[f"cluster_sum/{c}"]},
+                    {"spec": system.setting.spec.to_json(), "scale_bits": led0.scale_bits,
+                     "max_tasks": led0.max_tasks, "hashes": hs})
+            except ShapeMismatchError as e:
+                raise StateError(f"saved cluster-merge state: {e}") from e
+
+    def storage_bytes(self, system):
+        return storage_bytes(system.setting.spec.numel, max(1, len(self.ledgers))) + self.extra_vector_bytes(system)

@@ -1,0 +1,90 @@
+"""``emr``: EMR-merging (Huang et al. 2024), per task or per cluster."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import StateError
+from ..masks import RESCALERS, EMRResult, emr, emr_elect, storage_bytes
+from .base import register
+from .localized import Localized, fallback_weights
+
+
+@register("emr")
+class Emr(Localized):
+    """EMR-merging over the vectors it merges: the task vectors τ_t (``clusters`` None) or the
+    cluster vectors (τ_k/|k| by default: each cluster's merged model, draft Sec. 4.3). The sign
+    ε is elected from exactly those vectors (per task: the exact ledger τ̄; with clusters: the
+    sum of the cluster vectors), then τ_uni, m_k and λ_k as :func:`clamu_helpers.masks.emr`
+    computes them: per-parameter-tensor rescalers as the original code does
+    (``rescaler="per-tensor"``), or the global-sum form (``"global"``); λ_k = 1 if not
+    ``rescale``. Served M0 + λ_k m_k ⊙ τ_uni. Storage: τ_uni and τ̄ (kept for exact unlearning),
+    K masks, K rescalers. Refresh needs every remaining τ_t."""
+
+    reference = ("Huang et al., EMR-Merging: Tuning-Free High-Performance Model Merging, NeurIPS 2024 "
+                 "(harveyhuang18/EMR_Merging)")
+
+    def __init__(self, clusters=None, cluster_by="task-vectors", vectors="retrain", negative="clip",
+                 feature_algorithm="kmeans", rescale=True, rescaler="per-tensor", cluster_vector="mean"):
+        if rescaler not in RESCALERS:
+            raise ValueError(f"rescaler must be one of {RESCALERS}, got {rescaler!r}")
+        super().__init__(clusters=clusters, cluster_by=cluster_by, vectors=vectors, negative=negative,
+                         feature_algorithm=feature_algorithm, rescale=bool(rescale), rescaler=rescaler,
+                         cluster_vector=cluster_vector)
+        self.result: EMRResult | None = None
+
+    def localize(self, system, vectors, costs):
+        groups = self.groups
+        if not groups:
+            self.result = None
+            return
+
+        def source():
+            for c, ids in self._bar(system, list(groups.items()), "EMR"):
+                yield c, self.group_vector(system, ids, vectors)
+
+        elect = system.tau_bar if self.params["clusters"] is None else None
+        self.result = emr(source, elect=elect, segments=system.setting.spec.sizes, rescaler=self.params["rescaler"])
+
+    def weights_for(self, system, task_id):
+        c = self.assignment.get(str(task_id))
+        if c is None or self.result is None:
+            return fallback_weights(system)
+        return self.result.weights(system.setting.theta0, c, self.params["rescale"])
+
+    def mask_density(self, system):
+        if self.result is None:
+            return None
+        return float(sum(int(self.result.mask(c).sum()) for c in self.result.masks)
+                     / (self.result.tau_uni.numel() * len(self.result.masks)))
+
+    def served_params(self, system):
+        if self.result is None:
+            return {}
+        lams = list(self.result.rescalers.values())
+        return {"rescaler_mean": sum(lams) / len(lams)} if self.params["rescale"] else {}
+
+    def state(self, system):
+        if self.result is None:
+            return {}, self._meta()
+        r = self.result
+        cs = list(self.groups)
+        return ({"masks": torch.stack([r.masks[c] for c in cs]), "tau_uni": r.tau_uni,
+                 "rescalers": torch.tensor([r.rescalers[c] for c in cs], dtype=torch.float64)}, self._meta())
+
+    def load_state(self, system, tensors, meta):
+        self._load_assignment(meta)
+        if not self.assignment:
+            self.result = None
+            return
+        masks = self._load_masks(system, tensors)
+        tau_uni, resc = tensors.get("tau_uni"), tensors.get("rescalers")
+        if tau_uni is None or resc is None or resc.numel() != len(masks):
+            raise StateError("saved EMR state lacks τ_uni or one rescaler per cluster")
+        system.setting.spec.check(tau_uni, "saved τ_uni")
+        # ε itself is not served: where τ_uni ≠ 0 it is sign(τ_uni); elsewhere no mask selects anything
+        self.result = EMRResult(emr_elect(tau_uni), tau_uni.clone(), masks,
+                                {c: float(v) for c, v in zip(self.groups, resc.tolist())})
+
+    def storage_bytes(self, system):
+        k = len(self.groups)
+        return storage_bytes(system.setting.spec.numel, 2, k, k) + self.extra_vector_bytes(system)

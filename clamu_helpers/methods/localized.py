@@ -1,0 +1,263 @@
+"""What the localization methods share: clusters, the remaining τ_t, serving per cluster.
+
+TALL, EMR, ClAMU (and its control) and cluster-merge serve a task from the exact merge τ̄ plus
+a small per-cluster state, and after unlearning recompute that state so that it is
+bit-identical to a from-scratch fit on the remaining tasks (the audit): tasks are re-clustered
+(draft Algorithm 1, ``Unlearn``: L30), then masks/scales are recomputed. Everything is a pure
+function of the set of remaining tasks: ids are sorted, cluster labels are canonical, seeds come
+from (system seed, cluster members), and cluster sums are exact :class:`MergeLedger` sums.
+
+Common parameters (JSON-able, in ``self.params``):
+
+* ``clusters``: None = one cluster per task (task-level masks), or K.
+* ``cluster_by``: "task-vectors" (cosine affinity + spectral), "features" or "random"
+  (see :mod:`clamu_helpers.clustering`); ``negative`` ("clip" | "shift") maps cosines to a
+  non-negative affinity; ``feature_algorithm`` ("kmeans" | "spectral").
+* ``vectors``: how a refresh gets the remaining τ_t when it needs them (TALL, EMR, TIES,
+  cluster-merge, and task-vector clusters). "retrain" (default): ``system.retrain(ids)``
+  retrains them, checks each hash against the ledger and charges one round of finetunes.
+  "keep": the system keeps every τ_t (``keeps_vectors``), counted as T·d·4 extra bytes.
+
+A task without a cluster (forgotten or unknown) is served the fallback M0 + τ̄/T (model
+averaging over the T merged tasks; M0 when T = 0).
+"""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from ..clustering import CLUSTER_BY, NEGATIVE, cluster_tasks, members
+from ..errors import StateError
+from ..ledger import MergeLedger
+from ..masks import masked_weights, storage_bytes
+from ..packing import unpack
+from ..selection import is_val
+from .base import Method
+from .basic import check_alpha, resolve_alpha
+
+VECTORS = ("retrain", "keep")
+#: what TALL and EMR take as "the local task vector" of a cluster k: "sum" = τ_k = Σ_{t∈k} τ_t
+#: (its share of τ̄, on τ̄'s scale: TALL's default) or "mean" = τ_k/|k| (the cluster's merged
+#: model, draft Sec. 4.3 and Figure 4: EMR's default)
+CLUSTER_VECTOR = ("sum", "mean")
+
+
+def remaining_vectors(system, ids, mode: str, who: str) -> dict:
+    """τ_t of ``ids`` after unlearning: kept by the system (``mode="keep"``), or retrained and
+    hash-checked by :meth:`UnlearningSystem.retrain` (which charges the round)."""
+    ids = list(ids)
+    if not ids:
+        return {}
+    if mode == "keep":
+        missing = [t for t in ids if t not in system.vectors]
+        if missing:
+            raise StateError(f"method {who!r} keeps vectors, but the system lacks {missing[:5]}")
+        return {t: system.vectors[t] for t in ids}
+    return system.retrain(ids, desc="retrain remaining")
+
+
+def fallback_weights(system) -> torch.Tensor:
+    """M0 + τ̄/T, served to a task that has no cluster (forgotten or unknown); M0 if T = 0."""
+    n = len(system.ledger)
+    theta0 = system.setting.theta0
+    return theta0 if n == 0 else theta0 + resolve_alpha("mean", n) * system.tau_bar
+
+
+class Localized(Method):
+    """Shared machinery: clustering, obtaining the remaining τ_t, serving per cluster."""
+
+    clustered = True
+    cost_rule = "retrain-all"
+
+    def __init__(self, clusters=None, cluster_by="task-vectors", vectors="retrain", negative="clip",
+                 feature_algorithm="kmeans", **specific):
+        super().__init__()
+        if "cluster_vector" in specific and specific["cluster_vector"] not in CLUSTER_VECTOR:
+            raise ValueError(f"cluster_vector must be one of {CLUSTER_VECTOR}, got {specific['cluster_vector']!r}")
+        if clusters is not None and (isinstance(clusters, bool) or not isinstance(clusters, int) or clusters < 1):
+            raise ValueError(f"clusters must be None (one per task) or an integer K ≥ 1, got {clusters!r}")
+        if cluster_by not in CLUSTER_BY:
+            raise ValueError(f"cluster_by must be one of {CLUSTER_BY}, got {cluster_by!r}")
+        if vectors not in VECTORS:
+            raise ValueError(f"vectors must be one of {VECTORS}, got {vectors!r}")
+        if negative not in NEGATIVE:
+            raise ValueError(f"negative must be one of {NEGATIVE}, got {negative!r}")
+        if feature_algorithm not in ("kmeans", "spectral"):
+            raise ValueError(f"feature_algorithm must be 'kmeans' or 'spectral', got {feature_algorithm!r}")
+        self.params = {"clusters": clusters, "cluster_by": cluster_by, "vectors": vectors, "negative": negative,
+                       "feature_algorithm": feature_algorithm, **specific}
+        self.assignment: dict[str, int] = {}
+        self.keeps_vectors = vectors == "keep" and self.needs_vectors()
+
+    # -- what a refresh needs ------------------------------------------------------------------
+    def clusters_need_vectors(self) -> bool:
+        return self.params["clusters"] is not None and self.params["cluster_by"] == "task-vectors"
+
+    def needs_vectors(self) -> bool:
+        """Whether recomputing the state needs every remaining τ_t (default: yes)."""
+        return True
+
+    def remaining_vectors(self, system, ids) -> dict:
+        return remaining_vectors(system, ids, self.params["vectors"], self.name)
+
+    def unlearning_cost(self, n_before, n_forgotten, steps):
+        """Retrain the forgotten τ_u (one round); when the state needs every τ_t and they are
+        not kept, retrain the T − n others in a second round (the draft's Table 3: 2× parallel
+        steps); then the method's own rounds (:meth:`refit_cost`)."""
+        c = super().unlearning_cost(n_before, n_forgotten, steps)
+        if self.needs_vectors() and self.params["vectors"] == "retrain":
+            c.round(n_before - n_forgotten, steps)
+        return self.refit_cost(c, n_before - n_forgotten, steps)
+
+    def refit_cost(self, costs, n_tasks: int, steps: int):
+        """Gradient steps of recomputing the state for ``n_tasks`` tasks (default: none)."""
+        return costs
+
+    def n_clusters(self, n_tasks: int) -> int:
+        k = self.params["clusters"]
+        return n_tasks if k is None else min(int(k), n_tasks)
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def fit(self, system, vectors):
+        self._rebuild(system, dict(vectors), system.fit_costs)
+
+    def refresh(self, system, removed, retrained):
+        vecs = self.remaining_vectors(system, system.task_ids) if self.needs_vectors() else None
+        self._rebuild(system, vecs, system.unlearn_costs)
+
+    def cluster(self, system, vectors) -> dict[str, int]:
+        """Canonical assignment task id → cluster of the tasks merged now."""
+        p = self.params
+        vals = None
+        if self.clusters_need_vectors():
+            vals = {t: vectors[t].values for t in system.task_ids}
+        return cluster_tasks(system.task_ids, p["clusters"], p["cluster_by"], seed=system.seed, vectors=vals,
+                             setting=system.setting, negative=p["negative"],
+                             feature_algorithm=p["feature_algorithm"])
+
+    def _rebuild(self, system, vectors, costs) -> None:
+        self.assignment = self.cluster(system, vectors)
+        self.localize(system, vectors, costs)
+
+    def localize(self, system, vectors, costs) -> None:
+        raise NotImplementedError
+
+    # -- helpers ----------------------------------------------------------------------------------
+    @property
+    def groups(self) -> dict[int, tuple[str, ...]]:
+        return members(self.assignment)
+
+    def group_of(self, system, task_id):
+        c = self.assignment.get(str(task_id))
+        return "fallback" if c is None else f"cluster-{c}"
+
+    def group_vector(self, system, ids, vectors) -> torch.Tensor:
+        """The cluster's local vector: τ_k = Σ_{t∈k} τ_t summed exactly, divided by |k| when
+        ``cluster_vector`` is "mean" (a one-task cluster is τ_t itself either way)."""
+        if len(ids) == 1:
+            return vectors[ids[0]].values
+        led = MergeLedger(system.setting.spec, system.ledger.scale_bits, system.ledger.max_tasks)
+        led.add_many((t, vectors[t]) for t in ids)
+        tau_k = led.tau_bar()
+        return tau_k / len(ids) if self.params.get("cluster_vector", "mean") == "mean" else tau_k
+
+    @staticmethod
+    def group_data(system, ids, split) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [system.setting.task(t).split(split) for t in ids]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _bar(self, system, items, desc):
+        return tqdm(items, desc=f"{self.name}: {desc}", disable=not system.progress, leave=False)
+
+    def extra_vector_bytes(self, system) -> int:
+        """T·d·4 bytes when the system keeps every τ_t for refreshes."""
+        return 4 * system.setting.spec.numel * len(system.vectors) if self.keeps_vectors else 0
+
+    def _meta(self) -> dict:
+        return {"assignment": dict(sorted(self.assignment.items()))}
+
+    def _load_assignment(self, meta) -> None:
+        try:
+            self.assignment = {str(t): int(c) for t, c in meta["assignment"].items()}
+        except (KeyError, AttributeError, TypeError, ValueError) as e:
+            raise StateError(f"saved {self.name!r} state has no valid cluster assignment") from e
+
+    def _load_masks(self, system, tensors) -> dict[int, torch.Tensor]:
+        d = system.setting.spec.numel
+        packed = tensors.get("masks")
+        k = len(self.groups)
+        if packed is None or packed.dtype != torch.uint8 or (k and tuple(packed.shape) != (k, (d + 7) // 8)):
+            raise StateError(f"saved {self.name!r} masks do not match {k} clusters over d={d}")
+        return {c: packed[i].clone() for i, c in enumerate(self.groups)}
+
+
+class Masked(Localized):
+    """Methods serving M0 + α m_k ⊙ v from one packed mask per cluster (v = τ̄ unless
+    :meth:`target` says otherwise). ``alpha`` is a number, ``"mean"`` (1/T) or ``"val"``
+    (chosen on validation data during fit and refresh; the choice is in ``self.chosen``)."""
+
+    scale_param = "alpha"
+
+    def __init__(self, **kw):
+        check_alpha(kw.get("alpha", 1.0))
+        super().__init__(**kw)
+        self.masks: dict[int, torch.Tensor] = {}
+        self.chosen: dict = {}
+
+    def alpha(self, system) -> float:
+        a = self.params["alpha"]
+        return float(self.chosen["alpha"]) if is_val(a) else resolve_alpha(a, len(system.ledger))
+
+    def target(self, system) -> torch.Tensor:
+        """The vector the masks select from: τ̄."""
+        return system.tau_bar
+
+    def mask(self, system, c) -> torch.Tensor:
+        return unpack(self.masks[c], system.setting.spec.numel)
+
+    def weights_for(self, system, task_id):
+        c = self.assignment.get(str(task_id))
+        if c is None:
+            return fallback_weights(system)
+        return masked_weights(system.setting.theta0, self.mask(system, c), self.target(system), self.alpha(system))
+
+    def served_params(self, system):
+        return {"alpha": self.alpha(system), **{k: v for k, v in self.chosen.items() if k != "alpha"}} \
+            if self.masks else {}
+
+    def mask_density(self, system):
+        if not self.masks:
+            return None
+        d = system.setting.spec.numel
+        return float(sum(int(self.mask(system, c).sum()) for c in self.masks) / (d * len(self.masks)))
+
+    def _packed(self) -> torch.Tensor:
+        return torch.stack([self.masks[c] for c in self.groups]) if self.masks else torch.zeros((0, 0), dtype=torch.uint8)
+
+    def storage_bytes(self, system):
+        k = len(self.masks)
+        return storage_bytes(system.setting.spec.numel, 1, k, self.n_scalars()) + self.extra_vector_bytes(system)
+
+    def n_scalars(self) -> int:
+        return 0
+
+    def _meta(self) -> dict:
+        meta = super()._meta()
+        if self.chosen:
+            meta["chosen"] = dict(self.chosen)
+        return meta
+
+    def _load_chosen(self, meta) -> None:
+        self.chosen = dict(meta.get("chosen", {}))
+        if is_val(self.params.get("alpha")) and self.assignment and "alpha" not in self.chosen:
+            raise StateError(f"saved {self.name!r} state lacks the α chosen on validation data")
+
+
+def weighted_mean(scores: list[tuple[float, int]]) -> float:
+    """Mean of (score, weight) pairs ignoring NaN scores (NaN when nothing is left)."""
+    pairs = [(s, w) for s, w in scores if s == s]
+    total = sum(w for _, w in pairs)
+    return sum(s * w for s, w in pairs) / total if total else float("nan")
+
+
+__all__ = ["CLUSTER_VECTOR", "Localized", "Masked", "VECTORS", "fallback_weights", "remaining_vectors", "weighted_mean"]

@@ -1,0 +1,69 @@
+"""``tall``: TALL-masks (Wang et al. 2024), per task or per cluster."""
+from __future__ import annotations
+
+from ..errors import StateError
+from ..masks import LAMBDA_GRID, choose_lambda, masked_weights, pack_masks
+from ..selection import check_grid, choose, is_val, scale_grid
+from .base import register
+from .localized import Masked, weighted_mean
+
+
+@register("tall")
+class Tall(Masked):
+    """TALL-masks: m_k = 1{|τ_k| > λ_k |τ̄ − τ_k|} (the original code's strict test), λ_k from
+    ``lambdas`` by the score on the cluster's pooled validation data; served M0 + α m_k ⊙ τ̄.
+
+    The original serves the plain sum (α = 1). ``alpha="val"`` (default) chooses α from
+    :func:`clamu_helpers.selection.scale_grid` (which holds 1) by the mean validation score, with
+    λ_k re-chosen for each α, as every method's served scale is chosen here. With clusters the
+    local vector τ_k is the cluster's sum (``cluster_vector="sum"``): its share of τ̄ on τ̄'s own
+    scale, so the test compares the cluster against the rest of τ̄ exactly as a task's τ_t is
+    compared against the others (the cluster mean would be |k| times too small to pass it).
+    Refresh needs every remaining τ_t."""
+
+    reference = ("Wang et al., Localizing Task Information for Improved Model Merging and Compression, ICML 2024 "
+                 "(nik-dim/tall_masks)")
+
+    def __init__(self, clusters=None, cluster_by="task-vectors", vectors="retrain", negative="clip",
+                 feature_algorithm="kmeans", alpha="val", lambdas=LAMBDA_GRID, cluster_vector="sum"):
+        lambdas = list(check_grid(lambdas, "lambdas"))
+        super().__init__(clusters=clusters, cluster_by=cluster_by, vectors=vectors, negative=negative,
+                         feature_algorithm=feature_algorithm, alpha=alpha, lambdas=lambdas,
+                         cluster_vector=cluster_vector)
+        self.lambdas: dict[int, float] = {}
+
+    def localize(self, system, vectors, costs):
+        setting, tau_bar = system.setting, system.tau_bar
+        a = self.params["alpha"]
+        self.masks, self.lambdas, self.chosen = {}, {}, {}
+        if not self.groups:
+            return
+        alphas = scale_grid(len(system.ledger)) if is_val(a) else (self.alpha(system),)
+        per_alpha = {al: ({}, {}, []) for al in alphas}  # α → (masks, λs, [(val score, |k|)])
+        for c, ids in self._bar(system, list(self.groups.items()), "TALL masks"):
+            tau_k = self.group_vector(system, ids, vectors)
+            xv, yv = self.group_data(system, ids, "val")
+            for al in alphas:
+                ch = choose_lambda(tau_k, tau_bar, lambda m: setting.score(
+                    masked_weights(setting.theta0, m, tau_bar, al), xv, yv), self.params["lambdas"])
+                masks, lams, scores = per_alpha[al]
+                masks[c], lams[c] = pack_masks([ch.mask])[0], ch.lam
+                scores.append((ch.scores[ch.lam], len(ids)))
+        best = choose(alphas, lambda al: weighted_mean(per_alpha[al][2])).value if len(alphas) > 1 else alphas[0]
+        self.masks, self.lambdas = per_alpha[best][0], per_alpha[best][1]
+        self.chosen = {"alpha": best} if is_val(a) else {}
+
+    def n_scalars(self):
+        return len(self.lambdas)
+
+    def state(self, system):
+        return {"masks": self._packed()}, {**self._meta(), "lambdas": [self.lambdas[c] for c in self.groups]}
+
+    def load_state(self, system, tensors, meta):
+        self._load_assignment(meta)
+        self.masks = self._load_masks(system, tensors)
+        self._load_chosen(meta)
+        lams = meta.get("lambdas", [])
+        if len(lams) != len(self.masks):
+            raise StateError("saved TALL state: one λ per cluster expected")
+        self.lambdas = {c: float(v) for c, v in zip(self.groups, lams)}

@@ -1,0 +1,115 @@
+"""``ties``: TIES-merging (Yadav et al. 2023) as a system method, k and λ chosen on validation data."""
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from ..costs import Costs
+from ..errors import StateError
+from ..merging import ties_merge
+from ..selection import check_grid, choose, is_val
+from .base import Method, register
+from .basic import mean_val_score
+from .localized import VECTORS, remaining_vectors
+
+#: the trim fractions and scales searched when ``k`` / ``lam`` are ``"val"``: TIES's own k = 20%
+#: with 10% and 30% beside it; λ scales a disjoint *mean* (one task vector's magnitude), so its
+#: grid spans the TALL code's search range (0.1–1) and the TIES paper's (around 1–2)
+K_GRID = (0.1, 0.2, 0.3)
+LAMBDA_GRID = (0.1, 0.3, 0.5, 1.0, 1.5, 2.0)
+
+
+@register("ties")
+class Ties(Method):
+    """Every task is served M0 + λ τ_TIES, τ_TIES = :func:`clamu_helpers.merging.ties_merge` of
+    the merged τ_t (sorted by id) with trim fraction k. ``k`` and ``lam`` are numbers or ``"val"``
+    (the whole grid ``ks`` × ``lams`` is scored by the mean validation score over the merged
+    tasks). TIES needs every τ_t: a refresh retrains the remaining ones (``vectors="retrain"``)
+    or reads them from the system (``"keep"``, T·d·4 extra bytes). Storage: one model."""
+
+    reference = "Yadav et al., TIES-Merging: Resolving Interference When Merging Models, NeurIPS 2023"
+    scale_param = "lam"
+    cost_rule = "retrain-all"
+
+    def __init__(self, k="val", lam="val", ks=K_GRID, lams=LAMBDA_GRID, vectors="retrain"):
+        super().__init__()
+        if not is_val(k):
+            if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < float(k) <= 1:
+                raise ValueError(f"k (the TIES trim fraction) must be in (0, 1] or 'val', got {k!r}")
+            k = float(k)
+        if not is_val(lam):
+            lam = check_grid([lam], "lam (TIES's λ, a positive number or 'val')")[0]
+        ks = list(check_grid(ks, "ks"))
+        if any(v > 1 for v in ks):
+            raise ValueError(f"ks must lie in (0, 1], got {ks}")
+        if vectors not in VECTORS:
+            raise ValueError(f"vectors must be one of {VECTORS}, got {vectors!r}")
+        self.params = {"k": k, "lam": lam, "ks": ks, "lams": list(check_grid(lams, "lams")), "vectors": vectors}
+        self.keeps_vectors = vectors == "keep"
+        self.merged: torch.Tensor | None = None
+        self.chosen: dict = {}
+
+    def fit(self, system, vectors):
+        self._build(system, vectors)
+
+    def refresh(self, system, removed, retrained):
+        self._build(system, remaining_vectors(system, system.task_ids, self.params["vectors"], self.name))
+
+    def _build(self, system, vectors) -> None:
+        ids = sorted(system.task_ids)
+        self.chosen = {}
+        if not ids:
+            self.merged = None
+            return
+        p = self.params
+        ks = p["ks"] if is_val(p["k"]) else [p["k"]]
+        lams = p["lams"] if is_val(p["lam"]) else [p["lam"]]
+        merged = {k: ties_merge(lambda: ((t, vectors[t].values) for t in ids), k) for k in ks}
+        theta0 = system.setting.theta0
+        best = choose(list(itertools.product(ks, lams)),
+                      lambda kl: mean_val_score(system, theta0 + kl[1] * merged[kl[0]], ids)).value \
+            if len(ks) * len(lams) > 1 else (ks[0], lams[0])
+        self.merged = merged[best[0]]
+        self.chosen = {name: v for name, v in zip(("k", "lam"), best) if is_val(p[name])}
+
+    def resolved(self) -> tuple[float, float]:
+        p = self.params
+        return (self.chosen["k"] if is_val(p["k"]) else p["k"]), (self.chosen["lam"] if is_val(p["lam"]) else p["lam"])
+
+    def weights_for(self, system, task_id):
+        if self.merged is None:
+            return system.setting.theta0
+        return system.setting.theta0 + self.resolved()[1] * self.merged
+
+    def served_params(self, system):
+        if self.merged is None:
+            return {}
+        k, lam = self.resolved()
+        return {"k": k, "lam": lam}
+
+    def state(self, system):
+        if self.merged is None:
+            return {}, {}
+        return {"ties": self.merged}, ({"chosen": dict(self.chosen)} if self.chosen else {})
+
+    def load_state(self, system, tensors, meta):
+        self.chosen = dict(meta.get("chosen", {}))
+        self.merged = tensors.get("ties")
+        if len(system.ledger) and self.merged is None:
+            raise StateError("saved TIES state lacks its merged vector")
+        if self.merged is not None:
+            system.setting.spec.check(self.merged, "saved TIES vector")
+        for name in ("k", "lam"):
+            if is_val(self.params[name]) and self.merged is not None and name not in self.chosen:
+                raise StateError(f"saved TIES state lacks the {name} chosen on validation data")
+
+    def storage_bytes(self, system):
+        d = system.setting.spec.numel
+        return 4 * d + (4 * d * len(system.vectors) if self.keeps_vectors else 0)
+
+    def unlearning_cost(self, n_before, n_forgotten, steps):
+        c = Costs().round(n_forgotten, steps)
+        if self.params["vectors"] == "retrain":
+            c.round(n_before - n_forgotten, steps)
+        return c
