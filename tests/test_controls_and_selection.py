@@ -1,0 +1,181 @@
+"""Hyperparameters chosen on validation data, the controls (supermask, random mask, sign-fixed
+merge), TIES as a system method, cluster TALL on one scale, and the errors for bad settings."""
+import pytest
+import torch
+
+from clamu_helpers.experiments import served_columns
+from clamu_helpers.merging import ties_merge
+from clamu_helpers.methods import METHODS, get_method
+from clamu_helpers.selection import choose, scale_grid
+from clamu_helpers.settings.synthetic import SyntheticSetting
+from clamu_helpers.system import UnlearningSystem
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    return SyntheticSetting(tasks=10)
+
+
+def _fit(setting, method, **kw):
+    return UnlearningSystem(setting, method, **kw).fit()
+
+
+# -- the shared grid and the choice ------------------------------------------------------------
+def test_scale_grid_starts_at_averaging_and_ends_at_the_plain_sum():
+    assert scale_grid(200) == (0.005, 0.01, 0.03, 0.1, 0.3, 1.0)
+    assert scale_grid(12) == (1 / 12, 0.1, 0.3, 1.0)
+    assert scale_grid(100)[0] == 0.01 and scale_grid(100).count(0.01) == 1
+    assert scale_grid(1) == (1.0,) and scale_grid(0) == ()
+
+
+def test_choose_takes_the_best_then_the_first_and_skips_nan():
+    assert choose([1, 2, 3], lambda c: {1: 0.5, 2: 0.9, 3: 0.9}[c]).value == 2
+    assert choose(["a", "b"], lambda c: float("nan") if c == "a" else 0.1).value == "b"
+    with pytest.raises(ValueError):
+        choose([], lambda c: 0.0)
+
+
+def test_task_arithmetic_alpha_is_the_argmax_of_validation_scores(blobs):
+    s = _fit(blobs, "merge", alpha="val")
+    grid = scale_grid(len(blobs.task_ids))
+    val = {a: blobs.mean_score(blobs.theta0 + a * s.tau_bar, blobs.task_ids, "val") for a in grid}
+    best = max(grid, key=lambda a: (val[a], -grid.index(a)))
+    assert s.method.chosen == {"alpha": best}
+    assert torch.equal(s.weights_for("s00"), blobs.theta0 + best * s.tau_bar)
+    assert served_columns(s)["alpha"] == best
+    # chosen on validation data, not on test: a test-only change does not move it
+    test_best = max(grid, key=lambda a: blobs.mean_score(blobs.theta0 + a * s.tau_bar, blobs.task_ids, "test"))
+    assert best in grid and (best == test_best or val[best] >= val[test_best])
+
+
+def test_the_choice_is_refreshed_by_unlearning_and_stays_exact(blobs):
+    for method, kw in [("merge", {"alpha": "val"}), ("sift", {"scale": "val"}), ("tall", {}),
+                       ("ties", {}), ("clamu", {"mask_steps": 10})]:
+        a = _fit(blobs, method, **kw)
+        a.unlearn(["s03", "s07"])
+        b = UnlearningSystem(blobs, method, **kw).fit([t for t in blobs.task_ids if t not in ("s03", "s07")])
+        assert a.method.chosen == b.method.chosen, method
+        assert a.served_digest() == b.served_digest(), method
+
+
+# -- ClAMU's search and its supermask control ----------------------------------------------------
+def test_clamu_equal_budget_defaults_and_search_record(blobs):
+    s = _fit(blobs, "clamu", mask_steps=10)
+    steps, batch = s.method.budget(blobs)
+    assert (steps, batch) == (10, blobs.finetune_config.batch_size)
+    d = get_method("clamu").budget(blobs)
+    assert d == (blobs.finetune_config.steps, blobs.finetune_config.batch_size)  # E_mask = E, same batch
+    served = s.method.served_params(s)
+    assert served["alpha"] in scale_grid(10) and served["mask_lr"] in (10.0, 100.0, 1000.0, 10000.0)
+    assert 0.0 < s.method.mask_density(s) < 1.0
+    # fit: the finetunes, then the search (α round + η round over S = 10 tasks), no final round left
+    T, E = 10, blobs.finetune_config.steps
+    assert s.fit_costs.gradient_steps == T * E + (len(scale_grid(T)) + 3) * T * 10
+
+
+def test_supermask_control_optimizes_over_random_signs_of_tau_bar(blobs):
+    s = _fit(blobs, "clamu-supermask", mask_steps=10)
+    v = s.method.target(s)
+    assert torch.equal(v.abs(), s.tau_bar.abs())
+    agree = float(((v > 0) == (s.tau_bar > 0))[s.tau_bar != 0].float().mean())
+    assert 0.35 < agree < 0.65                        # random signs: about half agree with τ̄
+    assert torch.equal(v, _fit(blobs, "clamu-supermask", mask_steps=10).method.target(s))  # seeded
+    other = UnlearningSystem(blobs, "clamu-supermask", sign_seed=5, mask_steps=10)
+    other.ledger = s.ledger
+    assert not torch.equal(other.method.target(other), v)
+    c = s.method.assignment["s00"]
+    m = s.method.mask(s, c)
+    assert torch.equal(s.weights_for("s00"), blobs.theta0 + s.method.alpha(s) * torch.where(m, v, torch.zeros(())))
+
+
+# -- SIFT-Masks' controls ------------------------------------------------------------------------
+def test_random_mask_control_keeps_each_masks_density_not_its_choice(blobs):
+    sift = _fit(blobs, "sift")
+    ctrl = _fit(blobs, "sift-random-mask")
+    assert sift.ledger.digest() == ctrl.ledger.digest()       # the same sign-fixed τ̄
+    overlaps = []
+    for t in blobs.task_ids:
+        m, r = sift.method.mask(t), ctrl.method.mask(t)
+        assert int(m.sum()) == int(r.sum())
+        overlaps.append(float((m & r).sum()) / max(1, int(m.sum())))
+    dens = sift.method.mask_density(sift)
+    assert ctrl.method.mask_density(ctrl) == pytest.approx(dens)
+    assert abs(sum(overlaps) / len(overlaps) - dens) < 0.1   # chance overlap, not m_t itself
+    assert torch.equal(ctrl.weights_for("s00"), blobs.theta0 + torch.where(
+        ctrl.method.mask("s00"), (1 / 10) * ctrl.tau_bar, torch.zeros(())))
+
+
+def test_sign_fixed_merge_serves_every_task_tau_bar_over_t(blobs):
+    s = _fit(blobs, "sift-merge")
+    assert s.ledger.digest() == _fit(blobs, "sift").ledger.digest()
+    for t in ("s00", "s04"):
+        assert torch.equal(s.weights_for(t), blobs.theta0 + (1 / 10) * s.tau_bar)
+    assert s.method.mask_density(s) is None and s.storage_bytes() == 4 * blobs.spec.numel
+    assert s.method.masks == {}
+
+
+# -- TIES -------------------------------------------------------------------------------------------
+def test_ties_system_method_serves_the_merging_formula(blobs):
+    s = _fit(blobs, "ties", k=0.2, lam=1.5)
+    vecs = s.finetune(blobs.task_ids)
+    expect = ties_merge([vecs[t].values for t in sorted(vecs)], 0.2)
+    assert torch.equal(s.weights_for("s01"), blobs.theta0 + 1.5 * expect)
+    tuned = _fit(blobs, "ties")
+    k, lam = tuned.method.chosen["k"], tuned.method.chosen["lam"]
+    assert k in (0.1, 0.2, 0.3) and lam in (0.1, 0.3, 0.5, 1.0, 1.5, 2.0)
+
+
+def test_ties_merge_elects_zero_signs_by_majority():
+    a = torch.tensor([1.0, -1.0, 2.0])
+    b = torch.tensor([-1.0, 1.0, 3.0])
+    # sums [0, 0, 5]: zero signs take the majority sign of the elected vector (+1)
+    assert ties_merge([a, b], k=1.0).tolist() == [1.0, 1.0, 2.5]
+
+
+# -- cluster TALL on one scale ---------------------------------------------------------------------
+def test_cluster_tall_masks_are_neither_empty_nor_full():
+    """Per-task TALL masks keep 5–95% of the coordinates here; so must cluster masks, whose
+    local vector (the cluster's sum) is compared with the rest of τ̄ on τ̄'s own scale. (The
+    cluster mean against τ̄ kept almost nothing.)"""
+    st = SyntheticSetting(tasks=12, seed=1)
+    per_task = _fit(st, "tall", alpha=1.0)
+    assert 0.05 < per_task.method.mask_density(per_task) < 0.95
+    for by in ("random", "task-vectors"):
+        clustered = _fit(st, "tall", alpha=1.0, clusters=3, cluster_by=by)
+        assert 0.05 < clustered.method.mask_density(clustered) < 0.95, by
+    mean_scale = _fit(st, "tall", alpha=1.0, clusters=3, cluster_by="random", cluster_vector="mean")
+    assert mean_scale.method.mask_density(mean_scale) < clustered.method.mask_density(clustered)
+
+
+# -- registry and bad input --------------------------------------------------------------------------
+def test_every_method_declares_itself():
+    for name, cls in METHODS.items():
+        assert cls.name == name and cls.reference, name
+        assert cls.control_of is None or cls.control_of in METHODS
+        get_method(name, **cls.test_params)  # the fast test parameters are valid
+    assert {m for m, c in METHODS.items() if c.control_of} == {"clamu-supermask", "sift-random-mask", "sift-merge"}
+
+
+@pytest.mark.parametrize("name,kw,match", [
+    ("clamu", {"update": "adam"}, "update"),
+    ("clamu", {"mask_steps": 0}, "mask_steps"),
+    ("clamu", {"mask_steps": -5}, "mask_steps"),
+    ("clamu", {"mask_batch_size": 0}, "mask_batch_size"),
+    ("clamu", {"mask_lr": 0.0}, "mask_lr"),
+    ("clamu", {"alphas": [0.1, -1.0]}, "alphas"),
+    ("clamu", {"mask_lrs": []}, "mask_lrs"),
+    ("clamu-supermask", {"select_clusters": 0}, "select_clusters"),
+    ("tall", {"alpha": -0.5}, "alpha"),
+    ("tall", {"lambdas": [0.2, 0.0]}, "lambdas"),
+    ("merge", {"alpha": "half"}, "alpha"),
+    ("emr", {"rescaler": "layer"}, "rescaler"),
+    ("ties", {"k": 1.5}, "k"),
+    ("ties", {"lams": [0.0]}, "lams"),
+    ("ties", {"ks": [0.2, 2.0]}, "ks"),
+    ("sift", {"scale": -1.0}, "scale"),
+    ("sift-merge", {"scale": "count"}, "scale"),
+    ("cluster-merge", {"alpha": "val"}, "val"),
+])
+def test_bad_parameters_name_the_parameter(name, kw, match):
+    with pytest.raises(Exception, match=match):
+        get_method(name, **kw)
