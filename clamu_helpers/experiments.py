@@ -60,6 +60,71 @@ def merging_at_scale(setting: Setting, sizes: Sequence[int] | None = None, seed:
     return pd.DataFrame(rows)
 
 
+#: the rows of the comparison figures (3, 5 and SIFT-Masks'): every method as its authors define
+#: it, each served scale chosen on validation data from one grid (``"val"``, see
+#: :mod:`clamu_helpers.selection`), ClAMU with an equal budget, and the controls
+COMPARISON: dict[str, tuple[str, dict]] = {
+    "averaging": ("merge", {}),
+    "task arithmetic": ("merge", {"alpha": "val"}),
+    "TIES": ("ties", {}),
+    "TALL": ("tall", {}),
+    "EMR": ("emr", {}),
+    "ClAMU": ("clamu", {}),
+    "ClAMU supermask (control)": ("clamu-supermask", {}),
+    "SIFT-Masks": ("sift", {"scale": "val"}),
+    "SIFT random mask (control)": ("sift-random-mask", {"scale": "val"}),
+    "SIFT sign-fixed merge (control)": ("sift-merge", {"scale": "val"}),
+    "local": ("local", {}),
+}
+
+#: (method row, control row, what the control tests) for :func:`control_gaps`
+CONTROLS = (
+    ("ClAMU", "ClAMU supermask (control)",
+     "the same mask optimisation over |τ̄| with random signs: do ClAMU's masks recover what merging knew, "
+     "or train a supermask on the task's own data?"),
+    ("SIFT-Masks", "SIFT random mask (control)",
+     "a random mask of the same density over the same sign-fixed τ̄: does the choice of coordinates matter?"),
+    ("SIFT-Masks", "SIFT sign-fixed merge (control)",
+     "the same sign-fixed finetuning served without masks: what do the masks add to sign-fixing alone?"),
+)
+
+
+def methods(*labels: str, **extra: tuple[str, dict]) -> dict[str, tuple[str, dict]]:
+    """Rows of :data:`COMPARISON` by label (all of them when none is given), plus ``extra``
+    rows; raises ``KeyError`` naming an unknown label."""
+    unknown = [lab for lab in labels if lab not in COMPARISON]
+    if unknown:
+        raise KeyError(f"unknown comparison rows {unknown}; known: {list(COMPARISON)}")
+    rows = {lab: COMPARISON[lab] for lab in (labels or COMPARISON)}
+    return {**rows, **extra}
+
+
+def control_gaps(frame: pd.DataFrame, by: Sequence[str] = (), metric: str = "accuracy",
+                 tie: float = 0.02) -> pd.DataFrame:
+    """Each method beside its control (:data:`CONTROLS`) in a frame of
+    :func:`compare_methods` rows, grouped by the columns ``by`` (e.g. ``K``, ``clustering``):
+    both scores, the gap, and a sentence on what the control shows, whichever way it falls
+    (|gap| < ``tie`` is read as "about equal": one seed, no interval)."""
+    rows = []
+    groups = frame.groupby(list(by), sort=False) if by else [((), frame)]
+    for key, sub in groups:
+        acc = sub.set_index("label")[metric]
+        for method, control, question in CONTROLS:
+            if method not in acc or control not in acc:
+                continue
+            gap = float(acc[method] - acc[control])
+            if abs(gap) < tie:
+                reading = "about equal: the control explains the method's result"
+            elif gap > 0:
+                reading = "the method beats its control: what the control removes matters"
+            else:
+                reading = "the control beats the method"
+            rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "method": method,
+                         "control": control, metric: float(acc[method]), f"control {metric}": float(acc[control]),
+                         "gap": gap, "reading": reading, "question": question})
+    return pd.DataFrame(rows)
+
+
 def served_columns(system: UnlearningSystem) -> dict:
     """What a table records beside a method's accuracy: ``alpha`` (its served scale, whatever the
     parameter is called: α, SIFT's scale, TIES's λ; chosen on validation data where it was

@@ -63,9 +63,17 @@ def merging_at_scale(df: pd.DataFrame, metric: str = "accuracy"):
     return fig
 
 
+def legend_outside(ax, fontsize: int = 7) -> None:
+    """Move the legend to the right of the axes, off the data."""
+    if ax.get_legend() is not None:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1.0), fontsize=fontsize, title_fontsize=fontsize,
+                        frameon=False)
+
+
 def storage_vs_accuracy(df: pd.DataFrame, metric: str = "accuracy", hue: str = "label", title: str = ""):
-    """Figures 3–5: storage (bytes, log x) against mean score, one point per method/K."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    """Figures 3–5: storage (bytes, log x) against mean score, one point per method/K; the
+    legend sits outside the axes."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
     sns.scatterplot(data=df, x="storage_bytes", y=metric, hue=hue, style=hue, s=90, ax=ax)
     for _, r in df.iterrows():
         ax.annotate(str(r.get("annotation", "")), (r["storage_bytes"], r[metric]), fontsize=7,
@@ -73,17 +81,19 @@ def storage_vs_accuracy(df: pd.DataFrame, metric: str = "accuracy", hue: str = "
     ax.set_xscale("log")
     ax.set_xlabel("storage (bytes)")
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="best")
+    legend_outside(ax)
     fig.tight_layout()
     return fig
 
 
-def lines(df: pd.DataFrame, x: str, y: str, hue: str, title: str = "", logx: bool = False):
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    sns.lineplot(data=df, x=x, y=y, hue=hue, marker="o", ax=ax)
+def lines(df: pd.DataFrame, x: str, y: str, hue: str, title: str = "", logx: bool = False, style: str | None = None):
+    """One line per ``hue`` (and dash per ``style``) of ``y`` against ``x``; legend outside the axes."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    sns.lineplot(data=df, x=x, y=y, hue=hue, style=style, marker="o", ax=ax)
     if logx:
         ax.set_xscale("log")
     ax.set_title(title)
+    legend_outside(ax)
     fig.tight_layout()
     return fig
 

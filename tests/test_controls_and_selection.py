@@ -68,9 +68,11 @@ def test_clamu_equal_budget_defaults_and_search_record(blobs):
     served = s.method.served_params(s)
     assert served["alpha"] in scale_grid(10) and served["mask_lr"] in (10.0, 100.0, 1000.0, 10000.0)
     assert 0.0 < s.method.mask_density(s) < 1.0
-    # fit: the finetunes, then the search (α round + η round over S = 10 tasks), no final round left
-    T, E = 10, blobs.finetune_config.steps
-    assert s.fit_costs.gradient_steps == T * E + (len(scale_grid(T)) + 3) * T * 10
+    # fit: the finetunes, the search (α round + η round over a sample of S = 8 of the 10 tasks),
+    # then the 2 masks left with the chosen (α, η)
+    T, E, S = 10, blobs.finetune_config.steps, 8
+    assert s.fit_costs.gradient_steps == T * E + (len(scale_grid(T)) + 3) * S * 10 + (T - S) * 10
+    assert s.fit_costs.parallel_steps == E + 3 * 10
 
 
 def test_supermask_control_optimizes_over_random_signs_of_tau_bar(blobs):
@@ -179,3 +181,25 @@ def test_every_method_declares_itself():
 def test_bad_parameters_name_the_parameter(name, kw, match):
     with pytest.raises(Exception, match=match):
         get_method(name, **kw)
+
+
+# -- the comparison rows and the control read-out ------------------------------------------------------
+def test_comparison_rows_and_control_gaps():
+    import pandas as pd
+    from clamu_helpers import experiments as ex
+    assert set(ex.methods("ClAMU", "TALL")) == {"ClAMU", "TALL"}
+    with pytest.raises(KeyError, match="unknown comparison rows"):
+        ex.methods("ClAMU++")
+    for label, (name, params) in ex.COMPARISON.items():
+        get_method(name, **params)   # every row is a valid method
+    for method, control, _ in ex.CONTROLS:
+        assert METHODS[ex.COMPARISON[control][0]].control_of == ex.COMPARISON[method][0]
+    frame = pd.DataFrame({"label": ["ClAMU", "ClAMU supermask (control)", "SIFT-Masks",
+                                    "SIFT random mask (control)", "SIFT sign-fixed merge (control)"],
+                          "accuracy": [0.92, 0.915, 0.88, 0.74, 0.95]})
+    g = ex.control_gaps(frame).set_index("control")
+    assert g.loc["ClAMU supermask (control)", "gap"] == pytest.approx(0.005)
+    assert g.loc["ClAMU supermask (control)", "reading"].startswith("about equal")
+    assert g.loc["SIFT random mask (control)", "reading"].startswith("the method beats")
+    assert g.loc["SIFT sign-fixed merge (control)", "reading"].startswith("the control beats")
+    assert ex.control_gaps(frame[frame.label != "ClAMU"]).method.tolist() == ["SIFT-Masks", "SIFT-Masks"]

@@ -152,7 +152,7 @@ def test_cost_accounting_of_unlearning(tiny, audited):
     assert (keep.unlearn_costs.finetunes, keep.unlearn_costs.gradient_steps) == (1, E)
     d = tiny.spec.numel
     assert keep.storage_bytes() == storage_bytes(d, 1, T - 1, T - 1) + 4 * d * (T - 1)
-    # K = T − 1 = 7 masks, all in the search sample (S = min(16, 7)): an α round over
+    # K = T − 1 = 7 masks, all in the search sample (S = min(8, 7)): an α round over
     # scale_grid(7) = (1/7, 0.3, 1) and an η round over the 3 other η, then nothing left to fit
     cl = audited[("clamu", (("mask_steps", 40),))][0].unlearn_costs
     n_alpha, n_eta = len(scale_grid(T - 1)), len(ETA_GRIDS["draft"]) - 1

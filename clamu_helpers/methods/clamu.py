@@ -51,7 +51,7 @@ class Clamu(Masked):
 
     def __init__(self, clusters=None, cluster_by="task-vectors", vectors="retrain", negative="clip",
                  feature_algorithm="kmeans", alpha="val", mask_lr="val", mask_steps=None, mask_batch_size=None,
-                 update="draft", alphas=None, mask_lrs=None, select_clusters=16):
+                 update="draft", alphas=None, mask_lrs=None, select_clusters=8):
         if update not in UPDATES:
             raise ValueError(f"update must be one of {UPDATES}, got {update!r}")
         if not is_val(mask_lr):
