@@ -7,12 +7,14 @@ bit-identical to ``MergeLedger.from_vectors`` of the same vectors (digest includ
 
 Masks whose definition needs τ̄ take two passes over the store:
 
-* **TALL** (:func:`stream_tall_masks`): pass 1 τ̄; pass 2 m_t = 1{|τ_t| ≥ λ|τ̄ − τ_t|} for
+* **TALL** (:func:`stream_tall_masks`): pass 1 τ̄; pass 2 m_t = 1{|τ_t| > λ|τ̄ − τ_t|} for
   each λ of a grid, packed 1 bit per parameter as it is computed.
 * **EMR** (:func:`stream_emr`): pass 1 Σ τ_t (the ledger) together with the per-coordinate
   maxima of positive and of negative τ_t, which give τ_uni = ε ⊙ max_t |τ_t ⊙ 1{τ_t ε > 0}|
-  once ε = sign(Σ τ_t) (zeros → −1) is known; pass 2 m_t = 1{τ_t ⊙ ε > 0} and
-  λ_t = Σ|τ_t| / Σ|m_t ⊙ τ_uni| (float64 sums, chunk by chunk).
+  once ε = sign(Σ τ_t) (zeros → −1) is known; pass 2 m_t = 1{τ_t ⊙ ε > 0} and the rescaler
+  λ_t = Σ_l mean|τ_t,l| / Σ_l mean|m_t,l ⊙ τ_uni,l| over parameter tensors l (``rescaler=
+  "per-tensor"``, as :func:`clamu_helpers.masks.emr`) or Σ|τ_t| / Σ|m_t ⊙ τ_uni| (``"global"``);
+  float64 sums, chunk by chunk.
 
 Masks and τ_uni equal the in-memory :mod:`clamu_helpers.masks` results bit for bit (with ε
 from the exact τ̄); rescalers agree to float64 rounding (summation order differs).
@@ -109,7 +111,7 @@ class TallStream:
 def stream_tall_masks(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec,
                       lambdas: float | Sequence[float] = LAMBDA_GRID, ledger: MergeLedger | None = None,
                       chunk: int = CHUNK, save: bool = False, progress: bool = False) -> TallStream:
-    """m_t = 1{|τ_t| ≥ λ|τ̄ − τ_t|} for every stored τ_t and every λ, in two streamed passes.
+    """m_t = 1{|τ_t| > λ|τ̄ − τ_t|} for every stored τ_t and every λ, in two streamed passes.
 
     τ̄ is the ledger's float32 ``tau_bar()`` (pass 1 builds it unless ``ledger`` already holds
     exactly these tasks). ``save``: write each packed mask to the store (key from
@@ -131,7 +133,7 @@ def stream_tall_masks(store: TaskVectorStore, keys: Sequence[str], spec: ParamSp
             ax = c.abs()
             diff = (led.tau_bar_slice(off, off + c.numel()) - c).abs()
             for out, lt in zip(outs, lam_t):
-                _pack_into(out, off, ax >= lt * diff)
+                _pack_into(out, off, ax > lt * diff)
         for lam, out in zip(lams, outs):
             packed = torch.from_numpy(out)
             if save:
@@ -152,10 +154,28 @@ class EmrStream:
     emr: EMRResult
 
 
+def _segment_abs_sums(c: torch.Tensor, off: int, bounds: Sequence[int], acc: list[float]) -> None:
+    """Add Σ|c| over each parameter tensor (bounds: their cumulative end offsets) to ``acc``,
+    for a chunk ``c`` that starts at flat offset ``off``."""
+    start, end, a = off, off + c.numel(), c.abs().to(torch.float64)
+    lo = 0
+    for i, hi in enumerate(bounds):
+        if hi > start and lo < end:
+            acc[i] += float(a[max(lo, start) - off:min(hi, end) - off].sum())
+        lo = hi
+        if lo >= end:
+            break
+
+
 def stream_emr(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec, chunk: int = CHUNK,
-               progress: bool = False) -> EmrStream:
+               progress: bool = False, rescaler: str = "per-tensor") -> EmrStream:
     """EMR-merging over stored τ_t in two streamed passes (see the module docstring)."""
+    from .masks import RESCALERS
     _check_chunk(chunk)
+    if rescaler not in RESCALERS:
+        raise ValueError(f"rescaler must be one of {RESCALERS}, got {rescaler!r}")
+    sizes = spec.sizes if rescaler == "per-tensor" else [spec.numel]
+    bounds = np.cumsum(sizes).tolist()
     svs = open_all(store, keys, spec)
     if not svs:
         raise ValueError("EMR needs at least one task vector")
@@ -188,15 +208,17 @@ def stream_emr(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec, chu
     masks, rescalers = {}, {}
     for sv in _bar(svs, "pass 2: EMR masks", progress):
         out = np.zeros((d + 7) // 8, dtype=np.uint8)
-        num = den = 0.0
+        num, den = [0.0] * len(sizes), [0.0] * len(sizes)
         for off, c in _chunks_at(sv, chunk):
             sl = slice(off, off + c.numel())
             m = c * eps[sl] > 0
             _pack_into(out, off, m)
-            num += float(c.abs().to(torch.float64).sum())
-            den += float(torch.where(m, absmax[sl], zero).to(torch.float64).sum())
+            _segment_abs_sums(c, off, bounds, num)
+            _segment_abs_sums(torch.where(m, absmax[sl], zero), off, bounds, den)
         masks[sv.task_id] = torch.from_numpy(out)
-        rescalers[sv.task_id] = num / den if den > 0 else 0.0
+        n = sum(v / k for v, k in zip(num, sizes))
+        dd = sum(v / k for v, k in zip(den, sizes))
+        rescalers[sv.task_id] = n / dd if dd > 0 else 0.0
     if tau_uni.numel() != d:
         raise ShapeMismatchError("internal: τ_uni has the wrong length")
     return EmrStream(led, EMRResult(eps, tau_uni, masks, rescalers))

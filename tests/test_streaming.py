@@ -95,7 +95,7 @@ def test_float32_quantize_equals_float64_formula(bits):
 
 
 def _direct_tall(tau, tau_bar, lam):
-    return tau.abs() >= torch.as_tensor(lam, dtype=torch.float32) * (tau_bar - tau).abs()
+    return tau.abs() > torch.as_tensor(lam, dtype=torch.float32) * (tau_bar - tau).abs()
 
 
 def test_stream_tall_masks_match_direct_formula_and_masks_module(filled):
@@ -125,7 +125,7 @@ def test_stream_tall_masks_saved_to_store(filled):
 
 def test_stream_emr_matches_direct_formula_and_masks_module(filled):
     store, tvs, keys = filled
-    res = stream_emr(store, keys, SPEC, chunk=64)
+    res = stream_emr(store, keys, SPEC, chunk=64, rescaler="global")
     led = MergeLedger.from_vectors(tvs)
     assert res.ledger.digest() == led.digest()
     # the formula, written out here: ε = sign(Σ τ_t) with zeros → −1, on the exact sum
@@ -142,11 +142,18 @@ def test_stream_emr_matches_direct_formula_and_masks_module(filled):
         lam = float(tv.values.abs().double().sum()) / float((agree[i] * absmax).double().sum())
         assert res.emr.rescalers[tv.task_id] == pytest.approx(lam, rel=1e-12)
     from clamu_helpers import masks as M
-    ref = M.emr({tv.task_id: tv.values for tv in tvs}, elect=tau_bar)
+    ref = M.emr({tv.task_id: tv.values for tv in tvs}, elect=tau_bar, rescaler="global")
     assert torch.equal(ref.tau_uni, res.emr.tau_uni)
     for tv in tvs:
         assert torch.equal(ref.masks[tv.task_id], res.emr.masks[tv.task_id])
         assert ref.rescalers[tv.task_id] == pytest.approx(res.emr.rescalers[tv.task_id], rel=1e-12)
+    # per-tensor rescalers (the default, as the original code), chunks straddling tensor borders
+    per = stream_emr(store, keys, SPEC, chunk=40)   # 1073 = 26·40 + 33: a chunk straddles the border
+    ref = M.emr({tv.task_id: tv.values for tv in tvs}, elect=tau_bar, segments=SPEC.sizes)
+    for tv in tvs:
+        assert ref.rescalers[tv.task_id] == pytest.approx(per.emr.rescalers[tv.task_id], rel=1e-12)
+        assert torch.equal(ref.masks[tv.task_id], per.emr.masks[tv.task_id])
+    assert len(SPEC.sizes) > 1 and any(abs(per.emr.rescalers[k] - res.emr.rescalers[k]) > 1e-9 for k in per.emr.rescalers)
 
 
 def test_stream_pass2_detects_file_changed_between_passes(filled):

@@ -32,7 +32,7 @@ class Clamu(Masked):
     * ``update="draft"``: the draft's raw rule s ← s − η (∂L/∂M) ⊙ σ(s)(1−σ(s)) ⊙ α τ̄;
       ``"normalized"`` (each step divided by its mean |·|) is a named variant.
     * equal budgets: ``mask_steps=None`` and ``mask_batch_size=None`` take the setting's
-      finetuning steps and batch size ("an equal number of steps", draft Sec. 5.3);
+      finetuning steps and batch size ("an equal number of steps", draft Sec. 4.4);
       ``mask_batch_size="full"`` uses all of the cluster's data every step.
     * ``alpha="val"`` and ``mask_lr="val"``: chosen on validation data, α from the shared
       :func:`clamu_helpers.selection.scale_grid` (the draft writes α = 1, which is in the grid),
