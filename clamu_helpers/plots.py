@@ -6,6 +6,7 @@ the environment fingerprint, so a reader knows what produced it.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -75,9 +76,15 @@ def storage_vs_accuracy(df: pd.DataFrame, metric: str = "accuracy", hue: str = "
     legend sits outside the axes."""
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     sns.scatterplot(data=df, x="storage_bytes", y=metric, hue=hue, style=hue, s=90, ax=ax)
-    for _, r in df.iterrows():
-        ax.annotate(str(r.get("annotation", "")), (r["storage_bytes"], r[metric]), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
+    placed: list[tuple[float, float]] = []
+    span = max(1e-9, float(df[metric].max() - df[metric].min()))
+    for _, r in df.sort_values([metric, "storage_bytes"]).iterrows():
+        x, y = float(r["storage_bytes"]), float(r[metric])
+        # stack the labels of points that (nearly) coincide instead of printing them on top of each other
+        near = sum(abs(math.log10(x / px)) < 0.15 and abs(y - py) < 0.04 * span for px, py in placed)
+        placed.append((x, y))
+        ax.annotate(str(r.get("annotation", "")), (x, y), fontsize=7, xytext=(4, 3 + 8 * near),
+                    textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("storage (bytes)")
     ax.set_title(title)
@@ -92,6 +99,10 @@ def lines(df: pd.DataFrame, x: str, y: str, hue: str, title: str = "", logx: boo
     sns.lineplot(data=df, x=x, y=y, hue=hue, style=style, marker="o", ax=ax)
     if logx:
         ax.set_xscale("log")
+        values = sorted(df[x].dropna().unique())
+        if len(values) <= 12:  # label the measured x values themselves, not 2×10⁰, 3×10⁰, …
+            ax.set_xticks(values, [f"{v:g}" for v in values])
+            ax.minorticks_off()
     ax.set_title(title)
     legend_outside(ax)
     fig.tight_layout()
