@@ -6,10 +6,12 @@ notebook on the same setting) reuses every finished finetune.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .audit import choose_forget_set
 from .ledger import MergeLedger
@@ -27,6 +29,33 @@ def default_store() -> TaskVectorStore:
     if _STORE is None:
         _STORE = TaskVectorStore()
     return _STORE
+
+
+#: seeds per profile: every claim's interval is Student t over these seeds (the seed changes
+#: task sampling, finetuning and forget orders); smoke keeps the two an interval needs
+SEEDS: dict[str, tuple[int, ...]] = {"smoke": (0, 1), "cpu": (0, 1, 2), "paper": (0, 1, 2)}
+
+
+def seeds_for(profile: str) -> tuple[int, ...]:
+    """The seeds a notebook runs at ``profile`` (:data:`SEEDS`)."""
+    if profile not in SEEDS:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(SEEDS)}")
+    return SEEDS[profile]
+
+
+def over_seeds(run: Callable[[int], pd.DataFrame], seeds: Sequence[int], desc: str = "seeds") -> pd.DataFrame:
+    """``run(seed)`` for every seed, concatenated with a ``seed`` column (progress bar over seeds)."""
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"repeated seeds: {list(seeds)}")
+    frames = [run(s).assign(seed=s) for s in tqdm(seeds, desc=desc, leave=False)]
+    return pd.concat(frames, ignore_index=True)
+
+
+def per_seed(frame: pd.DataFrame, quantity: Callable[[pd.DataFrame], float]) -> list[float]:
+    """``quantity`` of each seed's rows, in seed order: the values a claim is judged on."""
+    if "seed" not in frame:
+        raise ValueError("the frame has no seed column (build it with over_seeds)")
+    return [float(quantity(sub)) for _, sub in frame.groupby("seed", sort=True)]
 
 
 def log_sizes(n: int, base: Sequence[int] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)) -> list[int]:
@@ -188,6 +217,76 @@ def unlearning_curve(setting: Setting, method: str = "merge", schedule: Sequence
                      "gradient_steps": system.unlearn_costs.gradient_steps,
                      "parallel_steps": system.unlearn_costs.parallel_steps,
                      "unlearn_seconds": system.unlearn_costs.seconds, "storage_bytes": system.storage_bytes()})
+    return pd.DataFrame(rows)
+
+
+def unlearning_orders(setting: Setting, method: str = "merge", orders: int = 5, schedule: Sequence[int] | None = None,
+                      seed: int = 0, batch: bool = False, local: bool = True, replay: str = "first",
+                      progress: bool = False, **params) -> pd.DataFrame:
+    """Tables 2–3 as the draft means them: for each of ``orders`` random forget orders (seeded
+    by (seed, order)), the score of the served models on the *remaining* tasks at each
+    checkpoint of the schedule, the local models' score on the same remaining tasks
+    (``local``) and the gap between them — a rise that the local models share says which tasks
+    remain, not that interference fell. One row per (order, checkpoint).
+
+    ``replay``: ``"all"`` unlearns every order for real (from one fitted state, saved once and
+    reloaded); ``"first"`` unlearns order 0 for real and, for the other orders, fits the
+    remaining tasks afresh from the store of finished finetunes — the same bits, because
+    unlearning is exact (order 0 checks it: ``exact`` compares its final served digest with a
+    fresh fit of its remaining tasks), at a fraction of the retraining. Costs (gradient and
+    parallel steps, seconds) are those of an order unlearned for real, NaN for refitted ones.
+    ``batch``: one request per checkpoint instead of one per task."""
+    import tempfile
+
+    from .determinism import stable_seed
+    if orders < 1:
+        raise ValueError(f"orders must be at least 1, got {orders}")
+    if replay not in ("first", "all"):
+        raise ValueError(f"replay must be 'first' or 'all', got {replay!r}")
+    ids = setting.task_ids
+    schedule = list(schedule or unlearning_schedule(len(ids)))
+    store = default_store()
+
+    def fit(task_ids=None):
+        return UnlearningSystem(setting, method, seed=seed, store=store, progress=progress, **params).fit(task_ids)
+
+    fitted = fit()
+    local_scores = {}
+    if local:
+        loc = UnlearningSystem(setting, "local", seed=seed, store=store, progress=progress).fit()
+        local_scores = dict(zip(loc.task_ids, loc.evaluate()[setting.metric_name]))
+    rows, nan = [], float("nan")
+    with tempfile.TemporaryDirectory(prefix="clamu-orders-") as tmp:
+        fitted.save(tmp)
+        for o in tqdm(range(orders), desc=f"forget orders ({method})", disable=not progress, leave=False):
+            order = choose_forget_set(ids, max(schedule), stable_seed(seed, "forget-order", o)) if max(schedule) else []
+            real = replay == "all" or o == 0
+            system = UnlearningSystem.load(tmp, setting, store=store) if real else None
+            c0 = dataclasses.replace(system.unlearn_costs) if real else None
+            done = 0
+            for k in schedule:
+                gone = set(order[:k])
+                remaining = [t for t in ids if t not in gone]
+                if real:
+                    todo = order[done:k]
+                    for req in ([todo] if batch and todo else [[t] for t in todo]):
+                        system.unlearn(req)
+                    served = system
+                else:
+                    served = fit(remaining) if k else fitted
+                done = k
+                score = float(served.evaluate(task_ids=remaining)[setting.metric_name].mean())
+                loc_acc = sum(local_scores[t] for t in remaining) / len(remaining) if local else nan
+                c = system.unlearn_costs if real else None
+                rows.append({"setting": setting.name, "method": method, "order": o, "replayed": "unlearned" if real else "refitted",
+                             "unlearned": k, "remaining": len(remaining), setting.metric_name: score, "local": loc_acc,
+                             "gap": score - loc_acc,
+                             "gradient_steps": c.gradient_steps - c0.gradient_steps if real else nan,
+                             "parallel_steps": c.parallel_steps - c0.parallel_steps if real else nan,
+                             "unlearn_seconds": c.seconds - c0.seconds if real else nan,
+                             "storage_bytes": served.storage_bytes(), "exact": nan})
+            if real and max(schedule) and o == 0:
+                rows[-1]["exact"] = float(fit(remaining).served_digest() == system.served_digest())
     return pd.DataFrame(rows)
 
 

@@ -21,6 +21,7 @@ import torch
 
 from .determinism import deterministic, fingerprint, generator, stable_seed
 from .taskvector import TaskVector, sha256_tensor
+from .timing import FINETUNE, timed_function
 
 if TYPE_CHECKING:
     from .settings.base import FinetuneConfig, Setting, Task
@@ -56,6 +57,7 @@ def _project(params, inits, signs) -> None:
         p.copy_(torch.where((p - p0) * v > 0, p, p0))
 
 
+@timed_function(FINETUNE)
 def finetune(setting: "Setting", task: "Task", seed: int = 0, config: "FinetuneConfig | None" = None,
              sign: torch.Tensor | None = None, projection: str = "after_step") -> TaskVector:
     """Finetune M0 on ``task`` alone and return τ_t (see the module docstring)."""

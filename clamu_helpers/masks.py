@@ -28,6 +28,7 @@ from .errors import NonFiniteError, ShapeMismatchError
 from .packing import pack, packed_bytes, unpack
 from .params import functional
 from .selection import choose
+from .timing import MASKS, timed_function
 
 #: TALL's λ grid (Wang et al. 2024)
 LAMBDA_GRID = (0.2, 0.3, 0.4, 0.5, 0.6)
@@ -87,6 +88,7 @@ class LambdaChoice:
     scores: dict[float, float]
 
 
+@timed_function(MASKS)
 def choose_lambda(tau_t: torch.Tensor, tau_bar: torch.Tensor, scorer: Callable[[torch.Tensor], float],
                   grid: Sequence[float] = LAMBDA_GRID) -> LambdaChoice:
     """Pick λ_t from ``grid`` by ``scorer(mask) -> validation score`` (higher is better).
@@ -156,6 +158,7 @@ def _abs_means(v: torch.Tensor, segments: Sequence[int] | None) -> float:
     return float(sum(part.mean() for part in torch.split(a, list(segments)) if part.numel()))
 
 
+@timed_function(MASKS)
 def emr(vectors: VectorSource, elect: torch.Tensor | None = None, segments: Sequence[int] | None = None,
         rescaler: str = "per-tensor") -> EMRResult:
     """EMR-merging, streaming over the task vectors (memory: O(d) plus 1 bit/param per mask).
@@ -277,6 +280,7 @@ def ste_score_step(scores: torch.Tensor, grad_m: torch.Tensor, tau_bar: torch.Te
     return scores.sub(step, alpha=float(lr))
 
 
+@timed_function(MASKS)
 def optimize_mask(setting, tau_bar: torch.Tensor, data: tuple[torch.Tensor, torch.Tensor],
                   config: MaskConfig = MaskConfig(), generator: torch.Generator | None = None,
                   scores: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

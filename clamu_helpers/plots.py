@@ -14,9 +14,17 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from .claims import t_interval
 from .determinism import fingerprint
 
 sns.set_theme(style="whitegrid", context="notebook")
+
+
+def t_band(values) -> tuple[float, float]:
+    """The 95% t interval over seeds of the values seaborn groups at one x (the error bars of
+    every figure; one value draws no bar)."""
+    iv = t_interval(values)
+    return iv.lo, iv.hi
 
 
 def output_dir(profile: str, out: str | os.PathLike | None = None) -> Path:
@@ -53,7 +61,7 @@ def merging_at_scale(df: pd.DataFrame, metric: str = "accuracy"):
     for ax, (i, name) in zip(axes[0], enumerate(settings)):
         sub = df[df["setting"] == name]
         col = metric if metric in sub and sub[metric].notna().any() else sub.columns[-1]
-        sns.lineplot(data=sub, x="tasks", y=col, hue="model", marker="o", ax=ax,
+        sns.lineplot(data=sub, x="tasks", y=col, hue="model", marker="o", ax=ax, errorbar=t_band,
                      hue_order=[m for m in ("local", "merged", "zero-shot") if m in set(sub["model"])])
         ax.set_xscale("log")
         ax.set_title(f"({'i ii iii iv v vi'.split()[i]}) {name}")
@@ -71,11 +79,29 @@ def legend_outside(ax, fontsize: int = 7) -> None:
                         frameon=False)
 
 
+def mean_over_seeds(df: pd.DataFrame, keys, metric: str) -> pd.DataFrame:
+    """One row per ``keys`` group: the mean of every numeric column over seeds, and the 95% t
+    interval of ``metric`` as ``<metric>_lo`` / ``<metric>_hi`` (equal to the mean for one seed)."""
+    keys = list(dict.fromkeys(k for k in keys if k in df))
+    rows = []
+    for key, sub in df.groupby(keys, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        iv = t_interval(sub[metric])
+        num = sub.select_dtypes("number").mean()
+        first = sub.iloc[0]
+        rows.append({**{c: first[c] for c in sub.columns if c not in num}, **num.to_dict(), **dict(zip(keys, key)),
+                     metric: iv.mean, f"{metric}_lo": iv.lo, f"{metric}_hi": iv.hi, "seeds": iv.n})
+    return pd.DataFrame(rows)
+
+
 def storage_vs_accuracy(df: pd.DataFrame, metric: str = "accuracy", hue: str = "label", title: str = ""):
-    """Figures 3–5: storage (bytes, log x) against mean score, one point per method/K; the
-    legend sits outside the axes."""
+    """Figures 3–5: storage (bytes, log x) against mean score over seeds, one point per
+    method/K with its 95% t interval as a vertical bar; the legend sits outside the axes."""
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    sns.scatterplot(data=df, x="storage_bytes", y=metric, hue=hue, style=hue, s=90, ax=ax)
+    df = mean_over_seeds(df, [hue, "annotation", "K", "clustering", "label"], metric)
+    sns.scatterplot(data=df, x="storage_bytes", y=metric, hue=hue, style=hue, s=90, ax=ax, zorder=3)
+    ax.errorbar(df["storage_bytes"], df[metric], yerr=[df[metric] - df[f"{metric}_lo"], df[f"{metric}_hi"] - df[metric]],
+                fmt="none", ecolor="0.4", elinewidth=1, capsize=3, zorder=2)
     placed: list[tuple[float, float]] = []
     span = max(1e-9, float(df[metric].max() - df[metric].min()))
     for _, r in df.sort_values([metric, "storage_bytes"]).iterrows():
@@ -94,9 +120,11 @@ def storage_vs_accuracy(df: pd.DataFrame, metric: str = "accuracy", hue: str = "
 
 
 def lines(df: pd.DataFrame, x: str, y: str, hue: str, title: str = "", logx: bool = False, style: str | None = None):
-    """One line per ``hue`` (and dash per ``style``) of ``y`` against ``x``; legend outside the axes."""
+    """One line per ``hue`` (and dash per ``style``) of ``y`` against ``x``, the mean over seeds
+    with its 95% t interval as error bars; legend outside the axes."""
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    sns.lineplot(data=df, x=x, y=y, hue=hue, style=style, marker="o", ax=ax)
+    sns.lineplot(data=df, x=x, y=y, hue=hue, style=style, marker="o", ax=ax, errorbar=t_band, err_style="bars",
+                 err_kws={"capsize": 2, "elinewidth": 0.8})
     if logx:
         ax.set_xscale("log")
         values = sorted(df[x].dropna().unique())
@@ -110,9 +138,16 @@ def lines(df: pd.DataFrame, x: str, y: str, hue: str, title: str = "", logx: boo
 
 
 def report_rows(notebook: str, rows: list[dict], profile: str, out=None) -> Path:
-    """Save paper-vs-ours rows (``claim``, ``paper``, ``ours``, ``reproduces``) for REPORT.md."""
+    """Save a notebook's report rows (made by :func:`clamu_helpers.claims.check`,
+    ``measurement`` or ``arithmetic``) for REPORT.md, with where this kernel's time went
+    (:mod:`clamu_helpers.timing`). A row whose verdict does not follow from its interval is
+    refused (:func:`clamu_helpers.claims.validate_row`)."""
+    from .claims import validate_row
+    from .timing import snapshot
+    for row in rows:
+        validate_row(row)
     d = output_dir(profile, out) / "report"
     d.mkdir(exist_ok=True)
     path = d / f"{notebook}.json"
-    path.write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    path.write_text(json.dumps({"rows": rows, "time": snapshot()}, indent=2, default=str) + "\n")
     return path

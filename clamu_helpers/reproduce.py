@@ -218,13 +218,52 @@ def _merge_timings(path: Path, profile: str, results: list[dict], wall: float | 
     return merged, runs
 
 
+def _report_data(out_dir: Path, notebook: str) -> tuple[list[dict], dict] | None:
+    path = out_dir / "report" / f"{notebook}.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if isinstance(data, list):   # written before the claims module: rows without intervals
+        return [{**r, "kind": "legacy", "verdict": None} for r in data], {}
+    return data["rows"], data.get("time", {})
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def write_report(out_dir: Path, profile: str, results: list[dict], runs: dict | None = None) -> Path:
-    """REPORT.md: our numbers beside the paper's, row by row, from each notebook's rows, after
-    the wall clock of the last full run (and of the last run, when it ran only some notebooks)."""
+    """REPORT.md: a one-screen summary (each claim, the paper's value, ours with its 95%
+    interval over seeds, the verdict, and for a claim that does not reproduce the likeliest
+    reason), the wall clock and where the time went, then each notebook's claims,
+    measurements and cost-model arithmetic (the last without verdicts)."""
+    from .claims import NOT_JUDGED, REPRODUCES
     lines = [f"# Reproduction report ({profile} profile)", "",
-             "Each row puts a number from this run beside the paper's (from `shared/paper/DIGEST.md`) and says "
-             "whether the paper's *trend* reproduces here. The embedded settings are small offline analogs of the "
-             "paper's (see README, Settings): absolute numbers are not comparable, trends are.", ""]
+             "Each claim of the paper is measured once per seed and judged on the 95% interval over seeds "
+             "(Student t; `clamu_helpers.claims`): **reproduces** (the interval lies in the paper's band or beyond "
+             "it in the claimed direction), **direction only** (it excludes no-effect in the claimed direction but "
+             "falls short of the band), **does not reproduce** (it includes no-effect or the opposite). The "
+             "embedded settings are small offline analogs of the paper's (README, Settings): bands are the "
+             "paper's, read as stated in each claim's note.", ""]
+    data = {r["notebook"]: _report_data(out_dir, r["notebook"]) for r in results}
+    claim_rows = [(nb, row) for nb, d in data.items() if d for row in d[0] if row.get("kind") == "claim"]
+    lines += ["## Summary", ""]
+    if claim_rows:
+        lines += ["| claim | source | paper | ours (mean ± 95% half-width [interval], seeds) | verdict | likeliest reason |",
+                  "|---|---|---|---|---|---|"]
+        for nb, row in claim_rows:
+            v = row["verdict"]
+            shown = f"**{v}**" if v not in (REPRODUCES, NOT_JUDGED) else v
+            lines.append(f"| {_cell(row['claim'])} | {_cell(row.get('source', ''))} | {_cell(row['paper'])} | "
+                         f"{_cell(row['ours'].split('; ')[0])} | {shown} | {_cell(row.get('why', ''))} |")
+        counts = {}
+        for _, row in claim_rows:
+            counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+        lines += ["", "Verdicts: " + ", ".join(f"{v} {n}" for v, n in counts.items()) + ".", ""]
+    legacy = [nb for nb, d in data.items() if d and any(r.get("kind") == "legacy" for r in d[0])]
+    if legacy:
+        lines += [f"Not re-run since claims were judged on intervals (one seed, shown below without verdicts): "
+                  f"{', '.join(legacy)}.", ""]
     runs = runs or {}
     full, last = runs.get("last_full_run"), runs.get("last_run")
     for label, run in (("Last run of every notebook", full), ("Last run", last if last != full else None)):
@@ -233,21 +272,46 @@ def write_report(out_dir: Path, profile: str, results: list[dict], runs: dict | 
             lines += [f"{label}{which}: **{run['wall_seconds'] / 60:.1f} min wall clock**, {run['jobs']} "
                       f"notebook{'s' if run['jobs'] > 1 else ''} at once on {run['cpus']} cores "
                       f"({run.get('notebook_seconds', 0) / 60:.1f} min of notebook time).", ""]
+    times = {nb: d[1] for nb, d in data.items() if d and d[1]}
+    if times:
+        cats = ["finetuning", "mask optimisation", "evaluation", "other"]
+        lines += ["## Where the time went (seconds, per notebook kernel)", "",
+                  "| notebook | " + " | ".join(cats) + " | kernel wall |", "|---" * (len(cats) + 2) + "|"]
+        for nb, t in times.items():
+            lines.append(f"| {nb} | " + " | ".join(f"{t.get(c, 0):.0f}" for c in cats) + f" | {t.get('wall', 0):.0f} |")
+        tot = {c: sum(t.get(c, 0) for t in times.values()) for c in cats + ["wall"]}
+        lines += [f"| **all** | " + " | ".join(f"**{tot[c]:.0f}**" for c in cats) + f" | **{tot['wall']:.0f}** |", ""]
     lines += ["Each notebook's own time is in its heading and in `timings.json`.", ""]
     for r in results:
-        path = out_dir / "report" / f"{r['notebook']}.json"
+        d = data[r["notebook"]]
         lines.append(f"## {r['notebook']} ({'ok' if r['ok'] else 'FAILED: ' + r['error']}, {r['seconds']} s)")
         lines.append("")
-        if not path.exists():
+        if not d:
             lines += ["(no report rows)", ""]
             continue
-        rows = json.loads(path.read_text())
-        lines.append("| claim | paper | this run | trend reproduces |")
-        lines.append("|---|---|---|---|")
-        for row in rows:
-            verdict = {True: "yes", False: "**no**", None: "n/a"}[row.get("reproduces")]
-            lines.append(f"| {row['claim']} | {row['paper']} | {row['ours']} | {verdict} |")
-        lines.append("")
+        rows = d[0]
+        groups = (("claim", "| claim | paper | this run | verdict |"),
+                  ("measurement", "| measurement (no paper claim) | this run |"),
+                  ("legacy", "| claim (one seed, before intervals: no verdict) | paper | this run |"))
+        for kind, header in groups:
+            sub = [row for row in rows if row.get("kind") == kind]
+            if not sub:
+                continue
+            lines += [header, "|---" * header.count(" | ") + "|---|"]
+            for row in sub:
+                if kind == "claim":
+                    lines.append(f"| {_cell(row['claim'])} | {_cell(row['paper'])} | {_cell(row['ours'])} | {row['verdict']} |")
+                elif kind == "measurement":
+                    lines.append(f"| {_cell(row['claim'])} | {_cell(row['ours'])} |")
+                else:
+                    lines.append(f"| {_cell(row['claim'])} | {_cell(row['paper'])} | {_cell(row['ours'])} |")
+            lines.append("")
+        arith = [row for row in rows if row.get("kind") == "arithmetic"]
+        if arith:
+            lines += ["Cost model (arithmetic from the paper's counting rules: not a measurement, no verdict):", "",
+                      "| quantity | value |", "|---|---|"]
+            lines += [f"| {_cell(row['claim'])} | {_cell(row['ours'])} |" for row in arith]
+            lines.append("")
     path = out_dir / "REPORT.md"
     path.write_text("\n".join(lines) + "\n")
     return path

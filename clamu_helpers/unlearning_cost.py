@@ -293,3 +293,102 @@ def sift_ratios(frame: pd.DataFrame, reference: str = "sift") -> pd.DataFrame:
         out.append({"method": row["method"], **{f"ratio_{c}": _ratio(row[c], ref[c]) if pd.notna(row[c]) else float("nan")
                                                 for c in cols}})
     return pd.DataFrame(out)
+
+
+def _k_of(k, n_tasks: int) -> int:
+    """``1``, ``"10%"`` (of T, at least 1) → a number of tasks to forget."""
+    if isinstance(k, str) and k.endswith("%"):
+        return max(1, round(float(k[:-1]) / 100 * n_tasks))
+    return int(k)
+
+
+def unlearning_compute(setting: Setting, methods: Sequence, sizes: Sequence[int], ks: Sequence = (1, "10%"),
+                       seed: int = 0, audit: str = "smallest", progress: bool = False) -> pd.DataFrame:
+    """Unlearning compute *measured*: for each T in ``sizes`` (the setting's first T tasks) and
+    each method (names or specs such as ``"tall:vectors=keep"``, :func:`parse_method`), fit
+    once, then for each k in ``ks`` (a count or a percentage of T) reload the fitted state and
+    forget k seeded tasks in one request. Records the gradient and parallel steps the system
+    executed, its wall seconds, the finetunes it ran and the storage it needs (after fit and
+    after unlearning). ``audit``: ``"smallest"`` checks exactness (served digest against a
+    fit without the forgotten tasks) at the smallest T only, ``"all"`` everywhere, ``"none"``
+    never (``exact`` is then NaN). Fits read finished finetunes from the shared store;
+    unlearning never does (retraining is what is measured)."""
+    import tempfile
+
+    from .determinism import stable_seed
+    from .experiments import default_store
+    if audit not in ("smallest", "all", "none"):
+        raise ClamuError(f"audit must be 'smallest', 'all' or 'none', got {audit!r}")
+    specs = [parse_method(m) for m in methods]
+    for label, name, _ in specs:
+        if name not in METHODS:
+            raise ClamuError(f"method {name!r} is not registered; available: {sorted(METHODS)}")
+    store, rows = default_store(), []
+    for n in sizes:
+        sub = setting.subset(n)
+        ids = list(sub.task_ids)
+        for label, name, params in tqdm(specs, desc=f"unlearning compute, T={n}", disable=not progress, leave=False):
+            fitted = UnlearningSystem(sub, name, seed=seed, store=store, **params).fit()
+            with tempfile.TemporaryDirectory(prefix="clamu-compute-") as tmp:
+                fitted.save(tmp)
+                for k in ks:
+                    kk = _k_of(k, n)
+                    forget = choose_forget_set(ids, kk, stable_seed(seed, "compute", n, kk))
+                    system = UnlearningSystem.load(tmp, sub, store=store)
+                    c0 = dataclasses.replace(system.unlearn_costs)
+                    system.unlearn(forget)
+                    c = system.unlearn_costs
+                    exact = float("nan")
+                    if audit == "all" or audit == "smallest" and n == min(sizes):
+                        remaining = [t for t in ids if t not in set(forget)]
+                        ref = UnlearningSystem(sub, name, seed=seed, store=store, **params).fit(remaining)
+                        exact = float(ref.served_digest() == system.served_digest())
+                    rows.append({"setting": setting.name, "method": label, "base_method": name, "tasks": n, "k": kk,
+                                 "k_rule": str(k), "seed": seed,
+                                 "unlearn_finetunes": c.finetunes - c0.finetunes,
+                                 "unlearn_gradient_steps": c.gradient_steps - c0.gradient_steps,
+                                 "unlearn_parallel_steps": c.parallel_steps - c0.parallel_steps,
+                                 "unlearn_seconds": c.seconds - c0.seconds,
+                                 "storage_bytes_fit": fitted.storage_bytes(), "storage_bytes": system.storage_bytes(),
+                                 "exact": exact})
+    return pd.DataFrame(rows)
+
+
+def compute_ratios(frame: pd.DataFrame, reference: str = "sift") -> pd.DataFrame:
+    """Each method's measured unlearning cost ÷ ``reference``'s at the same (seed, T, k): one row
+    per (method, seed, tasks, k) with ``ratio_gradient_steps``, ``ratio_parallel_steps``,
+    ``ratio_seconds`` (inf where the reference spent 0, 0 where the method did)."""
+    if reference not in set(frame["method"]):
+        raise ClamuError(f"no rows of {reference!r} (methods: {sorted(set(frame['method']))})")
+    keys = ["seed", "tasks", "k_rule"]
+    ref = frame[frame.method == reference].set_index(keys)
+    out = []
+    for _, r in frame[frame.method != reference].iterrows():
+        b = ref.loc[tuple(r[k] for k in keys)]
+        out.append({"method": r["method"], "seed": r["seed"], "tasks": r["tasks"], "k": r["k"], "k_rule": r["k_rule"],
+                    **{f"ratio_{c}": _ratio(r[f"unlearn_{c}"], b[f"unlearn_{c}"])
+                       for c in ("gradient_steps", "parallel_steps", "seconds")}})
+    return pd.DataFrame(out)
+
+
+def ratio_growth(ratios: pd.DataFrame, column: str = "ratio_gradient_steps", at: int = 500) -> pd.DataFrame:
+    """How a ratio grows with T: per (method, k rule, seed), the least-squares fit
+    log ratio = a + b log T over the measured T, its exponent ``b`` and its value at ``at``
+    tasks (an extrapolation, labelled as such). Rows with a zero or infinite ratio are left out
+    of the fit (a method that spends nothing, such as ``vectors="keep"``, has no growth)."""
+    import math
+    out = []
+    for (method, k_rule, seed), sub in ratios.groupby(["method", "k_rule", "seed"], sort=False):
+        pts = [(math.log(t), math.log(r)) for t, r in zip(sub["tasks"], sub[column]) if 0 < r < math.inf]
+        if len(pts) < 2:
+            out.append({"method": method, "k_rule": k_rule, "seed": seed, "exponent": float("nan"),
+                        f"extrapolated_at_{at}": float("nan"), "points": len(pts)})
+            continue
+        xs, ys = zip(*pts)
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        sxx = sum((x - mx) ** 2 for x in xs)
+        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else float("nan")
+        a = my - b * mx
+        out.append({"method": method, "k_rule": k_rule, "seed": seed, "exponent": b,
+                    f"extrapolated_at_{at}": math.exp(a + b * math.log(at)), "points": len(pts)})
+    return pd.DataFrame(out)

@@ -94,13 +94,14 @@ def test_cluster_counts_scale_the_drafts_k():
 
 
 def test_report_puts_paper_and_ours_side_by_side(tmp_path):
-    (tmp_path / "report").mkdir()
-    rows = [{"claim": "c1", "paper": "p1", "ours": "o1", "reproduces": True},
-            {"claim": "c2", "paper": "p2", "ours": "o2", "reproduces": False}]
-    (tmp_path / "report" / "01_x.json").write_text(json.dumps(rows))
+    from clamu_helpers import claims, plots
+    rows = [claims.check("fig3-clamu", [0.05, 0.06, 0.07]), claims.check("fig3-clamu", [0.01, -0.02, 0.0])]
+    plots.report_rows("01_x", rows, "smoke", out=tmp_path)
     text = write_report(tmp_path, "smoke", [{"notebook": "01_x", "ok": True, "seconds": 1.0, "error": ""},
                                            {"notebook": "02_y", "ok": False, "seconds": 2.0, "error": "boom"}]).read_text()
-    assert "| c1 | p1 | o1 | yes |" in text and "| c2 | p2 | o2 | **no** |" in text
+    section = text.split("## 01_x")[1]
+    assert "| ClAMU > TALL, EMR | 0.060 ± 0.025" in section and section.count("| reproduces |") == 1
+    assert "| does not reproduce |" in section
     assert "FAILED: boom" in text
 
 

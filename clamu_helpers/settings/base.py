@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..params import ParamSpec, functional
+from ..timing import EVALUATION, timed_function
 
 PROFILES = ("smoke", "cpu", "paper")
 
@@ -69,6 +70,11 @@ class Setting:
     description: str = ""
     num_classes: int = 0
 
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "score" in cls.__dict__:  # a subclass's metric is timed as evaluation too (clamu_helpers.timing)
+            cls.score = timed_function(EVALUATION)(cls.__dict__["score"])
+
     def __init__(self, profile: str = "cpu", seed: int = 0, finetune: FinetuneConfig | None = None):
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
@@ -113,6 +119,7 @@ class Setting:
         outs = [functional(self.model, self.spec, weights, x[i:i + batch]) for i in range(0, len(x), batch)]
         return torch.cat(outs)
 
+    @timed_function(EVALUATION)
     def score(self, weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
         """The metric of served weights on (x, y): accuracy in the global label space."""
         if len(y) == 0:

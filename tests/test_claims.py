@@ -1,0 +1,149 @@
+"""The claim checks can say no: three verdicts from intervals, and no verdict without one."""
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from clamu_helpers import claims as C
+from clamu_helpers import experiments as ex
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def frame(feature_minus_random):
+    """A tiny Figure 4 results frame: per seed, feature and random cluster accuracy."""
+    rows = []
+    for seed, gain in enumerate(feature_minus_random):
+        rows += [{"seed": seed, "clustering": "random", "accuracy": 0.40},
+                 {"seed": seed, "clustering": "features", "accuracy": 0.40 + gain}]
+    return pd.DataFrame(rows)
+
+
+def gain(sub):
+    acc = sub.set_index("clustering")["accuracy"]
+    return acc["features"] - acc["random"]
+
+
+@pytest.mark.parametrize("gains, expected", [
+    ((0.20, 0.22, 0.18), C.REPRODUCES),        # inside the paper's +12–30 points
+    ((0.05, 0.06, 0.04), C.DIRECTION_ONLY),    # excludes 0, short of +12
+    ((0.02, -0.03, 0.01), C.DOES_NOT),         # includes 0
+    ((-0.10, -0.12, -0.11), C.DOES_NOT),       # the opposite direction
+    ((0.40, 0.45, 0.42), C.REPRODUCES),        # beyond the band in the claimed direction
+])
+def test_three_verdicts_from_a_results_frame(gains, expected):
+    values = ex.per_seed(frame(gains), gain)
+    row = C.check("fig4-features", values)
+    assert row["verdict"] == expected
+    assert row["interval"]["n"] == 3
+    C.validate_row(row)
+
+
+def test_interval_is_student_t_over_seeds():
+    iv = C.t_interval([1.0, 2.0, 3.0])
+    # sd = 1, n = 3, t_{.975, 2} = 4.303
+    assert iv.mean == pytest.approx(2.0)
+    assert iv.half_width == pytest.approx(4.3027 / math.sqrt(3), rel=1e-3)
+    one = C.t_interval([0.5])
+    assert one.n == 1 and one.lo == one.hi == 0.5
+    with pytest.raises(ValueError, match="NaN"):
+        C.t_interval([0.1, float("nan")])
+
+
+def test_a_wide_interval_straddling_the_band_is_not_reproduced():
+    # mean +0.15 is inside the band, but the interval reaches below +0.12: direction only
+    row = C.check("fig4-features", [0.05, 0.15, 0.25])
+    assert row["verdict"] in (C.DIRECTION_ONLY, C.DOES_NOT)
+    assert row["verdict"] != C.REPRODUCES
+
+
+def test_negative_and_equality_claims():
+    # fig2 (ii): the merge keeps a share of the finetuning gain; the claim is that it keeps little
+    assert C.check("fig2-label-subsets", [0.10, 0.12, 0.11])["verdict"] == C.REPRODUCES
+    assert C.check("fig2-label-subsets", [0.50, 0.55, 0.52])["verdict"] == C.DIRECTION_ONLY
+    assert C.check("fig2-label-subsets", [1.05, 1.10, 1.07])["verdict"] == C.DOES_NOT
+    # "about equal": inside ±3 points, or not
+    assert C.check("table5-clamu-equal", [0.001, -0.002, 0.0])["verdict"] == C.REPRODUCES
+    assert C.check("table5-clamu-equal", [0.05, 0.06, 0.04])["verdict"] == C.DOES_NOT
+
+
+def test_one_seed_gives_no_verdict():
+    assert C.check("fig3-clamu", [0.1])["verdict"] == C.NOT_JUDGED
+
+
+def test_rows_whose_verdict_does_not_follow_from_the_interval_are_refused(tmp_path):
+    from clamu_helpers import plots
+    row = C.check("fig4-features", [0.02, -0.03, 0.01])
+    forged = {**row, "verdict": C.REPRODUCES}
+    with pytest.raises(ValueError, match="its interval gives"):
+        C.validate_row(forged)
+    with pytest.raises(ValueError, match="its interval gives"):
+        plots.report_rows("xx", [forged], "smoke", out=tmp_path)
+    moved = {**row, "interval": {**row["interval"], "lo": 0.5}}
+    with pytest.raises(ValueError, match="does not follow from its values"):
+        C.validate_row(moved)
+    no_interval = {k: v for k, v in row.items() if k != "interval"}
+    with pytest.raises(ValueError, match="no interval"):
+        C.validate_row(no_interval)
+    with pytest.raises(ValueError, match="no verdict"):
+        C.validate_row({**C.arithmetic("draft counting", "374.5×"), "verdict": C.REPRODUCES})
+
+
+def test_bad_claims_are_refused():
+    with pytest.raises(KeyError, match="unknown claim"):
+        C.check("fig9", [1, 2])
+    with pytest.raises(ValueError, match="wrong side"):
+        C.Claim("x", "s", "st", "q", "p", (-1.0, 1.0), direction=1)
+    with pytest.raises(ValueError, match="lo > hi"):
+        C.Claim("x", "s", "st", "q", "p", (1.0, 0.0))
+
+
+def _committed_rows():
+    for path in sorted(ROOT.glob("figures/*/report/*.json")):
+        data = json.loads(path.read_text())
+        rows = data["rows"] if isinstance(data, dict) else data
+        yield path, rows
+
+
+def test_every_committed_report_row_has_its_verdict_from_an_interval():
+    for path, rows in _committed_rows():
+        for row in rows:
+            if "kind" in row:
+                C.validate_row(row)
+
+
+def test_rows_from_before_intervals_are_reported_without_a_verdict(tmp_path):
+    from clamu_helpers.reproduce import write_report
+    (tmp_path / "report").mkdir()
+    legacy = [{"claim": "old claim", "paper": "+5%", "ours": "+1%", "reproduces": True}]
+    (tmp_path / "report" / "02_clustering.json").write_text(json.dumps(legacy))
+    text = write_report(tmp_path, "cpu", [{"notebook": "02_clustering", "ok": True, "seconds": 1.0, "error": ""}]).read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("| old claim"))
+    assert line == "| old claim | +5% | +1% |"
+    assert "Not re-run since claims were judged on intervals" in text
+
+
+def test_notebooks_type_no_paper_number_and_no_verdict():
+    """Verdicts come from claims.check, paper numbers from claims.CLAIMS: a notebook that sets
+    'reproduces' itself, or calls report_rows with rows not made by the claims module, fails."""
+    import nbformat
+    for nb_path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(nb_path, as_version=4)
+        src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        assert '"reproduces"' not in src, f"{nb_path.name} sets a verdict itself"
+        assert '"paper":' not in src, f"{nb_path.name} types a paper number; declare it in clamu_helpers.claims"
+
+
+def test_report_summary_lists_claims_with_their_verdicts(tmp_path):
+    from clamu_helpers import plots
+    from clamu_helpers.reproduce import write_report
+    rows = [C.check("fig3-clamu", [0.05, 0.06, 0.07]), C.check("fig4-features", [0.01, -0.01, 0.0], why="too few tasks"),
+            C.arithmetic("draft counting at T=500", "374.5×")]
+    plots.report_rows("04_clamu", rows, "smoke", out=tmp_path)
+    text = write_report(tmp_path, "smoke", [{"notebook": "04_clamu", "ok": True, "seconds": 1.0, "error": ""}]).read_text()
+    summary = text.split("## 04_clamu")[0]
+    assert "| reproduces |" in summary and "| **does not reproduce** |" in summary and "too few tasks" in summary
+    assert "374.5×" not in summary                 # arithmetic is not a claim check
+    assert "Cost model (arithmetic" in text and "374.5×" in text
