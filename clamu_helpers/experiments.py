@@ -37,9 +37,21 @@ SEEDS: dict[str, tuple[int, ...]] = {"smoke": (0, 1), "cpu": (0, 1, 2), "paper":
 
 
 def seeds_for(profile: str) -> tuple[int, ...]:
-    """The seeds a notebook runs at ``profile`` (:data:`SEEDS`)."""
+    """The seeds a notebook runs at ``profile`` (:data:`SEEDS`), or those of ``$CLAMU_SEEDS``
+    (a comma list, e.g. ``CLAMU_SEEDS=0`` for a quick look: one seed gives no interval, so its
+    claims are reported as not judged)."""
+    import os
     if profile not in SEEDS:
         raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(SEEDS)}")
+    env = os.environ.get("CLAMU_SEEDS", "").strip()
+    if env:
+        try:
+            seeds = tuple(int(x) for x in env.split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"CLAMU_SEEDS must be a comma list of integers, got {env!r}") from None
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"CLAMU_SEEDS must list distinct seeds, got {env!r}")
+        return seeds
     return SEEDS[profile]
 
 

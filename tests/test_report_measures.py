@@ -78,8 +78,18 @@ def test_unlearning_compute_refuses_unknown_methods_and_audit_modes(blobs):
         uc.unlearning_compute(blobs, ["sift"], sizes=[4], audit="maybe")
 
 
-def test_seeds_per_profile_and_per_seed_values():
+def test_seeds_per_profile_and_per_seed_values(monkeypatch):
+    monkeypatch.delenv("CLAMU_SEEDS", raising=False)
     assert len(ex.seeds_for("cpu")) >= 3 and len(ex.seeds_for("smoke")) >= 2
+    monkeypatch.setenv("CLAMU_SEEDS", "4, 7")
+    assert ex.seeds_for("cpu") == (4, 7)
+    monkeypatch.setenv("CLAMU_SEEDS", "1,1")
+    with pytest.raises(ValueError, match="distinct"):
+        ex.seeds_for("cpu")
+    monkeypatch.setenv("CLAMU_SEEDS", "one")
+    with pytest.raises(ValueError, match="comma list"):
+        ex.seeds_for("cpu")
+    monkeypatch.delenv("CLAMU_SEEDS")
     with pytest.raises(ValueError, match="profile"):
         ex.seeds_for("huge")
     frame = ex.over_seeds(lambda s: pd.DataFrame({"x": [s, s + 1]}), [2, 0, 1])
