@@ -160,8 +160,8 @@ for name in available:
                              detail=f"merged {m:.3f}, local {l:.3f}, zero-shot {z:.3f}", why=why))
 ''' + CLAIMS_MD + '''
 assert fig2["accuracy"].between(0, 1).all()
-label = fig2[fig2.setting == "images-label-subsets"]
-assert label[label.model == "local"]["accuracy"].min() > label[label.model == "zero-shot"]["accuracy"].max()'''),
+label = fig2[fig2.setting == "images-label-subsets"].pivot_table(index=["seed", "tasks"], columns="model", values="accuracy")
+assert (label["local"] > label["zero-shot"]).all()  # finetuning helps on every seed and size'''),
 ]
 
 
@@ -494,7 +494,9 @@ seeds with its 95% t interval.
     code(PARAMS + SEEDS + '''
 settings = ["images-label-subsets", "images-uniform"]
 cost_sizes = None      # None: T ∈ {50, 100, 200} at cpu (benchmarks/bench_unlearning_compute.py adds 500)
-cost_ks = [1, "10%"]   # forget one task, and 10% of T, in one request''', tags=["parameters"]),
+cost_ks = [1, "10%"]   # forget one task, and 10% of T, in one request
+cost_seeds = None      # None: every seed at smoke, the first at cpu (executed steps do not depend on the seed;
+                       # 3 seeds of T ∈ {50, 100, 200} cost an hour on 2 cores)''', tags=["parameters"]),
     code(SETUP + '''
 from clamu_helpers import unlearning_cost as uc
 NOTEBOOK = "06_sift_masks"
@@ -524,8 +526,9 @@ gaps.groupby(["setting", "method", "control"], sort=False)[["accuracy", "control
 cost_methods = ["sift:scale=val", "tall", "tall:vectors=keep", "emr", "emr:vectors=keep", "clamu:alpha=1,mask_lr=100"]
 sizes = cost_sizes or ([n for n in (50, 100, 200) if n <= len(get_setting(settings[0], profile, seeds[0]).tasks)]
                        if profile != "smoke" else [6, 12])
+cost_seeds = cost_seeds or (seeds if profile == "smoke" else seeds[:1])
 cost = ex.over_seeds(lambda sd: uc.unlearning_compute(get_setting(settings[0], profile, sd), cost_methods, sizes,
-                                                      ks=cost_ks, seed=sd), seeds, desc="unlearning compute")
+                                                      ks=cost_ks, seed=sd), cost_seeds, desc="unlearning compute")
 plots.save_table(cost, "sift_unlearning_cost", profile)
 assert (cost.exact.dropna() == 1).all()
 ratios = uc.compute_ratios(cost, reference="sift:scale=val")
