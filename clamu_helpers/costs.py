@@ -36,6 +36,11 @@ class Costs:
             self.add(finetunes=n if trainings else 0, gradient_steps=n * steps, parallel_steps=steps)
         return self
 
+    def since(self, before: "Costs") -> "Costs":
+        """What was spent after ``before`` (a copy of these costs taken earlier)."""
+        return Costs(self.finetunes - before.finetunes, self.gradient_steps - before.gradient_steps,
+                     self.parallel_steps - before.parallel_steps, self.seconds - before.seconds)
+
     def counts(self) -> dict:
         """The counted quantities (no seconds): what a counting rule can predict."""
         d = asdict(self)

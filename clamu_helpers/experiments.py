@@ -7,8 +7,10 @@ notebook on the same setting) reuses every finished finetune.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -205,31 +207,13 @@ def unlearning_schedule(n_tasks: int, fractions: Sequence[float] = (0, 0.5, 0.75
     return out
 
 
-def unlearning_curve(setting: Setting, method: str = "merge", schedule: Sequence[int] | None = None,
-                     seed: int = 0, progress: bool = False, batch: bool = False, **params) -> pd.DataFrame:
-    """Tables 2–3: unlearn tasks in a seeded order and, at each checkpoint of the schedule,
-    record the mean score on the remaining tasks, the cumulative gradient and parallel steps
-    and storage. ``batch=False`` sends one request per task (the draft's sequential
-    counting); ``batch=True`` one request per checkpoint (one refresh for the methods whose
-    masks must be recomputed, which keeps ClAMU/TALL curves affordable on a CPU)."""
-    ids = setting.task_ids
-    schedule = list(schedule or unlearning_schedule(len(ids)))
-    order = choose_forget_set(ids, max(schedule), seed) if max(schedule) else []
-    system = UnlearningSystem(setting, method, seed=seed, store=default_store(), progress=progress, **params).fit()
-    rows, done = [], 0
-    for k in schedule:
-        todo = order[done:k]
-        for req in ([todo] if batch and todo else [[t] for t in todo]):
-            system.unlearn(req)
-        done = k
-        remaining = [t for t in ids if t not in set(order[:k])]
-        scores = system.evaluate(task_ids=remaining)[setting.metric_name]
-        rows.append({"setting": setting.name, "method": method, "unlearned": k, "remaining": len(remaining),
-                     setting.metric_name: float(scores.mean()),
-                     "gradient_steps": system.unlearn_costs.gradient_steps,
-                     "parallel_steps": system.unlearn_costs.parallel_steps,
-                     "unlearn_seconds": system.unlearn_costs.seconds, "storage_bytes": system.storage_bytes()})
-    return pd.DataFrame(rows)
+@contextmanager
+def reloadable(system: UnlearningSystem, store=None) -> Iterator[Callable[[], UnlearningSystem]]:
+    """Save a fitted system once and yield a function that returns a fresh, bit-identical copy
+    of it (loaded from the save), so several unlearning sequences can start from one fit."""
+    with tempfile.TemporaryDirectory(prefix="clamu-fitted-") as tmp:
+        system.save(tmp)
+        yield lambda: UnlearningSystem.load(tmp, system.setting, store=store)
 
 
 def unlearning_orders(setting: Setting, method: str = "merge", orders: int = 5, schedule: Sequence[int] | None = None,
@@ -248,8 +232,6 @@ def unlearning_orders(setting: Setting, method: str = "merge", orders: int = 5, 
     fresh fit of its remaining tasks), at a fraction of the retraining. Costs (gradient and
     parallel steps, seconds) are those of an order unlearned for real, NaN for refitted ones.
     ``batch``: one request per checkpoint instead of one per task."""
-    import tempfile
-
     from .determinism import stable_seed
     if orders < 1:
         raise ValueError(f"orders must be at least 1, got {orders}")
@@ -268,12 +250,11 @@ def unlearning_orders(setting: Setting, method: str = "merge", orders: int = 5, 
         loc = UnlearningSystem(setting, "local", seed=seed, store=store, progress=progress).fit()
         local_scores = dict(zip(loc.task_ids, loc.evaluate()[setting.metric_name]))
     rows, nan = [], float("nan")
-    with tempfile.TemporaryDirectory(prefix="clamu-orders-") as tmp:
-        fitted.save(tmp)
+    with reloadable(fitted, store) as copy:
         for o in tqdm(range(orders), desc=f"forget orders ({method})", disable=not progress, leave=False):
             order = choose_forget_set(ids, max(schedule), stable_seed(seed, "forget-order", o)) if max(schedule) else []
             real = replay == "all" or o == 0
-            system = UnlearningSystem.load(tmp, setting, store=store) if real else None
+            system = copy() if real else None
             c0 = dataclasses.replace(system.unlearn_costs) if real else None
             done = 0
             for k in schedule:
@@ -289,13 +270,13 @@ def unlearning_orders(setting: Setting, method: str = "merge", orders: int = 5, 
                 done = k
                 score = float(served.evaluate(task_ids=remaining)[setting.metric_name].mean())
                 loc_acc = sum(local_scores[t] for t in remaining) / len(remaining) if local else nan
-                c = system.unlearn_costs if real else None
+                c = system.unlearn_costs.since(c0) if real else None
                 rows.append({"setting": setting.name, "method": method, "order": o, "replayed": "unlearned" if real else "refitted",
                              "unlearned": k, "remaining": len(remaining), setting.metric_name: score, "local": loc_acc,
                              "gap": score - loc_acc,
-                             "gradient_steps": c.gradient_steps - c0.gradient_steps if real else nan,
-                             "parallel_steps": c.parallel_steps - c0.parallel_steps if real else nan,
-                             "unlearn_seconds": c.seconds - c0.seconds if real else nan,
+                             "gradient_steps": c.gradient_steps if real else nan,
+                             "parallel_steps": c.parallel_steps if real else nan,
+                             "unlearn_seconds": c.seconds if real else nan,
                              "storage_bytes": served.storage_bytes(), "exact": nan})
             if real and max(schedule) and o == 0:
                 rows[-1]["exact"] = float(fit(remaining).served_digest() == system.served_digest())

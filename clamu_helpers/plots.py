@@ -14,8 +14,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .claims import t_interval
+from .claims import t_interval, validate_row
 from .determinism import fingerprint
+from .timing import snapshot
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -142,8 +143,6 @@ def report_rows(notebook: str, rows: list[dict], profile: str, out=None) -> Path
     ``measurement`` or ``arithmetic``) for REPORT.md, with where this kernel's time went
     (:mod:`clamu_helpers.timing`). A row whose verdict does not follow from its interval is
     refused (:func:`clamu_helpers.claims.validate_row`)."""
-    from .claims import validate_row
-    from .timing import snapshot
     for row in rows:
         validate_row(row)
     d = output_dir(profile, out) / "report"

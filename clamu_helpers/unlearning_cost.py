@@ -313,10 +313,8 @@ def unlearning_compute(setting: Setting, methods: Sequence, sizes: Sequence[int]
     fit without the forgotten tasks) at the smallest T only, ``"all"`` everywhere, ``"none"``
     never (``exact`` is then NaN). Fits read finished finetunes from the shared store;
     unlearning never does (retraining is what is measured)."""
-    import tempfile
-
     from .determinism import stable_seed
-    from .experiments import default_store
+    from .experiments import default_store, reloadable
     if audit not in ("smallest", "all", "none"):
         raise ClamuError(f"audit must be 'smallest', 'all' or 'none', got {audit!r}")
     specs = [parse_method(m) for m in methods]
@@ -329,15 +327,14 @@ def unlearning_compute(setting: Setting, methods: Sequence, sizes: Sequence[int]
         ids = list(sub.task_ids)
         for label, name, params in tqdm(specs, desc=f"unlearning compute, T={n}", disable=not progress, leave=False):
             fitted = UnlearningSystem(sub, name, seed=seed, store=store, **params).fit()
-            with tempfile.TemporaryDirectory(prefix="clamu-compute-") as tmp:
-                fitted.save(tmp)
+            with reloadable(fitted, store) as copy:
                 for k in ks:
                     kk = _k_of(k, n)
                     forget = choose_forget_set(ids, kk, stable_seed(seed, "compute", n, kk))
-                    system = UnlearningSystem.load(tmp, sub, store=store)
+                    system = copy()
                     c0 = dataclasses.replace(system.unlearn_costs)
                     system.unlearn(forget)
-                    c = system.unlearn_costs
+                    c = system.unlearn_costs.since(c0)
                     exact = float("nan")
                     if audit == "all" or audit == "smallest" and n == min(sizes):
                         remaining = [t for t in ids if t not in set(forget)]
@@ -345,10 +342,8 @@ def unlearning_compute(setting: Setting, methods: Sequence, sizes: Sequence[int]
                         exact = float(ref.served_digest() == system.served_digest())
                     rows.append({"setting": setting.name, "method": label, "base_method": name, "tasks": n, "k": kk,
                                  "k_rule": str(k), "seed": seed,
-                                 "unlearn_finetunes": c.finetunes - c0.finetunes,
-                                 "unlearn_gradient_steps": c.gradient_steps - c0.gradient_steps,
-                                 "unlearn_parallel_steps": c.parallel_steps - c0.parallel_steps,
-                                 "unlearn_seconds": c.seconds - c0.seconds,
+                                 "unlearn_finetunes": c.finetunes, "unlearn_gradient_steps": c.gradient_steps,
+                                 "unlearn_parallel_steps": c.parallel_steps, "unlearn_seconds": c.seconds,
                                  "storage_bytes_fit": fitted.storage_bytes(), "storage_bytes": system.storage_bytes(),
                                  "exact": exact})
     return pd.DataFrame(rows)

@@ -81,8 +81,8 @@ def test_merging_at_scale_frame(tiny):
     assert (wide["local"] >= wide["merged"]).all()
 
 
-def test_unlearning_curve_counts_steps(tiny):
-    df = ex.unlearning_curve(tiny, "merge", schedule=[0, 3, 6])
+def test_unlearning_orders_count_steps(tiny):
+    df = ex.unlearning_orders(tiny, "merge", orders=1, schedule=[0, 3, 6], replay="all", local=False)
     steps = tiny.finetune_config.steps
     assert list(df["remaining"]) == [8, 5, 2]
     assert list(df["gradient_steps"]) == [0, 3 * steps, 6 * steps]
