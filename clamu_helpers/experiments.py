@@ -33,28 +33,7 @@ def default_store() -> TaskVectorStore:
     return _STORE
 
 
-#: seeds per profile: every claim's interval is Student t over these seeds (the seed changes
-#: task sampling, finetuning and forget orders); smoke keeps the two an interval needs
-SEEDS: dict[str, tuple[int, ...]] = {"smoke": (0, 1), "cpu": (0, 1, 2), "paper": (0, 1, 2)}
-
-
-def seeds_for(profile: str) -> tuple[int, ...]:
-    """The seeds a notebook runs at ``profile`` (:data:`SEEDS`), or those of ``$CLAMU_SEEDS``
-    (a comma list, e.g. ``CLAMU_SEEDS=0`` for a quick look: one seed gives no interval, so its
-    claims are reported as not judged)."""
-    import os
-    if profile not in SEEDS:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(SEEDS)}")
-    env = os.environ.get("CLAMU_SEEDS", "").strip()
-    if env:
-        try:
-            seeds = tuple(int(x) for x in env.split(",") if x.strip())
-        except ValueError:
-            raise ValueError(f"CLAMU_SEEDS must be a comma list of integers, got {env!r}") from None
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise ValueError(f"CLAMU_SEEDS must list distinct seeds, got {env!r}")
-        return seeds
-    return SEEDS[profile]
+from .profiles import SEEDS, seeds_for  # noqa: E402,F401  (declared with the other per-profile choices)
 
 
 def over_seeds(run: Callable[[int], pd.DataFrame], seeds: Sequence[int], desc: str = "seeds") -> pd.DataFrame:

@@ -18,35 +18,24 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from . import notebook_files
+
 ROOT = Path(__file__).resolve().parents[1]
 
-#: figure/table targets → the notebook that makes them (``--only fig2,table1``)
-TARGETS = {
-    "quickstart": "00_quickstart",
-    "fig2": "01_when_is_merging_scalable",
-    "fig4": "02_clustering",
-    "table1": "03_localization",
-    "fig3": "04_clamu", "fig5": "04_clamu",
-    "table2": "05_unlearning_costs", "table3": "05_unlearning_costs",
-    "sift": "06_sift_masks",
-    "demo": "07_interactive_unlearning",
-    "table4": "08_appendix", "table5": "08_appendix", "table6": "08_appendix",
-}
-
-
 def _notebooks(folder: Path, only: str | None) -> list[Path]:
-    found = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
-    if not found:
-        raise FileNotFoundError(f"no numbered notebooks in {folder}")
+    """The numbered notebooks of ``folder``, or those ``only`` names: targets (``fig2``,
+    ``table1``: each notebook declares its own in its ``clamu.targets`` metadata) or stems."""
+    found = notebook_files.numbered(folder)
     if not only:
         return found
+    targets = notebook_files.targets(folder)
     wanted = set()
     for item in only.split(","):
         item = item.strip()
-        stem = TARGETS.get(item, item)
+        stem = targets.get(item, item)
         matches = [p for p in found if p.stem == stem or p.stem.startswith(stem)]
         if not matches:
-            raise SystemExit(f"--only: unknown target {item!r}; targets: {sorted(TARGETS)} or notebook names")
+            raise SystemExit(f"--only: unknown target {item!r}; targets: {sorted(targets)} or notebook names")
         wanted.update(matches)
     return sorted(wanted)
 
@@ -185,15 +174,13 @@ def _finish(result: dict, nb: Path, out_dir: Path, profile: str, write_back: boo
 
 
 def _write_back(executed: Path, source: Path, profile: str) -> None:
-    """Copy an executed notebook over its source, with papermill's injected parameters made
-    to defer to ``$CLAMU_PROFILE`` (so nbval in CI still runs the committed notebook at smoke)."""
+    """Copy an executed notebook over its source without papermill's injected cell and
+    metadata (:func:`notebook_files.clean`), and bring its paired script in step; the
+    parameters cell still reads ``$CLAMU_PROFILE``, so nbval in CI runs it at smoke."""
     import nbformat
-    nb = nbformat.read(executed, as_version=4)
-    for cell in nb.cells:
-        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
-            cell.source = (f'import os\nprofile = os.environ.get("CLAMU_PROFILE", "{profile}")'
-                           f'  # outputs below are from profile={profile}; $CLAMU_PROFILE overrides')
-    nbformat.write(nb, source)
+    if profile != "cpu":
+        print(f"note: {source.name} now holds outputs of profile={profile}; its parameters cell says cpu")
+    notebook_files.write(nbformat.read(executed, as_version=4), source)
 
 
 def _merge_timings(path: Path, profile: str, results: list[dict], wall: float | None = None,

@@ -105,12 +105,27 @@ def test_report_puts_paper_and_ours_side_by_side(tmp_path):
     assert "FAILED: boom" in text
 
 
-def test_only_selects_notebooks_by_target(tmp_path):
-    for n in ("00_quickstart", "01_when_is_merging_scalable", "04_clamu"):
-        (tmp_path / f"{n}.ipynb").write_text("{}")
+def test_only_selects_notebooks_by_the_targets_they_declare(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_notebook
+    from clamu_helpers import notebook_files
+    for n, targets in (("00_quickstart", ["quickstart"]), ("01_when_is_merging_scalable", ["fig2"]),
+                       ("04_clamu", ["fig3", "fig5"])):
+        nbformat.write(new_notebook(metadata={"clamu": {"targets": targets}}), tmp_path / f"{n}.ipynb")
     assert [p.stem for p in _notebooks(tmp_path, "fig2,fig5")] == ["01_when_is_merging_scalable", "04_clamu"]
-    with pytest.raises(SystemExit, match="unknown target"):
+    assert [p.stem for p in _notebooks(tmp_path, "04")] == ["04_clamu"]
+    with pytest.raises(SystemExit, match="unknown target 'fig99'.*'fig3'"):
         _notebooks(tmp_path, "fig99")
+    nbformat.write(new_notebook(metadata={"clamu": {"targets": ["fig2"]}}), tmp_path / "05_other.ipynb")
+    with pytest.raises(ValueError, match="'fig2' is claimed by both 01_when_is_merging_scalable and 05_other"):
+        notebook_files.targets(tmp_path)
+
+
+def test_the_committed_notebooks_declare_every_target_once():
+    from clamu_helpers import notebook_files
+    targets = notebook_files.targets()
+    assert {"fig2", "fig3", "fig4", "fig5", "table1", "table2", "table3", "sift"} <= set(targets)
+    assert set(targets.values()) == {p.stem for p in notebook_files.numbered()}
 
 
 def _notebook(path, *sources):

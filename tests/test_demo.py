@@ -1,11 +1,13 @@
-"""The teaching demo (notebook 07): one click forgets tasks exactly, and says why when it cannot."""
+"""The teaching demo (notebook 07): requests forget tasks exactly and cumulatively, each costs
+one unlearning, the history records them, and a bad pick is refused with a sentence."""
 import pytest
 
-from clamu_helpers.demo import UnlearningDemo
+from clamu_helpers.demo import UnlearningDemo, task_name
+from clamu_helpers.errors import UnknownTaskError
 from clamu_helpers.settings.synthetic import SyntheticSetting
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def demo():
     return UnlearningDemo(SyntheticSetting(tasks=8), seed=0)
 
@@ -23,30 +25,56 @@ def test_forget_is_exact_and_reports_costs(demo, method, clusters):
     assert 0 <= r["remaining_after"] <= 1
 
 
-def test_sift_storage_shrinks_when_masks_are_dropped(demo):
+def test_requests_are_cumulative_and_each_costs_one_unlearning(demo):
     ids = demo.setting.task_ids
-    one = demo.forget(ids[:1], "sift")["storage_bytes"]
-    three = demo.forget(ids[:3], "sift")["storage_bytes"]
-    assert three < one
+    first = demo.forget(ids[:1], "sift")
+    system = demo.systems[("sift", None)]
+    second = demo.forget(ids[1:3], "sift")
+    assert demo.systems[("sift", None)] is system          # kept between requests, not refitted
+    assert demo.forgotten("sift") == list(ids[:3]) and second["forgotten so far"] == 3
+    steps = demo.setting.finetune_config.steps
+    assert (first["gradient_steps"], second["gradient_steps"]) == (steps, 2 * steps)   # this request's, not the total
+    assert second["exact"] and second["storage_bytes"] < first["storage_bytes"]   # the audit covers all three
+    hist = demo.history_frame()
+    assert list(hist.index) == [1, 2] and list(hist["forgotten"]) == ["s00", "s01, s02"]
+    assert list(hist["exact"]) == [True, True] and list(hist["gradient_steps"]) == [steps, 2 * steps]
+    with pytest.raises(ValueError, match=r"already forgotten by sift: \['s01'\]"):
+        demo.forget(["s01"], "sift")
+    assert demo.forget(["s01"], "merge")["exact"]          # another method has its own system
 
 
-@pytest.mark.parametrize("pick", [[], "all"])
-def test_bad_picks_are_refused_with_a_sentence(demo, pick):
-    ids = demo.setting.task_ids if pick == "all" else pick
+def test_bad_picks_are_refused_with_a_sentence(demo):
+    with pytest.raises(ValueError, match="pick between 1 and 7 of the 8 tasks still merged"):
+        demo.forget([])
     with pytest.raises(ValueError, match="pick between 1 and 7"):
-        demo.forget(ids)
+        demo.forget(demo.setting.task_ids)
     with pytest.raises(ValueError, match="unknown method"):
         demo.forget(demo.setting.task_ids[:1], method="magic")
+    with pytest.raises(UnknownTaskError, match=r"unknown task ids \['zz'\]"):
+        demo.forget(["zz"])
+    assert demo.history == [] and demo.systems == {}      # nothing fitted for a refused pick
 
 
-def test_widget_click_runs_forget_and_shows_the_audit(demo, capsys):
+def test_tasks_are_named_by_what_they_hold():
+    from clamu_helpers import get_setting
+    images = get_setting("images-label-subsets", "smoke", 0)
+    name = task_name(images.tasks[0])
+    assert name.startswith("t000 · ") and images.tasks[0].source in name and "labels" in name
+    assert UnlearningDemo(SyntheticSetting(tasks=3)).task_names()["s00"].startswith("s00 · blobs")
+
+
+def test_widget_click_runs_forget_and_shows_the_audit_and_history(demo, capsys):
     pytest.importorskip("ipywidgets")
     demo.widget()
     c = demo.controls
+    assert c["tasks"].options[0][0].startswith("s00 · blobs")
     c["tasks"].value = tuple(demo.setting.task_ids[:1])
     c["method"].value = "merge"
     c["button"].click()   # outside a kernel the Output widget lets prints through to stdout
-    assert "exact unlearning: yes, digests equal" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "exact unlearning: yes, digests equal" in printed and "request 1 done" in c["status"].value
+    assert not c["button"].disabled and len(demo.history) == 1
     c["tasks"].value = ()
     c["button"].click()
-    assert "cannot forget that: pick between 1 and 7" in capsys.readouterr().out
+    assert "cannot forget that: pick between 1 and 6" in capsys.readouterr().out
+    assert "nothing forgotten" in c["status"].value and len(demo.history) == 1
