@@ -1,4 +1,4 @@
-"""Command line: ``python -m clamu_helpers {audit,settings,reproduce} ...`` (also ``clamu``)."""
+"""Command line: ``python -m clamu_helpers {audit,settings,reproduce,receipts,verify} ...`` (also ``clamu``)."""
 from __future__ import annotations
 
 import argparse
@@ -55,6 +55,72 @@ def cmd_reproduce(args) -> int:
                      timeout=args.timeout, write_back=args.write_back, jobs=args.jobs)
 
 
+def cmd_receipts(args) -> int:
+    from .persistence import verify
+    from .receipts import summary
+    _, meta = verify(args.dir)
+    chain = meta.get("receipts", [])
+    if args.json:
+        print(json.dumps(chain, indent=2))
+        return 0
+    if not chain:
+        print(f"{args.dir}: no unlearning requests yet (system {str(meta.get('system_id', '?'))[:12]}…)")
+        return 0
+    rows = [summary(r) for r in chain]
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """Exit 0 when the chain verifies (and, with --rebuild, a fit from scratch serves the last
+    receipt's digest); 1 naming the first bad receipt; 2 when the state cannot be read."""
+    from .persistence import verify
+    from .receipts import check_chain
+    folder, meta = verify(args.dir)
+    chain, served = meta.get("receipts", []), meta["digests"]["served"]
+    result = {"directory": str(args.dir), "state": folder.name, "receipts": len(chain),
+              "system_id": meta.get("system_id"), "served": served}
+    if "system_id" not in meta:
+        result.update(ok=False, problems=["this state was saved before receipts existed: nothing to verify"])
+    else:
+        problems = check_chain(chain, meta["system_id"], served)
+        result.update(ok=not problems, problems=problems)
+    if args.rebuild and result["ok"]:
+        result["rebuild"] = _rebuild(args.dir, meta, chain)
+        result["ok"] = result["rebuild"]["equal"]
+        if not result["ok"]:
+            result["problems"].append("a system fitted from scratch on the remaining tasks serves "
+                                      f"{result['rebuild']['digest_from_scratch'][:16]}…, not the state's {served[:16]}…")
+    print(json.dumps(result, indent=2))
+    return 0 if result["ok"] else 1
+
+
+def _rebuild(directory, meta: dict, chain: list[dict]) -> dict:
+    """Load the saved system (its served digest is re-derived from its tensors) and fit one from
+    scratch on the remaining tasks with the same method, parameters and seed."""
+    import time
+
+    from .experiments import default_store
+    from .persistence import load
+    from .settings import get_setting
+    from .system import UnlearningSystem
+    t0 = time.perf_counter()
+    s = meta["setting"]
+    setting = get_setting(s["name"], s["profile"], s["seed"])
+    saved = load(directory, setting, store=default_store())
+    scratch = UnlearningSystem(setting, meta["method"]["name"], seed=meta["seed"], store=default_store(),
+                               **meta["method"]["params"]).fit(meta["task_ids"])
+    got = scratch.served_digest()
+    want = chain[-1]["served_after"] if chain else meta["digests"]["served"]
+    return {"setting": s["name"], "profile": s["profile"], "remaining_tasks": len(meta["task_ids"]),
+            "loaded_digest": saved.served_digest(), "digest_from_scratch": got,
+            "equal": got == want == saved.served_digest(), "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clamu", description="Exact unlearning by model merging (ClAMU, SIFT-Masks).")
     sub = p.add_subparsers(dest="command", required=True)
@@ -84,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--write-back", action="store_true",
                    help="copy executed notebooks back into notebooks/ (to commit their outputs)")
     r.set_defaults(func=cmd_reproduce)
+
+    rc = sub.add_parser("receipts", help="list the unlearning receipts of a saved system")
+    rc.add_argument("dir", help="the saved system's directory")
+    rc.add_argument("--json", action="store_true", help="the full receipts")
+    rc.set_defaults(func=cmd_receipts)
+
+    v = sub.add_parser("verify", help="check a saved system's receipt chain (exit 1 naming the first bad receipt)")
+    v.add_argument("dir", help="the saved system's directory")
+    v.add_argument("--rebuild", action="store_true",
+                   help="also fit a system from scratch on the remaining tasks and compare its digest")
+    v.set_defaults(func=cmd_verify)
     return p
 
 

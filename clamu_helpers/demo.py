@@ -4,8 +4,8 @@
 request: the system serving with that method (fitted on first use, then kept, so forgetting is
 cumulative and a request costs one unlearning) forgets ``ids``; the audit fits a second system
 from scratch without every task forgotten so far and compares the served digests. It returns
-accuracy before/after per task, storage, what the request cost and the audit's verdict, and
-adds a row to :attr:`UnlearningDemo.history`. ``widget()`` wraps it in a task picker (each
+accuracy before/after per task, storage, what the request cost, the audit's verdict and the
+request's receipt, and adds a row to :attr:`UnlearningDemo.history`. ``widget()`` wraps it in a task picker (each
 task named by what it holds), method and cluster pickers, a button, a progress line and the
 history table.
 """
@@ -97,7 +97,7 @@ class UnlearningDemo:
         spent_before = copy.deepcopy(system.unlearn_costs)
         say(f"unlearning {', '.join(ids)}: retraining {'each' if system.method.retrains else 'none'} "
             f"of them, checking its hash, subtracting it from τ̄")
-        system.unlearn(ids)
+        receipt = system.unlearn(ids)["receipt"]
         spent = system.unlearn_costs.since(spent_before)
         after = system.evaluate().set_index("task_id")[self.setting.metric_name]
         remaining = list(system.task_ids)
@@ -108,7 +108,7 @@ class UnlearningDemo:
                   "unlearn_seconds": round(spent.seconds, 3),
                   "remaining_before": float(before[remaining].mean()), "remaining_after": float(after[remaining].mean()),
                   "forgotten_before": float(before[ids].mean()), "forgotten_after": float(after[ids].mean()),
-                  "digest_unlearned": system.served_digest()[:16]}
+                  "digest_unlearned": system.served_digest()[:16], "receipt": receipt["sha256"][:16]}
         if self.audit:
             say(f"auditing: fitting {method} from scratch on the {len(remaining)} remaining tasks")
             scratch = self._new(key, progress).fit(remaining)
@@ -121,9 +121,11 @@ class UnlearningDemo:
         return result
 
     def history_frame(self) -> pd.DataFrame:
-        """One row per request so far: what it forgot, what it cost, the audit's verdict."""
+        """One row per request so far: what it forgot, what it cost, the audit's verdict and the
+        first hex digits of its receipt (:mod:`clamu_helpers.receipts`; the whole chain is in
+        ``demo.systems[(method, clusters)].receipts``)."""
         cols = ["request", "method", "clusters", "forgotten", "forgotten so far", "gradient_steps",
-                "parallel_steps", "unlearn_seconds", "remaining_after", "storage_bytes", "exact"]
+                "parallel_steps", "unlearn_seconds", "remaining_after", "storage_bytes", "exact", "receipt"]
         frame = pd.DataFrame(self.history, columns=cols)
         frame["forgotten"] = frame["forgotten"].map(", ".join)
         return frame.set_index("request")

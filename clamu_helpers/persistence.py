@@ -236,6 +236,8 @@ def state_of(system: "UnlearningSystem") -> tuple[dict[str, dict[str, torch.Tens
         "unlearned": list(system.unlearned),
         "costs": {"fit": asdict(system.fit_costs), "unlearn": asdict(system.unlearn_costs)},
         "fingerprint": system.fingerprint,
+        "system_id": system.system_id,
+        "receipts": list(system.receipts),
         "digests": {"served": system.served_digest(), "ledger": system.ledger.digest(),
                     "method": system.method.state_digest(system)},
     }
@@ -405,12 +407,14 @@ def _numel(shape) -> int:
 
 
 def load(directory: str | os.PathLike, setting: "Setting", *, store=None, backend: str = "serial",
-         progress: bool = False, allow_fingerprint_mismatch: bool = False, cleanup: bool = True
-         ) -> "UnlearningSystem":
+         progress: bool = False, allow_fingerprint_mismatch: bool = False, cleanup: bool = True,
+         allow_broken_receipts: bool = False) -> "UnlearningSystem":
     """Rebuild the system saved in ``directory`` on ``setting`` (see the module docstring).
 
     ``allow_fingerprint_mismatch=True``: load a state from another environment for serving
     only (a warning is issued; unlearning there may be refused, never silently wrong).
+    A receipt chain that does not verify (:func:`clamu_helpers.receipts.check_chain`) warns
+    and makes the system refuse further unlearning, unless ``allow_broken_receipts=True``.
     ``cleanup=False``: leave leftovers of interrupted saves in place (read-only media).
     """
     from .methods import get_method
@@ -478,7 +482,24 @@ def load(directory: str | os.PathLike, setting: "Setting", *, store=None, backen
         if digest != meta["digests"]["served"]:
             raise StateError(f"{folder}: the rebuilt system serves digest {digest[:16]}…, the saved one "
                              f"{meta['digests']['served'][:16]}… (method {m['name']!r} did not restore its state)")
+        _restore_receipts(system, meta, folder, allow_broken_receipts)
     return system
+
+
+def _restore_receipts(system: "UnlearningSystem", meta: dict, folder: Path, allow_broken: bool) -> None:
+    """The saved system id and receipt chain; a chain that does not verify warns, and (unless
+    ``allow_broken``) leaves the system refusing to unlearn. A state saved before receipts
+    existed keeps a fresh id and an empty chain."""
+    from .receipts import check_chain
+    if "system_id" not in meta:
+        return
+    system.system_id, system.receipts = str(meta["system_id"]), list(meta.get("receipts", []))
+    problems = check_chain(system.receipts, system.system_id, system.served_digest())
+    if problems:
+        what = f"{folder / 'state.json'}: the receipt chain does not verify: {problems[0]}"
+        warnings.warn(what + ("" if allow_broken else "; unlearning is refused until it verifies "
+                              "(or load with allow_broken_receipts=True)"), RuntimeWarning, stacklevel=3)
+        system.receipts_problem = None if allow_broken else problems[0]
 
 
 # -- requests and purging -------------------------------------------------------------------------

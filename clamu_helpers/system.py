@@ -21,7 +21,8 @@ from torch import nn
 
 from .costs import Costs
 from .determinism import fingerprint
-from .errors import DuplicateTaskError, ExactnessError, UnknownTaskError
+from . import receipts as receipts_
+from .errors import DuplicateTaskError, ExactnessError, StateError, UnknownTaskError
 from .ledger import MergeLedger
 from .methods import Method, get_method
 from .parallel import run_finetunes
@@ -53,6 +54,12 @@ class UnlearningSystem:
         self.unlearn_costs = Costs()
         self.fingerprint = fingerprint(setting.finetune_config.threads)
         self._tau_cache: tuple[str, torch.Tensor] | None = None
+        #: one hash-chained receipt per unlearning request (:mod:`clamu_helpers.receipts`)
+        self.system_id = receipts_.new_system_id()
+        self.receipts: list[dict] = []
+        #: set by ``load`` when the saved chain does not verify: unlearning is refused until
+        #: the chain verifies or the state is loaded with ``allow_broken_receipts=True``
+        self.receipts_problem: str | None = None
 
     # -- finetuning --------------------------------------------------------------------------
     @property
@@ -145,6 +152,12 @@ class UnlearningSystem:
             if t not in self.ledger:
                 why = "was already unlearned" if t in self.unlearned else "is not merged in this system"
                 raise UnknownTaskError(f"cannot unlearn task {t!r}: it {why}")
+        if self.receipts_problem:
+            raise StateError(f"refusing to unlearn: the receipt chain of this system does not verify "
+                             f"({self.receipts_problem}); run `python -m clamu_helpers verify DIR`, or load "
+                             f"with allow_broken_receipts=True to go on anyway")
+        before, merged = self.served_digest(), {t: self.ledger.hashes[t] for t in ids}
+        spent_before = copy.deepcopy(self.unlearn_costs)
         t0 = time.perf_counter()
         backup = (copy.deepcopy(self.ledger), dict(self.vectors), copy.deepcopy(self.method),
                   list(self.unlearned), copy.deepcopy(self.unlearn_costs))
@@ -160,8 +173,13 @@ class UnlearningSystem:
             self._tau_cache = None
             raise
         self.unlearn_costs.seconds += time.perf_counter() - t0
+        after = self.served_digest()
+        receipt = receipts_.make(self.receipts, self.system_id, ids, {t: retrained[t].sha256 for t in ids}, merged,
+                                 before, after, {"name": self.method.name, "params": self.method.params},
+                                 self.fingerprint, asdict(self.unlearn_costs.since(spent_before)))
+        self.receipts.append(receipt)
         return {"unlearned": ids, "retrain_hashes_match": True, "hashes": {t: retrained[t].sha256 for t in ids},
-                "digest": self.served_digest()}
+                "digest": after, "receipt": receipt}
 
     # -- evaluation and report ----------------------------------------------------------------
     def evaluate(self, split: str = "test", task_ids: Iterable[str] | None = None) -> pd.DataFrame:

@@ -84,6 +84,17 @@ print("unlearning is exact (served digest = a merge that never saw the task):",
       merged.served_digest() == scratch.served_digest() != before)
 
 # %% [markdown]
+# Every request leaves a **receipt** in the system's saved state: ids and hashes only (the
+# retrained τ_u's SHA-256 beside the one recorded at merge time, the served digest before and
+# after, the method, the environment, the cost), chained by hash to the receipt before it, so a
+# removed or edited receipt is detected (`python -m clamu_helpers verify DIR`; see SECURITY.md
+# for what a receipt proves and what it does not).
+
+# %%
+receipt = merged.receipts[-1]
+{k: receipt[k] for k in ("index", "utc", "forgotten", "tasks", "served_before", "served_after", "costs", "previous", "sha256")}
+
+# %% [markdown]
 # The unlearned system and a system that never saw the task serve **the same bits**. That is
 # possible because τ̄ lives in a fixed-point integer ledger (float32 addition is not
 # associative, so a float sum would differ in the last bits), and because retraining is

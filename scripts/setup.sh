@@ -21,6 +21,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+# Chromium for the browser test of the widget demo (tests/test_browser_demo.py, via Playwright;
+# no browser is ever downloaded by Playwright itself). Optional: without it that test is skipped.
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${CLAMU_NO_CHROMIUM:-}" ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian package chromium (for the browser test; CLAMU_NO_CHROMIUM=1 skips it)"
+    { [ ${#need_apt[@]} -gt 0 ] || apt-get update -qq; } && \
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || echo "setup: WARNING: could not install chromium; the browser test will be skipped" >&2
+  else
+    echo "setup: note: no chromium (as root: apt-get install chromium); the browser test will be skipped" >&2
+  fi
+fi
+
 # Python packages, pinned (torch 2.14.1 + torchvision 0.29.1 must install together).
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV"

@@ -196,13 +196,19 @@ def test_sigkill_anywhere_leaves_old_or_new_state(method, zygote, tmp_path):
         if expected is not None:
             assert got == expected, (kind, n, extra, info)
         outcomes["new" if got == digest_b else "old"] += 1
+        # the receipt travels with the state it describes: both or neither, never one alone
+        assert len(loaded.receipts) == (1 if got == digest_b else 0), (kind, n, extra)
+        assert loaded.receipts_problem is None
+        if loaded.receipts:
+            assert loaded.receipts[-1]["served_after"] == got and loaded.receipts[-1]["forgotten"] == FORGET
         # loading cleaned every leftover: one pointer and one folder
         assert len(listing(d)) == 2 and "current.json" in listing(d), listing(d)
         # repeating the request reaches B, durably
         rep = persistence.unlearn_durably(loaded, FORGET, d)
         assert rep["digest"] == digest_b
         assert rep["already_unlearned"] == (FORGET if got == digest_b else [])
-        assert UnlearningSystem.load(d, setting).served_digest() == digest_b
+        again = UnlearningSystem.load(d, setting)
+        assert again.served_digest() == digest_b and len(again.receipts) == 1   # a repeat adds no second receipt
         assert len(listing(d)) == 2
         shutil.rmtree(d)
     print(f"{method}: {len(trials)} crash trials over {total} checkpoints, outcomes {outcomes}")

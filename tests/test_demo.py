@@ -38,6 +38,7 @@ def test_requests_are_cumulative_and_each_costs_one_unlearning(demo):
     hist = demo.history_frame()
     assert list(hist.index) == [1, 2] and list(hist["forgotten"]) == ["s00", "s01, s02"]
     assert list(hist["exact"]) == [True, True] and list(hist["gradient_steps"]) == [steps, 2 * steps]
+    assert list(hist["receipt"]) == [r["sha256"][:16] for r in system.receipts]   # one receipt per click
     with pytest.raises(ValueError, match=r"already forgotten by sift: \['s01'\]"):
         demo.forget(["s01"], "sift")
     assert demo.forget(["s01"], "merge")["exact"]          # another method has its own system
