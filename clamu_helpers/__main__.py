@@ -90,7 +90,7 @@ def cmd_verify(args) -> int:
         problems = check_chain(chain, meta["system_id"], served)
         result.update(ok=not problems, problems=problems)
     if args.rebuild and result["ok"]:
-        result["rebuild"] = _rebuild(args.dir, meta, chain)
+        result["rebuild"] = _rebuild(args.dir, meta, chain, use_store=args.use_store)
         result["ok"] = result["rebuild"]["equal"]
         if not result["ok"]:
             result["problems"].append("a system fitted from scratch on the remaining tasks serves "
@@ -99,9 +99,10 @@ def cmd_verify(args) -> int:
     return 0 if result["ok"] else 1
 
 
-def _rebuild(directory, meta: dict, chain: list[dict]) -> dict:
+def _rebuild(directory, meta: dict, chain: list[dict], use_store: bool = False) -> dict:
     """Load the saved system (its served digest is re-derived from its tensors) and fit one from
-    scratch on the remaining tasks with the same method, parameters and seed."""
+    scratch on the remaining tasks with the same method, parameters and seed: every remaining
+    τ_t is finetuned again unless ``use_store`` (then cached finetunes are read)."""
     import time
 
     from .experiments import default_store
@@ -112,11 +113,13 @@ def _rebuild(directory, meta: dict, chain: list[dict]) -> dict:
     s = meta["setting"]
     setting = get_setting(s["name"], s["profile"], s["seed"])
     saved = load(directory, setting, store=default_store())
-    scratch = UnlearningSystem(setting, meta["method"]["name"], seed=meta["seed"], store=default_store(),
+    scratch = UnlearningSystem(setting, meta["method"]["name"], seed=meta["seed"],
+                               store=default_store() if use_store else None,
                                **meta["method"]["params"]).fit(meta["task_ids"])
     got = scratch.served_digest()
     want = chain[-1]["served_after"] if chain else meta["digests"]["served"]
     return {"setting": s["name"], "profile": s["profile"], "remaining_tasks": len(meta["task_ids"]),
+            "finetuned_again": not use_store,
             "loaded_digest": saved.served_digest(), "digest_from_scratch": got,
             "equal": got == want == saved.served_digest(), "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -160,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("dir", help="the saved system's directory")
     v.add_argument("--rebuild", action="store_true",
                    help="also fit a system from scratch on the remaining tasks and compare its digest")
+    v.add_argument("--use-store", action="store_true",
+                   help="with --rebuild: read cached finetunes instead of finetuning every remaining task again")
     v.set_defaults(func=cmd_verify)
     return p
 

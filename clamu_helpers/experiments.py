@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
 import pandas as pd
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .audit import choose_forget_set
 from .ledger import MergeLedger

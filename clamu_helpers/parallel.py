@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .cache import content_key
 from .errors import ClamuError, ExactnessError

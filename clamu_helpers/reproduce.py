@@ -11,8 +11,11 @@ assembled from the rows, and the wall clock and per-notebook times are printed a
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import sys
 import time
 from pathlib import Path
 
@@ -65,6 +68,93 @@ def _order(notebooks: list[Path], timings: Path, profile: str) -> list[Path]:
     return sorted(notebooks, key=lambda p: -seconds.get(p.stem, float("inf")))
 
 
+def _last_seconds(timings: Path, profile: str) -> dict[str, float]:
+    """Each notebook's wall seconds in the last recorded run of ``profile`` (for the estimate)."""
+    try:
+        old = json.loads(timings.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {r["notebook"]: r["seconds"] for r in old.get("notebooks", []) if old.get("profile") == profile}
+
+
+def _started(out_dir: Path, nb: Path, t_start: float) -> bool:
+    """Whether ``nb`` has started in this run (its worker (re)creates its log when it starts)."""
+    log = out_dir / "logs" / f"{nb.stem}.log"
+    try:
+        return log.stat().st_mtime >= time.time() - (time.perf_counter() - t_start) - 1
+    except OSError:
+        return False
+
+
+_CELL = re.compile(r"Executing Cell (\d+)")
+_BAR = re.compile(r"(?:^|INFO |\r)\s*([^\r\n|:]{1,60}?):\s+\d+%\|[^|\r\n]*\|\s*(\d+)/(\d+)", re.M)
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def status_line(log: Path, nb: Path, expected: float | None = None, now: float | None = None) -> str:
+    """One line for a running notebook, from its papermill log: the cell it executes (of all
+    cells), the progress bar its kernel drew last (finetunes, masks, seeds), the elapsed time,
+    and the time left if it takes as long as in the last recorded run."""
+    try:
+        with open(log, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - 65536))
+            tail = fh.read().decode("utf-8", "replace")
+        started = log.stat().st_mtime   # until the log's first timestamped line says better
+    except OSError:
+        return f"{nb.stem}: starting"
+    cells = _CELL.findall(tail)
+    try:
+        import nbformat
+        n_cells = len(nbformat.read(str(nb), as_version=4).cells) + 1   # + papermill's injected cell
+    except Exception:
+        n_cells = None
+    parts = [nb.stem]
+    if cells:
+        parts.append(f"cell {cells[-1]}/{n_cells}" if n_cells else f"cell {cells[-1]}")
+    bars = _BAR.findall(tail)
+    if bars and cells and tail.rfind("Executing Cell") < tail.rfind(bars[-1][0]):
+        desc, k, n = bars[-1]
+        parts.append(f"{desc.strip()} {k}/{n}")
+    first = re.search(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", _head(log))
+    now = time.time() if now is None else now
+    if first:
+        import datetime as _dt
+        started = _dt.datetime.strptime(first.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
+    elapsed = max(0.0, now - started)
+    clock = f"{_clock(elapsed)} elapsed"
+    if expected:
+        left = expected - elapsed
+        clock += f", ~{_clock(left)} left" if left > 0 else f", {_clock(-left)} over the last run"
+    parts.append(clock)
+    return " · ".join(parts)
+
+
+def _head(log: Path) -> str:
+    try:
+        with open(log, "rb") as fh:
+            return fh.read(200).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def _stderr_to(fh):
+    """Send this process's file descriptor 2 (and so a kernel it starts) to ``fh``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(fh.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _run_notebook(nb: Path, out_dir: Path, profile: str, timeout: int | None) -> dict:
     """Execute one notebook with papermill into ``out_dir/notebooks`` (its own kernel); its log
     in ``out_dir/logs`` has each cell's start and end (timestamped) and what the cell printed.
@@ -77,7 +167,7 @@ def _run_notebook(nb: Path, out_dir: Path, profile: str, timeout: int | None) ->
     log = out_dir / "logs" / f"{nb.stem}.log"
     t0 = time.perf_counter()
     ok, error = True, ""
-    with open(log, "w", buffering=1) as fh:
+    with open(log, "w", buffering=1) as fh, _stderr_to(fh):
         handler = logging.StreamHandler(fh)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         pm_log = logging.getLogger("papermill")
@@ -122,30 +212,38 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
     jobs = min(jobs, len(notebooks))
     env = {"CLAMU_PROFILE": profile, "CLAMU_FIGURES": str(out_dir.resolve()), "OMP_WAIT_POLICY": "PASSIVE",
            "MPLBACKEND": "module://matplotlib_inline.backend_inline", "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1"}
+           "TRANSFORMERS_OFFLINE": "1", "CLAMU_TEXT_PROGRESS": "1",   # bars the log (and the status lines) see
+           "TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL", "10")}
     if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # no oversubscription of the cores
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)   # inherited by the workers and kernels; restored when done
     results = []
     t_start = time.perf_counter()
+    expected = _last_seconds(out_dir / "timings.json", profile)
     bar = tqdm(total=len(notebooks), desc=f"reproduce ({profile}, {jobs} at once)", unit="notebook")
+    lines = [tqdm(total=0, position=i + 1, bar_format="{desc}", leave=False) for i in range(jobs)]
     try:
-        if jobs == 1:
-            for nb in notebooks:
-                bar.set_postfix_str(nb.stem)
-                results.append(_finish(_run_notebook(nb, out_dir, profile, timeout), nb, out_dir, profile,
-                                       write_back, bar))
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-            with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-                futures = {pool.submit(_run_notebook, nb, out_dir, profile, timeout): nb
-                           for nb in _order(notebooks, out_dir / "timings.json", profile)}
-                for fut in as_completed(futures):
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        # every notebook runs in a worker process whose stderr (and so its kernel's) goes to the
+        # notebook's log: the console keeps the progress lines, not the kernels' warnings
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_notebook, nb, out_dir, profile, timeout): nb
+                       for nb in _order(notebooks, out_dir / "timings.json", profile)}
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
+                for fut in done:
                     nb = futures[fut]
                     results.append(_finish(fut.result(), nb, out_dir, profile, write_back, bar))
+                running = [futures[f] for f in pending if _started(out_dir, futures[f], t_start)]
+                for i, line in enumerate(lines):
+                    line.set_description_str(status_line(out_dir / "logs" / f"{running[i].stem}.log", running[i],
+                                                         expected.get(running[i].stem)) if i < len(running) else "")
     finally:
+        for line in lines:
+            line.close()
         bar.close()
         for k, v in saved.items():
             if v is None:

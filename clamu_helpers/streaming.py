@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .errors import DuplicateTaskError, ExactnessError, ShapeMismatchError
 from .ledger import MergeLedger

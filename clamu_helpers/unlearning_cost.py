@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .audit import choose_forget_set
 from .errors import ClamuError

@@ -138,7 +138,7 @@ def _notebook(path, *sources):
     nbformat.write(nb, path)
 
 
-def test_reproduce_runs_notebooks_at_once_and_survives_a_failure(tmp_path, capsys):
+def test_reproduce_runs_notebooks_at_once_and_survives_a_failure(tmp_path, capfd):
     from clamu_helpers.reproduce import reproduce
     nbs, out, marker = tmp_path / "nbs", tmp_path / "out", tmp_path / "marker"
     nbs.mkdir()
@@ -154,8 +154,9 @@ assert pathlib.Path({str(marker)!r}).exists(), "ran alone"''')
     before = {k: os.environ.get(k) for k in ("CLAMU_PROFILE", "CLAMU_FIGURES", "OMP_NUM_THREADS")}
     code = reproduce(profile="smoke", notebooks_dir=str(nbs), out=str(out), jobs=2)
     assert {k: os.environ.get(k) for k in before} == before   # the caller's environment is left as it was
-    printed = capsys.readouterr().out
+    printed, console_err = capfd.readouterr()
     assert code == 1 and "FAIL 02_fails" in printed and "2 at once" in printed
+    assert "running over TCP" not in console_err   # kernels' warnings go to the notebooks' logs
     assert marker.read_text() == "smoke"   # papermill injected the profile
     timings = json.loads((out / "timings.json").read_text())
     assert [r["ok"] for r in timings["notebooks"]] == [True, True, False]
@@ -172,3 +173,26 @@ assert pathlib.Path({str(marker)!r}).exists(), "ran alone"''')
     assert len(timings["notebooks"]) == 3
     report = (out / "REPORT.md").read_text()
     assert "Last run of every notebook" in report and "Last run (01_marks)" in report
+
+
+def test_status_line_says_cell_progress_and_time_left(tmp_path):
+    """What reproduce shows for a running notebook, read from its papermill log."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    from clamu_helpers.reproduce import status_line
+    nb = tmp_path / "04_x.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(str(i)) for i in range(5)]), nb)
+    log = tmp_path / "04_x.log"
+    log.write_text("2026-12-03 08:00:00,000 INFO Executing Cell 1-----\n"
+                   "2026-12-03 08:00:01,000 INFO Executing Cell 3-----\n"
+                   "2026-12-03 08:00:02,000 INFO finetune images-label-subsets:  45%|####5     | 90/200 [00:10<00:12]\r"
+                   "2026-12-03 08:00:03,000 INFO \rfinetune images-label-subsets:  50%|#####     | 100/200 [00:11<00:11]\n")
+    import datetime
+    t0 = datetime.datetime(2026, 12, 3, 8, 0, 0).timestamp()
+    line = status_line(log, nb, expected=600, now=t0 + 130)
+    assert line == "04_x · cell 3/6 · finetune images-label-subsets 100/200 · 2:10 elapsed, ~7:50 left"
+    assert status_line(log, nb, expected=100, now=t0 + 130).endswith("0:30 over the last run")
+    with open(log, "a") as fh:   # a new cell started: the old bar is not this cell's
+        fh.write("2026-12-03 08:00:05,000 INFO Executing Cell 4-----\n")
+    assert status_line(log, nb, now=t0 + 5) == "04_x · cell 4/6 · 0:05 elapsed"
+    assert status_line(tmp_path / "missing.log", nb) == "04_x: starting"

@@ -24,7 +24,7 @@ averaging over the T merged tasks; M0 when T = 0).
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from ..clustering import CLUSTER_BY, NEGATIVE, cluster_tasks, members
 from ..errors import StateError

@@ -49,7 +49,7 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from ..cache import cached_tensors, content_key
 from ..determinism import deterministic, fingerprint, generator, rng
