@@ -21,6 +21,7 @@ workers write new ones into it (on a cluster: a folder every machine sees).
 from __future__ import annotations
 
 import atexit
+import json
 import multiprocessing as mp
 import os
 import weakref
@@ -66,15 +67,11 @@ class SettingRecipe:
 
     @classmethod
     def of(cls, setting: "Setting") -> "SettingRecipe | None":
-        """``setting.recipe`` if it has one, else (name, profile, seed) for a registered
-        setting, else None (then the setting must travel pickled)."""
+        """``setting.recipe``, which :func:`~clamu_helpers.settings.get_setting` records with
+        every keyword it was given; None for a setting built otherwise (then it travels pickled:
+        a recipe guessed from its name alone would drop the keywords it was made with)."""
         recipe = getattr(setting, "recipe", None)
-        if isinstance(recipe, SettingRecipe):
-            return recipe
-        from .settings import SETTINGS
-        if setting.name in SETTINGS:
-            return cls(setting.name, setting.profile, setting.seed, {})
-        return None
+        return recipe if isinstance(recipe, SettingRecipe) else None
 
 
 @dataclass(frozen=True)
@@ -84,6 +81,7 @@ class _Context:
     source: Any                 # SettingRecipe, or a pickled Setting (or a Ray ObjectRef to one)
     token: str                  # cache key of the setting in a worker
     spec_digest: str
+    config: str = ""            # the parent's finetuning config (JSON): a rebuilt setting must match it
 
 
 @dataclass(frozen=True)
@@ -116,6 +114,11 @@ def _setting_in_worker(ctx: _Context) -> "Setting":
             raise RecipeMismatchError(
                 f"the setting rebuilt in a worker from {ctx.source!r} has a different parameter spec "
                 f"than the parent's; pass recipe=SettingRecipe(...) with the right arguments or ship='pickle'")
+        if ctx.config and _config_json(setting) != ctx.config:
+            raise RecipeMismatchError(
+                f"the setting rebuilt in a worker from {ctx.source!r} finetunes with {_config_json(setting)}, "
+                f"the parent's with {ctx.config}; pass recipe=SettingRecipe(...) with the right arguments "
+                f"or ship='pickle'")
         _WORKER_SETTINGS.clear()
         _WORKER_SETTINGS[ctx.token] = setting
     return setting
@@ -255,6 +258,10 @@ def approx_nbytes(obj, _seen: set | None = None, _depth: int = 0) -> int:
     return 0
 
 
+def _config_json(setting) -> str:
+    return json.dumps(setting.finetune_config.to_json(), sort_keys=True)
+
+
 def _context(setting, recipe, ship) -> _Context:
     if ship == "auto" and recipe is None and approx_nbytes(setting) < PICKLE_LIMIT:
         ship = "pickle"   # cheap to send: ship exactly the parent's object
@@ -266,7 +273,7 @@ def _context(setting, recipe, ship) -> _Context:
         source, token = setting, content_key("pickled", setting.name, id(setting), setting.spec.digest())
     else:
         source, token = recipe, recipe.key()
-    return _Context(source, token, setting.spec.digest())
+    return _Context(source, token, setting.spec.digest(), _config_json(setting))
 
 
 _POOL: dict = {}   # the live worker pool: workers, setting token, weak reference to the setting
@@ -356,7 +363,7 @@ def _ray_actors(ctx: _Context, workers: int, address: str | None, setting) -> li
     _kill_ray_actors()
     pickled = not isinstance(ctx.source, SettingRecipe)
     if pickled:
-        ctx = _Context(ray.put(ctx.source), ctx.token, ctx.spec_digest)
+        ctx = _Context(ray.put(ctx.source), ctx.token, ctx.spec_digest, ctx.config)
     cls = ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)(_RayWorker)
     actors = [cls.remote(ctx) for _ in range(workers)]
     _RAY.update(key=key, actors=actors, ref=weakref.ref(setting) if pickled else None)

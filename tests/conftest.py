@@ -9,8 +9,10 @@ from clamu_helpers.settings.synthetic import SyntheticSetting  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny():
-    """8 tasks of Gaussian blobs with 2 labels each; finetunes take milliseconds."""
-    return SyntheticSetting(tasks=8)
+    """8 tasks of Gaussian blobs with 2 labels each; finetunes take milliseconds (built by
+    get_setting, so it carries the recipe worker processes rebuild it from)."""
+    from clamu_helpers.settings import get_setting
+    return get_setting("synthetic", "smoke", 0, tasks=8)
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,28 @@ def test_processes_with_sign_reuse_the_pool(tiny):
 def test_recipe_mismatch_is_detected():
     other = SyntheticSetting(tasks=3, n_train=10)   # not what get_setting("synthetic") builds
     with pytest.raises(RecipeMismatchError, match="other training data"):
+        run_finetunes(other, other.task_ids[:2], backend="processes", progress=False,
+                      recipe=SettingRecipe("synthetic", "smoke", 0))
+    # built without get_setting: no recipe is guessed from its name, it must travel pickled
+    with pytest.raises(ValueError, match="pass recipe=SettingRecipe"):
         run_finetunes(other, other.task_ids[:2], backend="processes", ship="recipe", progress=False)
+
+
+def test_a_keyword_that_keeps_shapes_and_data_reaches_the_workers():
+    """get_setting's keywords travel in the recipe. A finetuning config changes neither the
+    parameter spec nor the tasks' data, so a recipe that dropped it (as recipes rebuilt from
+    the setting's name alone did) would give workers other τ without any check failing."""
+    from clamu_helpers.settings import FinetuneConfig, get_setting
+    s = get_setting("synthetic", "smoke", 0, tasks=4, finetune=FinetuneConfig(steps=15, lr=0.05, batch_size=8))
+    assert s.recipe.kwargs["finetune"].lr == 0.05
+    ref = run_finetunes(s, s.task_ids, seed=2, progress=False)
+    got = run_finetunes(s, s.task_ids, seed=2, backend="processes", ship="recipe", progress=False)
+    assert _hashes(got) == _hashes(ref)
+    default = run_finetunes(get_setting("synthetic", "smoke", 0, tasks=4), s.task_ids, seed=2, progress=False)
+    assert _hashes(default) != _hashes(ref)      # the keyword matters: dropping it would change τ
+    with pytest.raises(RecipeMismatchError, match="finetunes with"):   # and a recipe without it is refused
+        run_finetunes(s, s.task_ids, seed=2, backend="processes", progress=False,
+                      recipe=SettingRecipe("synthetic", "smoke", 0, {"tasks": 4}))
 
 
 def test_ray_equals_serial(tiny, serial, tmp_path):
@@ -75,7 +96,8 @@ def test_ray_equals_serial(tiny, serial, tmp_path):
         assert parallel._RAY["actors"] == actors   # reused: no rebuild inside the next batch
         other = SyntheticSetting(tasks=3, n_train=10)
         with pytest.raises(Exception, match="other training data"):
-            run_finetunes(other, other.task_ids[:2], backend="ray", ship="recipe", progress=False)
+            run_finetunes(other, other.task_ids[:2], backend="ray", progress=False,
+                          recipe=SettingRecipe("synthetic", "smoke", 0))
         assert "actors" not in parallel._RAY   # a failed run leaves no actors behind
     finally:
         shutdown_ray()

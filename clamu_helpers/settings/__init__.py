@@ -89,7 +89,12 @@ def get_setting(name: str, profile: str = "cpu", seed: int = 0, **kw) -> Setting
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     name = resolve_setting(name, profile)
-    return SETTINGS[name](profile=profile, seed=seed, **kw)
+    setting = SETTINGS[name](profile=profile, seed=seed, **kw)
+    from ..parallel import SettingRecipe   # here: parallel imports the settings package
+    if not isinstance(getattr(setting, "recipe", None), SettingRecipe):
+        # how a worker process rebuilds exactly this setting, keywords included
+        setting.recipe = SettingRecipe(name, profile, seed, dict(kw))
+    return setting
 
 
 __all__ = ["ANALOG_OF", "FinetuneConfig", "PAPER_SETTING_OF", "PROFILES", "SETTINGS", "Setting", "SyntheticSetting", "Task", "availability", "get_setting", "register_setting", "resolve_setting"]
