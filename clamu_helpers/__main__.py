@@ -111,7 +111,8 @@ def _rebuild(directory, meta: dict, chain: list[dict], use_store: bool = False) 
     from .system import UnlearningSystem
     t0 = time.perf_counter()
     s = meta["setting"]
-    setting = get_setting(s["name"], s["profile"], s["seed"])
+    recipe = meta.get("recipe") or {"name": s["name"], "profile": s["profile"], "seed": s["seed"], "kwargs": {}}
+    setting = get_setting(recipe["name"], recipe["profile"], recipe["seed"], **recipe["kwargs"])
     saved = load(directory, setting, store=default_store())
     scratch = UnlearningSystem(setting, meta["method"]["name"], seed=meta["seed"],
                                store=default_store() if use_store else None,

@@ -214,6 +214,20 @@ def _method_tensors(system: "UnlearningSystem") -> tuple[dict[str, torch.Tensor]
     return _tensors_for_file(dict(tensors), f"the state of method {system.method.name!r}"), meta
 
 
+def _recipe_json(setting) -> dict | None:
+    """How ``get_setting`` rebuilds the setting (``verify --rebuild`` uses it), when it was
+    built that way and its keywords are plain JSON; else None."""
+    recipe = getattr(setting, "recipe", None)
+    if recipe is None:
+        return None
+    out = {"name": recipe.name, "profile": recipe.profile, "seed": recipe.seed, "kwargs": dict(recipe.kwargs)}
+    try:
+        json.dumps(out, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return out
+
+
 def state_of(system: "UnlearningSystem") -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """(file name → tensors, state.json content) of ``system``: what :func:`save` writes."""
     setting = system.setting
@@ -227,6 +241,7 @@ def state_of(system: "UnlearningSystem") -> tuple[dict[str, dict[str, torch.Tens
                     "describe": setting.describe(), "finetune": setting.finetune_config.to_json(),
                     "spec_digest": setting.spec.digest(), "theta0_sha256": sha256_tensor(setting.theta0),
                     "task_digests": {t: setting.task(t).digest() for t in sorted(set(merged) | set(vectors))}},
+        "recipe": _recipe_json(setting),
         "spec": setting.spec.to_json(),
         "seed": system.seed,
         "method": {"name": system.method.name, "params": system.method.params, "meta": m_meta},

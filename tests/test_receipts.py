@@ -138,15 +138,16 @@ def test_a_receipt_from_another_system_is_caught(setting, tmp_path, capsys):
     assert any("belongs to another system" in p for p in problems) and problems[0].startswith("receipt 1 ")
 
 
-def test_receipts_lists_them_and_verify_rebuild_refits_from_scratch(setting, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("clamu_helpers.settings.get_setting", lambda name, profile, seed: setting)
+def test_receipts_lists_them_and_verify_rebuild_refits_from_scratch(tmp_path, capsys):
+    from clamu_helpers.settings import get_setting
+    setting = get_setting("synthetic", "smoke", 0, tasks=9)   # its recipe (keywords too) is saved
     system = _saved(setting, tmp_path, n=2, method="sift")
     assert main(["receipts", str(tmp_path)]) == 0
     listing = capsys.readouterr().out
     assert all(r["request_id"] in listing for r in system.receipts) and "s01" in listing and "s02" in listing
     assert main(["verify", str(tmp_path), "--rebuild"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["ok"] and out["rebuild"]["equal"] and out["rebuild"]["remaining_tasks"] == 6
+    assert out["ok"] and out["rebuild"]["equal"] and out["rebuild"]["remaining_tasks"] == 7
     assert out["rebuild"]["digest_from_scratch"] == system.receipts[-1]["served_after"]
 
 
