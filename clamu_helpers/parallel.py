@@ -25,7 +25,7 @@ import json
 import multiprocessing as mp
 import os
 import weakref
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
@@ -34,6 +34,7 @@ from .progress import tqdm
 from .cache import content_key
 from .errors import ClamuError, ExactnessError
 from .finetune import finetune
+from .settings.recipe import SettingRecipe  # re-exported: parallel.SettingRecipe
 from .taskvector import TaskVector
 
 if TYPE_CHECKING:
@@ -47,31 +48,6 @@ WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1", "MKL_NUM_THR
 
 class RecipeMismatchError(ClamuError):
     """A worker rebuilt a setting that differs from the parent's (spec or task data)."""
-
-
-@dataclass(frozen=True)
-class SettingRecipe:
-    """How to rebuild a setting in another process: ``get_setting(name, profile, seed, **kwargs)``."""
-
-    name: str
-    profile: str = "cpu"
-    seed: int = 0
-    kwargs: dict = field(default_factory=dict)
-
-    def build(self) -> "Setting":
-        from .settings import get_setting
-        return get_setting(self.name, self.profile, self.seed, **self.kwargs)
-
-    def key(self) -> str:
-        return content_key("recipe", self.name, self.profile, self.seed, self.kwargs)
-
-    @classmethod
-    def of(cls, setting: "Setting") -> "SettingRecipe | None":
-        """``setting.recipe``, which :func:`~clamu_helpers.settings.get_setting` records with
-        every keyword it was given; None for a setting built otherwise (then it travels pickled:
-        a recipe guessed from its name alone would drop the keywords it was made with)."""
-        recipe = getattr(setting, "recipe", None)
-        return recipe if isinstance(recipe, SettingRecipe) else None
 
 
 @dataclass(frozen=True)

@@ -231,15 +231,36 @@ def test_recipe_rebuilds_the_same_setting_and_models_pickle():
 
 
 def test_paper_profile_uses_the_papers_setting_only_where_available(monkeypatch, capsys):
+    from dataclasses import replace
+
     from clamu_helpers import settings as S
-    monkeypatch.setitem(S.AVAILABILITY, "paper-reddit", lambda: (False, "no reddit/ under $CLAMU_DATA"))
+    entry = S.REGISTRY["paper-reddit"]
+    monkeypatch.setitem(S.REGISTRY, "paper-reddit", replace(entry, available=lambda: (False, "no reddit/ under $CLAMU_DATA")))
     assert S.resolve_setting("fortunes-label-subsets", "paper") == "fortunes-label-subsets"
     assert "no reddit/ under $CLAMU_DATA" in capsys.readouterr().err
-    monkeypatch.setitem(S.AVAILABILITY, "paper-reddit", lambda: (True, ""))
+    monkeypatch.setitem(S.REGISTRY, "paper-reddit", replace(entry, available=lambda: (True, "")))
     assert S.resolve_setting("fortunes-label-subsets", "paper") == "paper-reddit"
     assert S.resolve_setting("fortunes-label-subsets", "cpu") == "fortunes-label-subsets"  # only at paper
     assert S.resolve_setting("synthetic", "paper") == "synthetic"
     assert set(S.PAPER_SETTING_OF.values()) <= set(S.SETTINGS)
+
+
+def test_one_registration_carries_every_fact_and_the_views_follow(monkeypatch):
+    """SETTINGS, ANALOG_OF, PAPER_SETTING_OF and AVAILABILITY are views of one registry: a
+    setting registered once appears in each, and the views cannot be written to."""
+    from clamu_helpers import settings as S
+    from clamu_helpers.settings.synthetic import SyntheticSetting
+    monkeypatch.setattr(S.registry, "REGISTRY", dict(S.REGISTRY))
+    S.register_setting("my-clients", lambda profile="cpu", seed=0, **kw: SyntheticSetting(profile, seed, **kw),
+                       "none: a user's own clients", paper_twin="paper-reddit", available=lambda: (False, "no data"))
+    assert "my-clients" in S.SETTINGS and S.ANALOG_OF["my-clients"] == "none: a user's own clients"
+    assert S.PAPER_SETTING_OF["my-clients"] == "paper-reddit"
+    assert S.availability("my-clients") == (False, "no data")
+    assert S.availability("nobody") == (False, "not a registered setting")
+    with pytest.raises(TypeError):
+        S.SETTINGS["x"] = None
+    s = S.get_setting("my-clients", "smoke", 1, tasks=3)
+    assert s.recipe == S.SettingRecipe("my-clients", "smoke", 1, {"tasks": 3}) and len(s.tasks) == 3
 
 
 # -- feature clustering: last layer, last real token ------------------------------------------

@@ -401,8 +401,11 @@ class AuthorsSetting(Setting):
         return d
 
 
-def register(register_setting) -> None:
+def register() -> None:
     """Add ``fictitious-authors`` to the settings registry."""
+    from .registry import register_setting
+    from .text import dependencies_available
     register_setting("fictitious-authors",
                      lambda profile="cpu", seed=0, **kw: AuthorsSetting(profile, seed, **kw),
-                     "TOFU: 20 QA pairs about one fictitious author per task (here: generated authors, tiny GPT-2)")
+                     "TOFU: 20 QA pairs about one fictitious author per task (here: generated authors, tiny GPT-2)",
+                     paper_twin="paper-tofu", available=dependencies_available("reviews", "fortunes"))

