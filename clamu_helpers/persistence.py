@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .determinism import fingerprint
@@ -541,47 +540,9 @@ def unlearn_durably(system: "UnlearningSystem", task_ids: Iterable[str], directo
 
 def purge_task_vectors(store, setting_name: str, task_ids: Iterable[str], masks: bool = True,
                        tmp_age_s: float = 3600.0) -> list[str]:
-    """Delete from a :class:`~clamu_helpers.store.TaskVectorStore` what still holds forgotten tasks.
-
-    * every cached τ_t of ``task_ids`` finetuned in ``setting_name`` (matched from each entry's
-      header, so it works after the task's data is gone), and unreadable entries (they may
-      hold one; the store would recompute them anyway);
-    * with ``masks`` (default), every cached mask: masks such as TALL's are computed from a
-      τ̄ that contained the forgotten tasks, and they are cheap to recompute;
-    * temporary files of interrupted writes older than ``tmp_age_s`` seconds.
-
-    Returns the removed paths. Retraining at unlearning never reads the store, so purging
-    costs nothing but later recomputation.
-    """
-    import time
-
-    root, wanted, removed, now = Path(store.root), {str(t) for t in task_ids}, [], time.time()
-    for path in sorted(root.rglob("*")):
-        if not path.is_file():
-            continue
-        name = path.name
-        if name.startswith(".") and name.endswith(".tmp"):
-            if now - path.stat().st_mtime > tmp_age_s:
-                path.unlink(missing_ok=True)
-                removed.append(str(path))
-            continue
-        if not name.endswith(".safetensors"):
-            continue
-        if path.relative_to(root).parts[0] == "masks":
-            if masks:
-                path.unlink(missing_ok=True)
-                removed.append(str(path))
-            continue
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                info = json.loads(f.metadata()["meta"])
-            hit = info.get("task_id") in wanted and (info.get("meta") or {}).get("setting") == setting_name
-        except Exception:  # unreadable: it may hold a forgotten τ
-            hit = True
-        if hit:
-            path.unlink(missing_ok=True)
-            removed.append(str(path))
-    return removed
+    """``store.purge(setting_name, task_ids, masks, tmp_age_s)``: store housekeeping lives with
+    the store (:meth:`clamu_helpers.store.TaskVectorStore.purge`); kept here for old callers."""
+    return store.purge(setting_name, task_ids, masks=masks, tmp_age_s=tmp_age_s)
 
 
 __all__ = ["FORMAT", "fingerprint_diff", "load", "purge_task_vectors", "save", "state_of", "unlearn_durably", "verify"]

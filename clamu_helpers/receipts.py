@@ -19,7 +19,7 @@ What a receipt proves: that the served model (τ̄ and the method's state, summa
 served digest) equals, bit for bit, the one a system fitted without the forgotten tasks would
 serve, *under the recorded environment* (``verify --rebuild`` re-derives it). What it does not
 prove: anything outside the merged model (logs, caches, copies of the data, backups, the
-finetune store — see ``persistence.purge_task_vectors``).
+finetune store — see ``TaskVectorStore.purge``).
 """
 from __future__ import annotations
 

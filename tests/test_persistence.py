@@ -265,7 +265,7 @@ def test_purge_task_vectors_from_the_store(small, tmp_path):
     stale.write_bytes(b"half a vector")
     os.utime(stale, (1, 1))
     system.unlearn(["s02"])
-    removed = persistence.purge_task_vectors(store, small.name, ["s02"])
+    removed = store.purge(small.name, ["s02"])
     assert len(removed) == 3 and len(store) == 3  # τ of s02, the mask, the stale temporary
     assert not stale.exists() and not list((store.root / "masks").rglob("*.safetensors"))
     assert persistence.purge_task_vectors(store, "another-setting", ["s00"]) == [] and len(store) == 3
