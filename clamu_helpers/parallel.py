@@ -322,6 +322,20 @@ class _RayWorker:
 _RAY: dict = {}   # the live actors: token, workers, address, actors
 
 
+def ray_init(attempts: int = 3, **init) -> None:
+    """``ray.init(**init)``, tried again (after ``ray.shutdown()``) when a loaded machine makes
+    the local node miss Ray's fixed 30-second start-up wait ("timed out during startup")."""
+    import ray
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(**init)
+            return
+        except Exception as e:
+            if "timed out during startup" not in str(e) or attempt == attempts:
+                raise
+            ray.shutdown()
+
+
 def _ray_session() -> tuple:
     import ray
     rc = ray.get_runtime_context()
@@ -373,7 +387,7 @@ def _run_ray(ctx: _Context, jobs, workers: int, address: str | None, setting) ->
                     runtime_env={"env_vars": dict(WORKER_ENV)})
         if address is None:
             init["num_cpus"] = workers
-        ray.init(**init)
+        ray_init(**init)
     pool = ActorPool(_ray_actors(ctx, workers, address, setting))
     try:
         yield from pool.map_unordered(lambda actor, job: actor.run.remote(job), jobs)

@@ -81,8 +81,8 @@ def test_ray_equals_serial(tiny, serial, tmp_path):
     import ray
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "600")   # the shared 2-core box can be slow
     os.environ.setdefault("RAY_agent_register_timeout_ms", "600000")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": dict(parallel.WORKER_ENV)})
+    parallel.ray_init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                      runtime_env={"env_vars": dict(parallel.WORKER_ENV)})
     try:
         store = TaskVectorStore(tmp_path)
         res = run_finetunes(tiny, tiny.task_ids, seed=3, backend="ray", workers=2, store=store, progress=False)
@@ -127,3 +127,29 @@ def test_system_fits_with_worker_processes_exactly(tiny):
     procs.unlearn([tiny.task_ids[1]])
     serial.unlearn([tiny.task_ids[1]])
     assert procs.served_digest() == serial.served_digest()
+
+
+def test_ray_init_retries_only_a_start_up_timeout(monkeypatch):
+    ray = pytest.importorskip("ray")
+    calls = []
+
+    def slow_start(**kw):
+        calls.append(kw)
+        if len(calls) < 3:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+    monkeypatch.setattr(ray, "init", slow_start)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    parallel.ray_init(num_cpus=2)
+    assert calls == [{"num_cpus": 2}] * 3
+    calls.clear()
+    with pytest.raises(Exception, match="timed out during startup"):   # gives up after the attempts
+        parallel.ray_init(attempts=2, num_cpus=2)
+
+    def bad(**kw):
+        calls.append(kw)
+        raise ValueError("no cluster at that address")
+    calls.clear()
+    monkeypatch.setattr(ray, "init", bad)
+    with pytest.raises(ValueError, match="no cluster"):
+        parallel.ray_init(address="ray://nowhere:1")
+    assert len(calls) == 1                                            # other errors are not retried
