@@ -12,6 +12,7 @@ assembled from the rows, and the wall clock and per-notebook times are printed a
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -77,13 +78,24 @@ def _last_seconds(timings: Path, profile: str) -> dict[str, float]:
     return {r["notebook"]: r["seconds"] for r in old.get("notebooks", []) if old.get("profile") == profile}
 
 
-def _started(out_dir: Path, nb: Path, t_start: float) -> bool:
+def _started(out_dir: Path, nb: Path, wall_start: float) -> bool:
     """Whether ``nb`` has started in this run (its worker (re)creates its log when it starts)."""
     log = out_dir / "logs" / f"{nb.stem}.log"
     try:
-        return log.stat().st_mtime >= time.time() - (time.perf_counter() - t_start) - 1
+        return log.stat().st_mtime >= wall_start - 1
     except OSError:
         return False
+
+
+@functools.lru_cache(maxsize=64)
+def _cell_count(path: str) -> int | None:
+    """Cells papermill executes in ``path`` (+ its injected one); read once per run, not at
+    every refresh of the status lines."""
+    try:
+        import nbformat
+        return len(nbformat.read(path, as_version=4).cells) + 1
+    except Exception:
+        return None
 
 
 _CELL = re.compile(r"Executing Cell (\d+)")
@@ -107,11 +119,7 @@ def status_line(log: Path, nb: Path, expected: float | None = None, now: float |
     except OSError:
         return f"{nb.stem}: starting"
     cells = _CELL.findall(tail)
-    try:
-        import nbformat
-        n_cells = len(nbformat.read(str(nb), as_version=4).cells) + 1   # + papermill's injected cell
-    except Exception:
-        n_cells = None
+    n_cells = _cell_count(str(nb))
     parts = [nb.stem]
     if cells:
         parts.append(f"cell {cells[-1]}/{n_cells}" if n_cells else f"cell {cells[-1]}")
@@ -219,7 +227,7 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)   # inherited by the workers and kernels; restored when done
     results = []
-    t_start = time.perf_counter()
+    t_start, wall_start = time.perf_counter(), time.time()
     expected = _last_seconds(out_dir / "timings.json", profile)
     bar = tqdm(total=len(notebooks), desc=f"reproduce ({profile}, {jobs} at once)", unit="notebook")
     lines = [tqdm(total=0, position=i + 1, bar_format="{desc}", leave=False) for i in range(jobs)]
@@ -237,7 +245,7 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
                 for fut in done:
                     nb = futures[fut]
                     results.append(_finish(fut.result(), nb, out_dir, profile, write_back, bar))
-                running = [futures[f] for f in pending if _started(out_dir, futures[f], t_start)]
+                running = [futures[f] for f in pending if _started(out_dir, futures[f], wall_start)]
                 for i, line in enumerate(lines):
                     line.set_description_str(status_line(out_dir / "logs" / f"{running[i].stem}.log", running[i],
                                                          expected.get(running[i].stem)) if i < len(running) else "")
