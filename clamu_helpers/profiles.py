@@ -13,7 +13,8 @@ import os
 import sys
 from typing import Any, Sequence
 
-PROFILES = ("smoke", "cpu", "paper")
+from .settings import SETTINGS, availability
+from .settings.base import PROFILES  # declared with the settings, which check it
 
 #: seeds per profile: every claim's interval is Student t over these seeds (the seed changes
 #: task sampling, finetuning and forget orders); smoke keeps the two an interval needs
@@ -87,7 +88,6 @@ def take(items: Sequence, n: Any) -> list:
 def available(names: Sequence[str], quiet: bool = False) -> list[str]:
     """The settings of ``names`` that are registered and can be built on this machine, in
     order; each one left out is named on stderr with what is missing (unless ``quiet``)."""
-    from .settings import SETTINGS, availability
     out = []
     for name in names:
         ok, why = availability(name) if name in SETTINGS else (False, "not a registered setting")
