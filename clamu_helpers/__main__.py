@@ -24,8 +24,11 @@ def cmd_audit(args) -> int:
     from .audit import audit
     from .settings import get_setting
     setting = get_setting(args.setting, args.profile, args.seed)
+    if args.precision != setting.finetune_config.precision:
+        import dataclasses
+        setting.finetune_config = dataclasses.replace(setting.finetune_config, precision=args.precision)
     result = audit(setting, args.method, unlearn=args.unlearn, seed=args.seed, progress=args.progress,
-                   **_method_params(args.param))
+                   device=args.device, **_method_params(args.param))
     print(json.dumps(result, indent=2))
     return 0 if result["exact"] else 1
 
@@ -128,6 +131,7 @@ def _rebuild(directory, meta: dict, chain: list[dict], use_store: bool = False) 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clamu", description="Exact unlearning by model merging (ClAMU, SIFT-Masks).")
     sub = p.add_subparsers(dest="command", required=True)
+    from .device import PRECISIONS
 
     a = sub.add_parser("audit", help="fit, unlearn k tasks, rebuild from scratch, compare digests (JSON)")
     a.add_argument("--setting", default="images-label-subsets")
@@ -136,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--unlearn", type=int, default=3, help="number of tasks to unlearn, one by one")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--param", action="append", metavar="KEY=VALUE", help="method parameter (repeatable)")
+    a.add_argument("--device", default=None, help="cpu, cuda or cuda:i (default: where the setting's M0 is, the CPU)")
+    a.add_argument("--precision", default="float32", choices=PRECISIONS, help="finetuning precision (bf16: autocast)")
     a.add_argument("--progress", action="store_true")
     a.set_defaults(func=cmd_audit)
 

@@ -24,12 +24,13 @@ def choose_forget_set(task_ids: list[str], k: int, seed: int) -> list[str]:
 
 
 def audit(setting: Setting, method: str = "merge", unlearn: int = 3, seed: int = 0,
-          progress: bool = False, **method_params) -> dict:
-    """Run the audit and return a JSON-able dict; ``exact`` is True when digests are equal."""
+          progress: bool = False, device=None, **method_params) -> dict:
+    """Run the audit and return a JSON-able dict; ``exact`` is True when digests are equal.
+    ``device``: where both systems compute (default: the setting's)."""
     t0 = time.perf_counter()
     ids = list(setting.task_ids)
     forget = choose_forget_set(ids, unlearn, seed)
-    system = UnlearningSystem(setting, method, seed=seed, progress=progress, **method_params).fit()
+    system = UnlearningSystem(setting, method, seed=seed, progress=progress, device=device, **method_params).fit()
     hashes_match, error = True, None
     for tid in forget:
         try:
@@ -38,7 +39,8 @@ def audit(setting: Setting, method: str = "merge", unlearn: int = 3, seed: int =
             hashes_match, error = False, str(e)
             break
     remaining = [t for t in ids if t not in forget]
-    scratch = UnlearningSystem(setting, method, seed=seed, progress=progress, **method_params).fit(remaining)
+    scratch = UnlearningSystem(setting, method, seed=seed, progress=progress, device=device,
+                               **method_params).fit(remaining)
     d_unlearned, d_scratch = system.served_digest(), scratch.served_digest()
     out = {
         "exact": hashes_match and d_unlearned == d_scratch,
@@ -53,6 +55,7 @@ def audit(setting: Setting, method: str = "merge", unlearn: int = 3, seed: int =
         "tasks": len(ids),
         "unlearned": forget,
         "unlearn_costs": system.report()["unlearn"],
+        "device": str(system.device),
         "fingerprint": system.fingerprint,
         "seconds": round(time.perf_counter() - t0, 3),
     }

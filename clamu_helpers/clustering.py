@@ -91,7 +91,7 @@ def cosine_affinity(vectors: Sequence[torch.Tensor], negative: str = "clip", chu
     for i, v in enumerate(vs):
         if v.dim() != 1 or v.numel() != d:
             raise ShapeMismatchError(f"vector {i} has shape {tuple(v.shape)}, expected ({d},)")
-    gram = torch.zeros(len(vs), len(vs), dtype=torch.float64)
+    gram = torch.zeros(len(vs), len(vs), dtype=torch.float64, device="cpu")
     with deterministic(1):
         for start in range(0, d, chunk):
             block = torch.stack([v[start:start + chunk] for v in vs]).to(torch.float64)

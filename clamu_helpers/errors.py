@@ -32,5 +32,9 @@ class MissingResourceError(ClamuError, FileNotFoundError):
     """Weights or data that are not on this machine; the message says what to get where."""
 
 
+class DeviceError(ClamuError):
+    """A device that does not exist here, or CUDA set up so that results would not be exact."""
+
+
 class StateError(ClamuError):
     """A saved state that is corrupt, truncated, or from an incompatible environment."""

@@ -39,14 +39,14 @@ class MergeLedger:
             raise ValueError("scale_bits and max_tasks leave no int64 headroom")
         self.max_abs = float(2 ** headroom)
         self._bound = self.max_abs * 2.0 ** self.scale_bits  # |τ·2^s| must stay below this
-        self._sum = torch.zeros(spec.numel, dtype=torch.int64)
+        self._sum = torch.zeros(spec.numel, dtype=torch.int64, device="cpu")
         self._hashes: dict[str, str] = {}
 
     # -- the two operations ------------------------------------------------------------
     def quantize(self, tv: TaskVector) -> torch.Tensor:
         """τ_t on the fixed-point grid, as int64 (after every validity check)."""
         self._check_spec(tv)
-        out = torch.empty(self.spec.numel, dtype=torch.int64)
+        out = torch.empty(self.spec.numel, dtype=torch.int64, device="cpu")
         for start, stop in self._chunks():
             out[start:stop] = self._quantize_chunk(tv.values[start:stop], tv.task_id)
         return out
@@ -77,7 +77,8 @@ class MergeLedger:
         n = values.numel()
         buf = self.__dict__.get("_scratch")
         if buf is None or buf[0].numel() < n:
-            buf = (torch.empty(max(n, self.CHUNK)), torch.empty(max(n, self.CHUNK), dtype=torch.int64))
+            buf = (torch.empty(max(n, self.CHUNK), device="cpu"),
+                   torch.empty(max(n, self.CHUNK), dtype=torch.int64, device="cpu"))
             self.__dict__["_scratch"] = buf
         y, q = buf[0][:n], buf[1][:n]
         torch.mul(values, 2.0 ** self.scale_bits, out=y)

@@ -23,6 +23,7 @@ from typing import Callable, Hashable, Iterable, Mapping, Sequence
 
 import torch
 
+from .device import module_device
 from .determinism import deterministic
 from .errors import NonFiniteError, ShapeMismatchError
 from .packing import pack, packed_bytes, unpack
@@ -54,7 +55,7 @@ def masked_weights(theta0: torch.Tensor, mask: torch.Tensor, vec: torch.Tensor, 
         _flat(t, what)
     _same_length(theta0, vec, "θ0 and merged vector")
     _same_length(mask, vec, "mask and merged vector")
-    return theta0 + float(alpha) * torch.where(mask.to(torch.bool), vec, torch.zeros((), dtype=vec.dtype))
+    return theta0 + float(alpha) * torch.where(mask.to(torch.bool), vec, vec.new_zeros(()))
 
 
 # -- TALL ---------------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ def tall_masks(tau_t: torch.Tensor, tau_bar: torch.Tensor, lam) -> torch.Tensor:
     if tau_t.dim() not in (1, 2):
         raise ShapeMismatchError(f"τ_t must be (d,) or (n, d), got shape {tuple(tau_t.shape)}")
     _same_length(tau_t, tau_bar, "τ_t and τ̄")
-    lam_t = torch.as_tensor(lam, dtype=tau_t.dtype)
+    lam_t = torch.as_tensor(lam, dtype=tau_t.dtype, device=tau_t.device)
     if not bool(torch.isfinite(lam_t).all()) or bool((lam_t < 0).any()):
         raise ValueError(f"λ must be finite and ≥ 0, got {lam}")
     if lam_t.dim() == 1:
@@ -112,7 +113,7 @@ def choose_lambda(tau_t: torch.Tensor, tau_bar: torch.Tensor, scorer: Callable[[
 def emr_elect(total: torch.Tensor) -> torch.Tensor:
     """ε = sign(Σ_t τ_t) with zeros → −1 (float32 ±1)."""
     _flat(total, "Σ τ_t")
-    one = torch.ones((), dtype=torch.float32)
+    one = torch.ones((), dtype=torch.float32, device=total.device)
     return torch.where(total > 0, one, -one)
 
 
@@ -190,9 +191,9 @@ def emr(vectors: VectorSource, elect: torch.Tensor | None = None, segments: Sequ
     eps = emr_elect(elect)
     if segments is not None and sum(segments) != eps.numel():
         raise ShapeMismatchError(f"segments sum to {sum(segments)}, the vectors have {eps.numel()} parameters")
-    absmax = torch.zeros(eps.numel(), dtype=torch.float32)
+    absmax = torch.zeros(eps.numel(), dtype=torch.float32, device=eps.device)
     masks, num = {}, {}
-    zero = torch.zeros((), dtype=torch.float32)
+    zero = torch.zeros((), dtype=torch.float32, device=eps.device)
     for key, tau in _items(vectors):
         _flat(tau, f"τ_{key}")
         _same_length(tau, eps, f"τ_{key} and ε")
@@ -291,23 +292,25 @@ def optimize_mask(setting, tau_bar: torch.Tensor, data: tuple[torch.Tensor, torc
     :func:`clamu_helpers.params.functional`, then :func:`ste_score_step`. ``tau_bar`` is the
     vector the mask selects from (τ̄ for ClAMU; |τ̄| ⊙ r for the supermask control). ``setting``
     needs ``model``, ``spec``, ``theta0`` and ``loss``. Deterministic: pinned threads,
-    deterministic algorithms, batches only from ``generator``.
+    deterministic algorithms, batches only from ``generator``. Runs where M0 (``setting.model``)
+    lives; m and s come back on the CPU.
     """
     from .finetune import batches
 
-    spec, theta0 = setting.spec, setting.theta0
+    spec, dev = setting.spec, module_device(setting.model)
     spec.check(tau_bar, "τ̄")
+    theta0, tau_bar = setting.theta0.to(dev), tau_bar.to(dev)
     x, y = data
     if len(y) == 0:
         raise ValueError("mask optimization needs training data")
-    s = torch.zeros(spec.numel, dtype=torch.float32) if scores is None else scores.detach().clone()
+    s = torch.zeros(spec.numel, dtype=torch.float32, device=dev) if scores is None else scores.detach().to(dev, copy=True)
     spec.check(s, "scores s")
     full = config.batch_size is None or config.batch_size >= len(y)
     if not full and generator is None:
         raise ValueError("mini-batch mask optimization needs an explicit torch.Generator")
     idx_iter = None if full else batches(len(y), config.batch_size, config.steps, generator)
-    alpha_tau, zero = float(config.alpha) * tau_bar, torch.zeros((), dtype=tau_bar.dtype)
-    with deterministic(config.threads):
+    alpha_tau, zero = float(config.alpha) * tau_bar, tau_bar.new_zeros(())
+    with deterministic(config.threads, dev):
         for _ in range(config.steps):
             if full:
                 xb, yb = x, y
@@ -316,17 +319,17 @@ def optimize_mask(setting, tau_bar: torch.Tensor, data: tuple[torch.Tensor, torc
                 xb, yb = x[idx], y[idx]
             # M0 + α m ⊙ τ̄, bit-identical to masked_weights(θ0, m, τ̄, α): α·where(m, τ̄, 0) = where(m, α τ̄, 0)
             weights = (theta0 + torch.where(mask_from_scores(s), alpha_tau, zero)).requires_grad_(True)
-            loss = setting.loss(functional(setting.model, spec, weights, xb), yb)
+            loss = setting.loss(functional(setting.model, spec, weights, xb), yb.to(dev))
             (grad,) = torch.autograd.grad(loss, weights)
             s = ste_score_step(s, grad, tau_bar, config.lr, config.alpha, config.update, None, alpha_tau)
-    return mask_from_scores(s), s
+    return mask_from_scores(s).cpu(), s.cpu()
 
 
 # -- storage ------------------------------------------------------------------------------------
 def pack_masks(masks: Sequence[torch.Tensor]) -> torch.Tensor:
     """Stack of packed masks: uint8 (K, ⌈d/8⌉) (K may be 0)."""
     if not masks:
-        return torch.zeros((0, 0), dtype=torch.uint8)
+        return torch.zeros((0, 0), dtype=torch.uint8, device="cpu")
     packed = [pack(m) for m in masks]
     if len({p.numel() for p in packed}) != 1:
         raise ShapeMismatchError("masks of different lengths")

@@ -94,11 +94,11 @@ def ties_merge(vectors, k: float = 0.2) -> torch.Tensor:
     sign = torch.sign(total)
     sign[sign == 0] = torch.sign(sign.sum())
     agg = torch.zeros_like(total)
-    count = torch.zeros(total.shape, dtype=torch.int64)
+    count = torch.zeros(total.shape, dtype=torch.int64, device=total.device)
     for _, v in _vector_items(vectors):
         t = trim_top_k(v, k).to(torch.float64)
         keep = torch.where(sign > 0, t > 0, t < 0)
-        agg += torch.where(keep, t, torch.zeros((), dtype=t.dtype))
+        agg += torch.where(keep, t, t.new_zeros(()))
         count += keep
     return (agg / count.clamp_min(1)).to(torch.float32)
 

@@ -101,5 +101,7 @@ class ParamSpec:
 
 
 def functional(model: nn.Module, spec: ParamSpec, vec: torch.Tensor, *args, **kwargs):
-    """Call ``model(*args)`` with its trained parameters replaced by the flat ``vec``."""
+    """Call ``model(*args)`` with its trained parameters replaced by the flat ``vec``; tensor
+    arguments are moved to ``vec``'s device first (evaluation batches follow the weights)."""
+    args = tuple(a.to(vec.device) if isinstance(a, torch.Tensor) else a for a in args)
     return torch.func.functional_call(model, spec.unflatten(vec), args, kwargs)

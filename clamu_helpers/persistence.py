@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import torch
 from safetensors.torch import load_file, save_file
 
-from .determinism import fingerprint
+from .determinism import fingerprint_diff, fingerprint_of
 from .errors import ClamuError, DuplicateTaskError, ShapeMismatchError, StateError
 from .ledger import MergeLedger
 from .taskvector import TaskVector, sha256_tensor
@@ -379,11 +379,6 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise StateError(f"{path} is not a readable safetensors file: {e}") from None
 
 
-def fingerprint_diff(saved: dict, here: dict) -> dict[str, tuple]:
-    """Fields whose values differ: name → (saved, here)."""
-    return {k: (saved.get(k), here.get(k)) for k in sorted(set(saved) | set(here)) if saved.get(k) != here.get(k)}
-
-
 def _check_setting(meta: dict, setting: "Setting", where: Path) -> None:
     s = meta["setting"]
     if s["spec_digest"] != setting.spec.digest():
@@ -422,7 +417,7 @@ def _numel(shape) -> int:
 
 def load(directory: str | os.PathLike, setting: "Setting", *, store=None, backend: str = "serial",
          progress: bool = False, allow_fingerprint_mismatch: bool = False, cleanup: bool = True,
-         allow_broken_receipts: bool = False) -> "UnlearningSystem":
+         allow_broken_receipts: bool = False, device=None) -> "UnlearningSystem":
     """Rebuild the system saved in ``directory`` on ``setting`` (see the module docstring).
 
     ``allow_fingerprint_mismatch=True``: load a state from another environment for serving
@@ -430,6 +425,8 @@ def load(directory: str | os.PathLike, setting: "Setting", *, store=None, backen
     A receipt chain that does not verify (:func:`clamu_helpers.receipts.check_chain`) warns
     and makes the system refuse further unlearning, unless ``allow_broken_receipts=True``.
     ``cleanup=False``: leave leftovers of interrupted saves in place (read-only media).
+    ``device``: where the loaded system computes (default: the setting's); the saved
+    fingerprint names the device it was fitted on, and another GPU model is a mismatch.
     """
     from .methods import get_method
     from .system import Costs, UnlearningSystem
@@ -444,7 +441,7 @@ def load(directory: str | os.PathLike, setting: "Setting", *, store=None, backen
         folder, meta = verify(directory)
         try:
             _check_setting(meta, setting, folder)
-            here = fingerprint(setting.finetune_config.threads)
+            here = fingerprint_of(setting.finetune_config, device if device is not None else setting.device)
             diff = fingerprint_diff(meta["fingerprint"], here)
             if diff:
                 listing = ", ".join(f"{k}: saved {a!r}, here {b!r}" for k, a, b in ((k, *v) for k, v in diff.items()))
@@ -461,7 +458,7 @@ def load(directory: str | os.PathLike, setting: "Setting", *, store=None, backen
                 raise StateError(f"{folder / 'state.json'}: cannot rebuild method {m['name']!r} "
                                  f"with params {m['params']}: {e}") from None
             system = UnlearningSystem(setting, method, seed=meta["seed"], store=store, backend=backend,
-                                      progress=progress)
+                                      progress=progress, device=device)
             try:
                 ledger = MergeLedger.from_state(tensors["ledger.safetensors"], meta["ledger"])
             except (KeyError, ClamuError) as e:

@@ -52,8 +52,8 @@ except ImportError:  # not on Windows: claims always succeed there (runs may rep
     fcntl = None
 
 from .cache import cache_dir, content_key
-from .determinism import fingerprint
-from .errors import ShapeMismatchError, StateError
+from .determinism import fingerprint_of
+from .errors import DuplicateTaskError, ShapeMismatchError, StateError
 from .params import ParamSpec
 from .taskvector import TaskVector, sha256_tensor
 
@@ -182,15 +182,16 @@ class TaskVectorStore:
 
     # -- keys -------------------------------------------------------------------------------
     def key_parts(self, setting, task, seed: int, sign: torch.Tensor | None = None,
-                  projection: str = "after_step", config=None) -> list:
+                  projection: str = "after_step", config=None, device=None) -> list:
         """What the key hashes, in order (see the module docstring)."""
         cfg = config or setting.finetune_config
         return ["tv-v1", setting.name, setting.spec.digest(), task.digest(), cfg.to_json(),
                 int(seed), sha256_tensor(sign) if sign is not None else None,
-                projection if sign is not None else None, fingerprint(cfg.threads)]
+                projection if sign is not None else None,
+                fingerprint_of(cfg, device if device is not None else setting.device)]
 
     def key(self, setting, task, seed: int, sign: torch.Tensor | None = None,
-            projection: str = "after_step", config=None) -> str:
+            projection: str = "after_step", config=None, device=None) -> str:
         """SHA-256 key of τ_t for (setting, spec, task data, hyperparameters, seed, sign, env)."""
         return content_key(*self.key_parts(setting, task, seed, sign, projection, config))
 

@@ -125,7 +125,7 @@ def stream_tall_masks(store: TaskVectorStore, keys: Sequence[str], spec: ParamSp
     svs = open_all(store, keys, spec)
     led = _ledger_for(store, svs, spec, chunk, ledger, progress)
     d, digest = spec.numel, led.digest()
-    lam_t = [torch.as_tensor(x, dtype=torch.float32) for x in lams]
+    lam_t = [torch.as_tensor(x, dtype=torch.float32, device="cpu") for x in lams]
     result = TallStream(led, {x: {} for x in lams})
     for sv in _bar(svs, "pass 2: TALL masks", progress):
         outs = [np.zeros((d + 7) // 8, dtype=np.uint8) for _ in lams]
@@ -180,8 +180,8 @@ def stream_emr(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec, chu
     if not svs:
         raise ValueError("EMR needs at least one task vector")
     d = spec.numel
-    pos = torch.zeros(d, dtype=torch.float32)   # max_t max(τ_t, 0)
-    neg = torch.zeros(d, dtype=torch.float32)   # max_t max(−τ_t, 0)
+    pos = torch.zeros(d, dtype=torch.float32, device="cpu")   # max_t max(τ_t, 0)
+    neg = torch.zeros(d, dtype=torch.float32, device="cpu")   # max_t max(−τ_t, 0)
     led = MergeLedger(spec)
 
     def tapped(sv):
@@ -197,8 +197,8 @@ def stream_emr(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec, chu
 
     for sv in _bar(svs, "pass 1: Σ τ_t, maxima", progress):
         led.add_stream(sv.task_id, tapped(sv), sha256=sv.sha256)
-    zero = torch.zeros((), dtype=torch.float32)
-    eps = torch.empty(d, dtype=torch.float32)
+    zero = torch.zeros((), dtype=torch.float32, device="cpu")
+    eps = torch.empty(d, dtype=torch.float32, device="cpu")
     for off in range(0, d, chunk):
         eps[off:off + chunk] = torch.where(led.tau_bar_slice(off, min(off + chunk, d)) > 0, 1.0, -1.0)
     absmax = torch.where(eps > 0, pos, neg)

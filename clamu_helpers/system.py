@@ -6,6 +6,13 @@ method learn what it serves on top (masks, clusters). ``unlearn(ids)`` retrains 
 u's data alone, checks its hash against the one recorded at merge time, subtracts it, and
 lets the method refresh what became stale. ``served_digest()`` hashes everything served; the
 audit compares it with a system fitted from scratch without the forgotten tasks.
+
+``device`` (default: the setting's, i.e. where M0 lives; CPU when none) is where the work
+runs: finetuning, retraining, mask optimisation, evaluation and the served model
+(:meth:`model_for`). What must stay exact lives on the CPU whatever the device: θ0, the
+ledger, every τ_t (hashed as it comes back from the device), masks and clusters; weights are
+composed there and moved to the device to be served or scored. The ledger quantises on the
+CPU because each τ_t has to come back to the CPU to be hashed and stored anyway.
 """
 from __future__ import annotations
 
@@ -20,7 +27,8 @@ import torch
 from torch import nn
 
 from .costs import Costs
-from .determinism import fingerprint
+from .determinism import fingerprint_diff, fingerprint_of
+from .device import resolve as resolve_device
 from . import receipts as receipts_
 from .errors import DuplicateTaskError, ExactnessError, StateError, UnknownTaskError
 from .ledger import MergeLedger
@@ -35,12 +43,15 @@ class UnlearningSystem:
     ``evaluate``, ``report``. ``method`` is a name from :data:`clamu_helpers.methods.METHODS`
     (``merge``, ``local``, …) or a :class:`Method`; extra keyword arguments go to the method.
     ``backend`` ("serial", "processes", "ray"), ``workers`` and ``ray_address`` choose where
-    finetunes run (bit-identical results on every backend); ``store`` caches finished ones."""
+    finetunes run (bit-identical results on every backend); ``store`` caches finished ones.
+    ``device`` ("cpu", "cuda", "cuda:1"; default: the setting's): where the system computes
+    (the module docstring says what lives where); M0 is moved there."""
 
     def __init__(self, setting: Setting, method: str | Method = "merge", seed: int = 0, store=None,
                  backend: str = "serial", progress: bool = False, workers: int = 2,
-                 ray_address: str | None = None, **method_params):
-        self.setting = setting
+                 ray_address: str | None = None, device: str | torch.device | None = None, **method_params):
+        self.device = resolve_device(device) if device is not None else setting.device
+        self.setting = setting.to(self.device)
         self.method = get_method(method, **method_params) if isinstance(method, str) else method
         self.seed = int(seed)
         self.store = store
@@ -52,7 +63,7 @@ class UnlearningSystem:
         self.unlearned: list[str] = []
         self.fit_costs = Costs()
         self.unlearn_costs = Costs()
-        self.fingerprint = fingerprint(setting.finetune_config.threads)
+        self.fingerprint = fingerprint_of(setting.finetune_config, self.device)
         self._tau_cache: tuple[str, torch.Tensor] | None = None
         #: one hash-chained receipt per unlearning request (:mod:`clamu_helpers.receipts`)
         self.system_id = receipts_.new_system_id()
@@ -70,7 +81,7 @@ class UnlearningSystem:
         """τ_t for each id with this system's seed and the method's finetuning options."""
         return run_finetunes(self.setting, task_ids, seed=self.seed, backend=self.backend,
                              store=self.store if use_store else None, progress=self.progress, desc=desc,
-                             workers=self.workers, ray_address=self.ray_address,
+                             workers=self.workers, ray_address=self.ray_address, device=str(self.device),
                              **self.method.finetune_kwargs(self))
 
     def fit(self, task_ids: Iterable[str] | None = None) -> "UnlearningSystem":
@@ -110,7 +121,7 @@ class UnlearningSystem:
         return self.method.weights_for(self, str(task_id))
 
     def model_for(self, task_id: str) -> nn.Module:
-        """A copy of M0 holding the weights served to ``task_id``."""
+        """A copy of M0 holding the weights served to ``task_id``, on :attr:`device`."""
         model = copy.deepcopy(self.setting.model)
         return self.setting.spec.load_into(model, self.weights_for(task_id))
 
@@ -130,6 +141,7 @@ class UnlearningSystem:
         ids = list(task_ids)
         if not ids:
             return {}
+        self.check_environment()
         got = self.finetune(ids, use_store=False, desc=desc)
         recorded = self.ledger.hashes
         bad = [t for t in ids if got[t].sha256 != recorded.get(t)]
@@ -140,6 +152,18 @@ class UnlearningSystem:
                 f"hyperparameters changed?). Nothing was unlearned.")
         self.unlearn_costs.round(len(ids), self.steps)
         return got
+
+    def check_environment(self) -> None:
+        """Refuse (:class:`ExactnessError`) to retrain where the environment differs from the one
+        the merged τ_t were trained in (another GPU model, CUDA, cuDNN, torch, thread count,
+        precision...): the retrain would not reproduce them bit for bit. Checked before any work."""
+        diff = fingerprint_diff(self.fingerprint, fingerprint_of(self.setting.finetune_config, self.device))
+        if diff:
+            listing = ", ".join(f"{k}: merged with {a!r}, here {b!r}" for k, (a, b) in diff.items())
+            raise ExactnessError(f"refusing to retrain: this system's task vectors were trained in another "
+                                 f"environment ({listing}), so retrained τ_u would not match the merged ones. "
+                                 f"Unlearn where they were trained (same device model, CUDA, torch, threads, "
+                                 f"precision). Nothing was unlearned.")
 
     def unlearn(self, task_ids: Iterable[str]) -> dict:
         """Forget ``task_ids``: retrain each τ_u deterministically, verify its hash, subtract it
@@ -189,8 +213,9 @@ class UnlearningSystem:
         for tid in ids:
             task = self.setting.task(tid)
             group = self.method.group_of(self, tid)
-            if group not in cache:
-                cache = {group: self.weights_for(tid)} if len(cache) > 64 else {**cache, group: self.weights_for(tid)}
+            if group not in cache:   # composed on the CPU, moved to the device once per group
+                w = self.weights_for(tid).to(self.device)
+                cache = {group: w} if len(cache) > 64 else {**cache, group: w}
             x, y = task.split(split)
             rows.append({"task_id": tid, "source": task.source, "group": group,
                          "merged": tid in self.ledger, "unlearned": tid in self.unlearned,
@@ -205,7 +230,7 @@ class UnlearningSystem:
                 "method_params": self.method.params, "tasks": len(self.ledger), "unlearned": list(self.unlearned),
                 "storage_bytes": self.storage_bytes(), "fit": asdict(self.fit_costs),
                 "unlearn": asdict(self.unlearn_costs), "digest": self.served_digest(),
-                "fingerprint": self.fingerprint}
+                "device": str(self.device), "fingerprint": self.fingerprint}
 
     # -- persistence (see clamu_helpers.persistence) -------------------------------------------
     def save(self, directory) -> dict:

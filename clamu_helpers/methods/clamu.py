@@ -157,7 +157,7 @@ class Clamu(Masked):
                 if scored:
                     xv, yv = self.group_data(system, ids, "val")
                     score = system.setting.score(system.setting.theta0 + float(alpha) * torch.where(
-                        m, target, torch.zeros((), dtype=target.dtype)), xv, yv)
+                        m, target, target.new_zeros(())), xv, yv)
                 out[c] = (pack_masks([m])[0], score)
             return out
 
@@ -232,7 +232,7 @@ class ClamuSupermask(Clamu):
 
     def signs(self, system) -> torch.Tensor:
         seed = system.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
-        bits = torch.randint(0, 2, (system.setting.spec.numel,), generator=generator(seed, "supermask"))
+        bits = torch.randint(0, 2, (system.setting.spec.numel,), generator=generator(seed, "supermask"), device="cpu")
         return (bits * 2 - 1).to(torch.float32)
 
     def target(self, system) -> torch.Tensor:

@@ -69,7 +69,7 @@ class Emr(Localized):
         r = self.result
         cs = list(self.groups)
         return ({"masks": torch.stack([r.masks[c] for c in cs]), "tau_uni": r.tau_uni,
-                 "rescalers": torch.tensor([r.rescalers[c] for c in cs], dtype=torch.float64)}, self._meta())
+                 "rescalers": torch.tensor([r.rescalers[c] for c in cs], dtype=torch.float64, device="cpu")}, self._meta())
 
     def load_state(self, system, tensors, meta):
         self._load_assignment(meta)

@@ -232,7 +232,7 @@ class Masked(Localized):
         return float(sum(int(self.mask(system, c).sum()) for c in self.masks) / (d * len(self.masks)))
 
     def _packed(self) -> torch.Tensor:
-        return torch.stack([self.masks[c] for c in self.groups]) if self.masks else torch.zeros((0, 0), dtype=torch.uint8)
+        return torch.stack([self.masks[c] for c in self.groups]) if self.masks else torch.zeros((0, 0), dtype=torch.uint8, device="cpu")
 
     def storage_bytes(self, system):
         k = len(self.masks)

@@ -57,7 +57,7 @@ PROJECTIONS = ("after_step", "before_step")
 
 def sign_vector(d: int, seed: int) -> torch.Tensor:
     """v ∈ {−1, +1}^d (float32), drawn from ``generator(seed, "sift-sign")``."""
-    bits = torch.randint(0, 2, (int(d),), generator=generator(seed, "sift-sign"))
+    bits = torch.randint(0, 2, (int(d),), generator=generator(seed, "sift-sign"), device="cpu")
     return (bits * 2 - 1).to(torch.float32)
 
 
@@ -101,7 +101,7 @@ def serve(theta0: torch.Tensor, tau_bar: torch.Tensor, n_tasks: int, mask: torch
         delta = tau_bar / count.clamp(min=1).to(torch.float32)
     else:
         delta = scale * tau_bar
-    return theta0 + torch.where(mask, delta, torch.zeros((), dtype=delta.dtype))
+    return theta0 + torch.where(mask, delta, delta.new_zeros(()))
 
 
 @register("sift")
@@ -149,7 +149,7 @@ class SiftMasks(Method):
         v = self.sign(system)
         self._d = v.numel()
         self.masks = {}
-        self.count = torch.zeros(self._d, dtype=torch.int32)
+        self.count = torch.zeros(self._d, dtype=torch.int32, device="cpu")
         for tid in sorted(vectors):
             tau = vectors[tid].values
             wrong = int(((tau * v) < 0).sum())
@@ -237,7 +237,7 @@ class SiftMasks(Method):
             raise StateError(f"SIFT sign vector cannot be regenerated from seed {meta['sign_seed']} "
                              f"(a different torch RNG?): retraining would not reproduce τ_u")
         masks = {}
-        count = torch.zeros(d, dtype=torch.int32)
+        count = torch.zeros(d, dtype=torch.int32, device="cpu")
         for tid in meta.get("masked_tasks", []):
             key = f"sift/mask/{tid}"
             if key not in tensors:
@@ -292,8 +292,8 @@ class SiftRandomMask(SiftMasks):
     def task_mask(self, system, task_id, tau):
         seed = system.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
         n = int((tau != 0).sum())
-        keep = torch.randperm(tau.numel(), generator=generator(seed, "random-mask", task_id))[:n]
-        return torch.zeros(tau.numel(), dtype=torch.bool).index_fill_(0, keep, True)
+        keep = torch.randperm(tau.numel(), generator=generator(seed, "random-mask", task_id), device="cpu")[:n]
+        return torch.zeros(tau.numel(), dtype=torch.bool, device="cpu").index_fill_(0, keep, True)
 
 
 @register("sift-merge")

@@ -330,7 +330,8 @@ class AuthorsSetting(Setting):
         """Mean over QA pairs of exp(mean log-prob of the answer tokens given the question)."""
         if len(y) == 0:
             return float("nan")
-        return float(answer_probability(self.predict(weights, x, batch=256), y).mean())
+        pred = self.predict(weights, x, batch=256)
+        return float(answer_probability(pred, y.to(pred.device)).mean())
 
     def cluster_features(self, x: torch.Tensor) -> torch.Tensor:
         """Features for feature clustering: M0's final hidden state (``last_hidden_state`` of

@@ -34,6 +34,11 @@ class FinetuneConfig:
     optimizer: str = "adam"       # "adam" | "adamw" | "sgd"
     weight_decay: float = 0.0
     threads: int = 1              # pinned during finetuning: bits depend on it on the CPU
+    precision: str = "float32"    # "float32" | "bf16" (bfloat16 autocast forward; τ_t stays float32)
+
+    def __post_init__(self):
+        from ..device import check_precision
+        check_precision(self.precision)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -104,14 +109,30 @@ class Setting:
         """Which parameters finetuning changes (default: all)."""
         return True
 
+    @property
+    def device(self) -> torch.device:
+        """Where M0 (and so θ0) lives: where systems on this setting compute by default."""
+        from ..device import module_device
+        return module_device(self.model)
+
+    def to(self, device: "str | torch.device") -> "Setting":
+        """Move M0 to ``device`` (checked by :func:`clamu_helpers.device.resolve`): finetuning,
+        evaluation and mask optimisation then run there. θ0, the task data and everything exact
+        (ledger, τ_t, masks) stay on the CPU; weights and batches move to the device as used."""
+        from ..device import resolve
+        dev = resolve(device)
+        if dev != self.device:
+            self.model.to(dev)
+        return self
+
     @cached_property
     def spec(self) -> ParamSpec:
         return ParamSpec.from_model(self.model, self.trainable)
 
     @cached_property
     def theta0(self) -> torch.Tensor:
-        """M0's trained parameters as a flat float32 vector θ0."""
-        return self.spec.flatten(self.model).clone()
+        """M0's trained parameters as a flat float32 vector θ0, on the CPU (like all exact state)."""
+        return self.spec.flatten(self.model).to("cpu", copy=True)
 
     # -- loss and metric ---------------------------------------------------------------
     def loss(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -119,6 +140,8 @@ class Setting:
 
     @torch.no_grad()
     def predict(self, weights: torch.Tensor, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+        """M0 with ``weights`` applied to ``x``, in batches, on :attr:`device` (the output stays there)."""
+        weights = weights.to(self.device)
         outs = [functional(self.model, self.spec, weights, x[i:i + batch]) for i in range(0, len(x), batch)]
         return torch.cat(outs)
 
@@ -127,7 +150,8 @@ class Setting:
         """The metric of served weights on (x, y): accuracy in the global label space."""
         if len(y) == 0:
             return float("nan")
-        return float((self.predict(weights, x).argmax(-1) == y).float().mean())
+        pred = self.predict(weights, x).argmax(-1)
+        return float((pred == y.to(pred.device)).float().mean())
 
     metric_name = "accuracy"
 

@@ -182,9 +182,10 @@ class PaperTofuSetting(_GPT2Mixin, Setting):
     def score(self, weights, x, y, batch: int = 8) -> float:
         if len(y) == 0:
             return float("nan")
-        probs = []
+        probs, weights = [], weights.to(self.device)
         for i in range(0, len(x), batch):
-            nll, count = pm.answer_nll(functional(self.model, self.spec, weights, x[i:i + batch]), y[i:i + batch])
+            nll, count = pm.answer_nll(functional(self.model, self.spec, weights, x[i:i + batch]),
+                                       y[i:i + batch].to(weights.device))
             probs.append(torch.exp(-nll / count.clamp_min(1)))
         return float(torch.cat(probs).mean())
 

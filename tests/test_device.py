@@ -1,0 +1,163 @@
+"""The device-aware system, tested on the CPU.
+
+A GPU run is the only full test of CUDA placement; what the CPU can check is checked here:
+every method computes on the device it is given and creates no tensor on the *default*
+device (a user who calls ``torch.set_default_device("cuda")`` must not get half a system
+there), the environment fingerprint names the GPU/CUDA/cuDNN and the precision, unlearning
+refuses a retrain in another environment, bf16 finetuning is deterministic and recorded.
+"""
+import json
+
+import pytest
+import torch
+
+from clamu_helpers import UnlearningSystem
+from clamu_helpers.determinism import fingerprint, fingerprint_of
+from clamu_helpers.device import PRECISIONS, autocast, module_device, prepare_cuda, resolve, tensor_devices
+from clamu_helpers.errors import DeviceError, ExactnessError, StateError
+from clamu_helpers.finetune import finetune
+from clamu_helpers.methods import METHODS
+from clamu_helpers.settings import get_setting
+from clamu_helpers.settings.base import FinetuneConfig
+
+
+@pytest.fixture(scope="module")
+def tiny6():
+    s = get_setting("synthetic", "smoke", 0, tasks=6)
+    s.theta0  # build M0 outside the default-device context below
+    return s
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_no_tensor_is_created_on_the_default_device(tiny6, name):
+    """Fit, unlearn, evaluate and digest with the default device set to ``meta``: a tensor made
+    without an explicit device would land there and fail (meta tensors hold no data) or show up
+    in the check that everything the system holds is on the requested device."""
+    params = dict(METHODS[name].test_params)
+    if METHODS[name].clustered:
+        params.setdefault("clusters", 2)
+    with torch.device("meta"):
+        system = UnlearningSystem(tiny6, name, seed=0, device="cpu", **params).fit()
+        system.unlearn([tiny6.task_ids[1]])
+        acc = system.evaluate("val")
+        digest = system.served_digest()
+        model = system.model_for(tiny6.task_ids[0])
+    assert tensor_devices(system) == {"cpu"}
+    assert module_device(model) == torch.device("cpu")
+    assert acc[tiny6.metric_name].notna().all()
+    reference = UnlearningSystem(tiny6, name, seed=0, **params).fit()
+    reference.unlearn([tiny6.task_ids[1]])
+    assert digest == reference.served_digest()   # the default device changed nothing
+
+
+def test_resolve_names_what_is_wrong():
+    assert resolve(None) == torch.device("cpu") == resolve("cpu")
+    with pytest.raises(DeviceError, match="not a device"):
+        resolve("gpu0")
+    with pytest.raises(DeviceError, match="not supported"):
+        resolve("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            resolve("cuda")
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            UnlearningSystem(get_setting("synthetic", "smoke", 0, tasks=2), "merge", device="cuda:0")
+
+
+def test_system_reports_and_fingerprints_its_device(tiny):
+    system = UnlearningSystem(tiny, "merge", device="cpu")
+    assert system.device == torch.device("cpu") == tiny.device
+    assert system.fingerprint == fingerprint(tiny.finetune_config.threads, "cpu", "float32")
+    assert system.report()["device"] == "cpu"
+
+
+def test_cuda_fingerprint_names_gpu_cuda_and_cudnn(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA H200")
+    monkeypatch.setattr(torch.backends.cudnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91002)
+    prepare_cuda()   # what resolve("cuda") does: deterministic cuDNN, TF32 off
+    fp = fingerprint(1, "cuda:0", "bf16")
+    assert fp["device"] == "cuda:0" and fp["gpu"] == "NVIDIA H200" and fp["cudnn"] == 91002
+    assert fp["cuda"] == torch.version.cuda and fp["dtype"] == "bf16" and fp["tf32"] is False
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA A100-SXM4-80GB")
+    assert fingerprint(1, "cuda:0", "bf16")["gpu"] != fp["gpu"]
+
+
+def test_unlearning_refuses_a_retrain_in_another_environment(tiny):
+    system = UnlearningSystem(tiny, "merge", device="cpu").fit()
+    before = system.served_digest()
+    system.fingerprint = {**system.fingerprint, "device": "cuda:0", "gpu": "NVIDIA A100-SXM4-80GB"}
+    with pytest.raises(ExactnessError, match=r"gpu: merged with 'NVIDIA A100-SXM4-80GB', here None") as e:
+        system.unlearn([tiny.task_ids[0]])
+    assert "device: merged with 'cuda:0', here 'cpu'" in str(e.value)
+    assert system.served_digest() == before and not system.unlearned and system.unlearn_costs.gradient_steps == 0
+
+
+def test_saved_state_from_another_device_loads_for_serving_only(tiny, tmp_path):
+    system = UnlearningSystem(tiny, "merge", device="cpu").fit()
+    system.save(tmp_path / "s")
+    state = tmp_path / "s"
+    folder = next(p for p in state.iterdir() if p.is_dir() and (p / "state.json").exists())
+    meta = json.loads((folder / "state.json").read_text())
+    meta["fingerprint"].update(device="cuda:0", gpu="NVIDIA H200")
+    (folder / "state.json").write_text(json.dumps(meta))
+    with pytest.raises(StateError):   # the checksum or the fingerprint refuses it
+        UnlearningSystem.load(state, tiny)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_precision_is_deterministic_recorded_and_part_of_the_key(tiny, precision):
+    cfg = FinetuneConfig(**{**tiny.finetune_config.to_json(), "precision": precision})
+    task = tiny.task(tiny.task_ids[0])
+    a = finetune(tiny, task, seed=3, config=cfg, device="cpu")
+    b = finetune(tiny, task, seed=3, config=cfg)
+    assert a.sha256 == b.sha256 and a.values.dtype == torch.float32 and a.values.device.type == "cpu"
+    assert a.meta["fingerprint"] == fingerprint_of(cfg, "cpu") and a.meta["fingerprint"]["dtype"] == precision
+    if precision == "bf16":
+        f32 = finetune(tiny, task, seed=3)
+        assert f32.sha256 != a.sha256   # bf16 autocast really ran
+
+
+def test_bf16_audit_is_exact(tiny):
+    from clamu_helpers.audit import audit
+    from clamu_helpers.settings.synthetic import SyntheticSetting
+    s = SyntheticSetting("smoke", 0, tasks=5, finetune=FinetuneConfig(steps=15, lr=1e-2, batch_size=8,
+                                                                      precision="bf16"))
+    out = audit(s, "sift", unlearn=2, seed=1)
+    assert out["exact"] and out["fingerprint"]["dtype"] == "bf16"
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        FinetuneConfig(precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        autocast(torch.device("cpu"), "half")
+
+
+def test_audit_cli_takes_device_and_precision(capsys):
+    from clamu_helpers.__main__ import main
+    assert main(["audit", "--setting", "synthetic", "--device", "cpu", "--precision", "bf16", "--method", "merge",
+                 "--unlearn", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["exact"] and out["device"] == "cpu" and out["fingerprint"]["dtype"] == "bf16"
+    if not torch.cuda.is_available():
+        assert main(["audit", "--setting", "synthetic", "--device", "cuda", "--unlearn", "1"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_gpu_profile_script_checks_exactness_at_toy_size(tmp_path):
+    """benchmarks/gpu_paper_profile.py is the script a GPU machine runs; at toy size on the CPU
+    it must audit through the device-aware system, retrain in a second process and time."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_paper_profile.py"
+    spec = importlib.util.spec_from_file_location("gpu_paper_profile", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "r.json"
+    assert mod.main(["--tiny", "--device", "cpu", "--tasks", "3", "--unlearn", "1", "--steps", "2",
+                     "--only", "gpt2-lm", "--methods", "sift", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    m = r["models"]["gpt2-lm"]
+    assert r["all_exact"] and m["audits"]["sift"]["exact"] and m["second_process_retrain"]["equal"]
+    assert m["finetune_s_per_step_float32"] > 0 and m["finetune_s_per_step_bf16"] > 0 and m["mask_s_per_step"] > 0
