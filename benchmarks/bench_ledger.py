@@ -14,6 +14,7 @@ amortises the int64 traffic over the batch (floor: 4 bytes per parameter per tas
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from _common import best_of, save  # noqa: E402
 
 import torch  # noqa: E402
 
+from clamu_helpers import ledger_kernel  # noqa: E402
 from clamu_helpers.ledger import MergeLedger  # noqa: E402
 from clamu_helpers.params import ParamSpec  # noqa: E402
 from clamu_helpers.taskvector import TaskVector  # noqa: E402
@@ -32,6 +34,34 @@ def reference_add(total: torch.Tensor, v: torch.Tensor, bits: int = 40) -> None:
     """The ledger's original formula: checks, float64 copy, scale, round, int64, add."""
     assert bool(torch.isfinite(v).all()) and float(v.abs().max()) < 2 ** 10
     total += v.to(torch.float64).mul_(2.0 ** bits).round_().to(torch.int64)
+
+
+def hash_functions() -> dict:
+    """Cryptographic hashes of a float32 vector's bytes, the candidates for τ_t's digest."""
+    import hashlib
+
+    def raw(v):
+        return v.view(torch.uint8).numpy()
+
+    out = {"sha256": lambda v: hashlib.sha256(raw(v)).hexdigest(),
+           "blake2b-256": lambda v: hashlib.blake2b(raw(v), digest_size=32).hexdigest()}
+    try:
+        import blake3
+        out["blake3"] = lambda v: blake3.blake3(raw(v)).hexdigest()
+        out["blake3-2threads"] = lambda v: blake3.blake3(raw(v), max_threads=2).hexdigest()
+    except ImportError:
+        pass
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(2)
+
+    def sha256_tree(v, parts=2):   # SHA-256 of the SHA-256s of `parts` slices, hashed side by side
+        b = raw(v)
+        n = -(-b.size // parts)
+        leaves = pool.map(lambda i: hashlib.sha256(b[i * n:(i + 1) * n]).digest(), range(parts))
+        return hashlib.sha256(b"".join(leaves)).hexdigest()
+
+    out["sha256-tree-2threads"] = sha256_tree
+    return out
 
 
 def main(d: int, T: int, repeat: int) -> dict:
@@ -66,8 +96,17 @@ def main(d: int, T: int, repeat: int) -> dict:
         return min(times)
 
     t_alloc = best_of(lambda: MergeLedger(spec)._sum.zero_(), max(2, repeat // 2))
-    t_led = timed(lambda led: [led.add(tv.task_id, tv) for tv in tvs])
-    t_many = timed(lambda led: led.add_many((tv.task_id, tv) for tv in tvs))
+    kernels = {}
+    for kernel in (("numba", "torch") if ledger_kernel.available() else ("torch",)):
+        os.environ["CLAMU_LEDGER_KERNEL"] = kernel
+        ledger_run()   # compile / warm up outside the timed region
+        kernels[kernel] = {"add": timed(lambda led: [led.add(tv.task_id, tv) for tv in tvs]),
+                           "add_many": timed(lambda led: led.add_many((tv.task_id, tv) for tv in tvs)),
+                           "sum": ledger_run().state()[0]["ledger_sum"]}
+    os.environ.pop("CLAMU_LEDGER_KERNEL", None)
+    fused = kernels.get("numba", kernels["torch"])
+    t_led, t_many = fused["add"], fused["add_many"]
+    assert all(torch.equal(k["sum"], kernels["torch"]["sum"]) for k in kernels.values()), "fused kernel differs"
     many = MergeLedger(spec)
     many.add_many((tv.task_id, tv) for tv in tvs)
     assert torch.equal(many.state()[0]["ledger_sum"], ledger_run().state()[0]["ledger_sum"]), "add_many differs from add"
@@ -79,6 +118,9 @@ def main(d: int, T: int, repeat: int) -> dict:
         reference_add(ref_sum, v)
     assert torch.equal(ledger_run().state()[0]["ledger_sum"], ref_sum), "optimized ledger differs from float64 formula"
     t_hash = best_of(lambda: [TaskVector(tv.task_id, tv.values, spec).sha256 for tv in tvs], max(1, repeat // 2))
+    hashes = {name: best_of(lambda fn=fn: [fn(v) for v in vecs], max(1, repeat // 2)) / T
+              for name, fn in hash_functions().items()}
+    t_f32_one = t_f32 / T
     chunks = {}
     old = MergeLedger.CHUNK
     for c in (1 << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 20):
@@ -107,6 +149,11 @@ def main(d: int, T: int, repeat: int) -> dict:
         "ledger_add_many_bandwidth_fraction": ((4 * n + 16 * d) / t_many / 1e9) / copy_gbs,
         "float32_add_bandwidth_fraction": (12 * n / t_f32 / 1e9) / copy_gbs,
         "bit_identical_to_float64_formula": True,
+        "kernels": {k: {"add": v["add"], "add_many": v["add_many"], "ratio_add_vs_float32_add": v["add"] / t_f32,
+                        "ratio_add_many_vs_float32_add": v["add_many"] / t_f32} for k, v in kernels.items()},
+        "kernel_bit_identical_to_torch_path": True,
+        "hash_seconds_per_vector": hashes,
+        "hash_ratio_vs_float32_add_of_it": {k: v / t_f32_one for k, v in hashes.items()},
     }
     print(f"d={d} T={T}, one thread, best of {repeat}")
     print(f"  copy              {t_copy:.4f}s  ({copy_gbs:.1f} GB/s counting read+write)")
@@ -120,6 +167,11 @@ def main(d: int, T: int, repeat: int) -> dict:
           f"(optimized path {res['speedup_vs_float64_formula']:.2f}x faster, bit-identical)")
     print(f"  + SHA-256 of τ_t  {t_hash:.4f}s  -> ledger incl. hashing "
           f"{res['ratio_ledger_incl_sha256_vs_float32_add']:.2f}x float32 add")
+    for k, v in res["kernels"].items():
+        print(f"  kernel {k:6s}     add {v['ratio_add_vs_float32_add']:.2f}x, add_many "
+              f"{v['ratio_add_many_vs_float32_add']:.2f}x float32 add (goal ≤ 2.0x; floor 1.67x for add)")
+    for k, v in res["hash_ratio_vs_float32_add_of_it"].items():
+        print(f"  hash {k:18s} {hashes[k] * 1e3:7.1f} ms per τ_t = {v:5.2f}x a float32 add of it (goal ≤ 2x)")
     print("  chunk sizes (add, add_many):", {k: (round(v["add"], 4), round(v["add_many"], 4)) for k, v in chunks.items()})
     save("bench_ledger", res)
     return res

@@ -6,6 +6,10 @@ and sums those integers in int64. Adding and removing in any order then yields e
 integers of a from-scratch merge of the tasks that remain, and τ̄ (and everything served
 from it) is a pure function of that set. The ledger also records the SHA-256 of every merged
 τ_t and refuses to subtract a vector whose bits differ (:class:`ExactnessError`).
+
+(Over 300 lines on purpose: the exact add has three paths, the fused kernel of
+:mod:`clamu_helpers.ledger_kernel`, chunked torch and batched float64, and each one's
+all-or-nothing rollback has to live beside the integer sum it protects.)
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import torch
 
 from .errors import (DuplicateTaskError, ExactnessError, NonFiniteError, ShapeMismatchError,
                      StateError, UnknownTaskError)
+from . import ledger_kernel
 from .params import ParamSpec
 from .taskvector import TaskVector
 
@@ -96,10 +101,30 @@ class MergeLedger:
         torch.round(y, out=y)
         return q.copy_(y)
 
+    def _fused(self, tvs: list[TaskVector], sign: int) -> None:
+        """τ̄ ← τ̄ ± Σ quantize(τ_t) with the fused kernel (:mod:`clamu_helpers.ledger_kernel`):
+        chunk by chunk, every task inside a chunk while its int64 slice sits in cache. On an
+        invalid vector everything applied is subtracted again (exact), then the error raised."""
+        total = self._sum.numpy()
+        arrays = [tv.values.detach().cpu().contiguous().numpy() for tv in tvs]
+        applied: list[tuple[int, int, int]] = []   # (start, stop, tasks applied to that chunk)
+        for start, stop in self._chunks():
+            for i, a in enumerate(arrays):
+                if ledger_kernel.quant_add(total[start:stop], a[start:stop], self.scale_bits, self._bound, sign) >= 0:
+                    applied.append((start, stop, i))
+                    for b, e, k in applied:
+                        for done in arrays[:k]:
+                            ledger_kernel.quant_add(total[b:e], done[b:e], self.scale_bits, self._bound, -sign)
+                    self._quantize_chunk(tvs[i].values, tvs[i].task_id)   # raises the specific error
+                    raise NonFiniteError(f"task vector {tvs[i].task_id!r} is outside the ledger's range")
+            applied.append((start, stop, len(arrays)))
+
     def _accumulate(self, tv: TaskVector, sign: int) -> None:
         """τ̄ ← τ̄ ± quantize(τ_t), chunk by chunk; on an invalid chunk the chunks already
         applied are undone exactly (integers), so the ledger is unchanged by a failure."""
         self._check_spec(tv)
+        if ledger_kernel.available():
+            return self._fused([tv], sign)
         done = 0
         try:
             for start, stop in self._chunks():
@@ -125,6 +150,8 @@ class MergeLedger:
             self._check_spec(tv)
         if len(tvs) == 1:
             return self._accumulate(tvs[0], sign)
+        if ledger_kernel.available():
+            return self._fused(tvs, sign)
         bufs = self.__dict__.get("_acc64")
         if bufs is None or bufs[0].size < self.CHUNK:
             bufs = self.__dict__["_acc64"] = (np.empty(self.CHUNK, dtype=np.float64),
@@ -269,9 +296,15 @@ class MergeLedger:
                         f"chunk of task {task_id!r} at offset {done} has shape {tuple(chunk.shape)} "
                         f"and dtype {chunk.dtype}; expected float32 pieces of a vector of {d}")
                 chunk = chunk.contiguous()
-                for start, stop in self._chunks(chunk.numel()):
-                    self._sum[done + start:done + stop].add_(self._quantize_chunk(chunk[start:stop], task_id))
-                h.update(chunk.numpy().tobytes())
+                if ledger_kernel.available():
+                    total = self._sum.numpy()[done:done + chunk.numel()]
+                    if ledger_kernel.quant_add(total, chunk.numpy(), self.scale_bits, self._bound, 1) >= 0:
+                        self._quantize_chunk(chunk, task_id)   # the kernel undid this chunk; raises the error
+                        raise NonFiniteError(f"task vector {task_id!r} is outside the ledger's range")
+                else:
+                    for start, stop in self._chunks(chunk.numel()):
+                        self._sum[done + start:done + stop].add_(self._quantize_chunk(chunk[start:stop], task_id))
+                h.update(chunk.numpy())   # the buffer itself, not a copy
                 done += chunk.numel()
             if done != d:
                 raise ShapeMismatchError(f"task {task_id!r} streamed {done} values, expected {d}")
@@ -327,8 +360,28 @@ class MergeLedger:
         h = hashlib.sha256()
         h.update(json.dumps({"spec": self.spec.digest(), "scale_bits": self.scale_bits,
                              "tasks": sorted(self._hashes.items())}).encode())
-        h.update(self._sum.numpy().tobytes())
+        h.update(self._sum.numpy())
         return h.hexdigest()
+
+    def absorb(self, other: "MergeLedger") -> None:
+        """τ̄ ← τ̄ + τ̄_other for a ledger over other tasks (a partial merge computed elsewhere):
+        integer addition, so any partition of the tasks absorbed in any grouping and order gives
+        the integers of the one-ledger merge. Refuses (nothing changed) another spec or grid, a
+        task merged in both, or more tasks in all than ``max_tasks`` (the overflow bound)."""
+        if other.spec.digest() != self.spec.digest():
+            raise ShapeMismatchError(f"cannot combine ledgers over different parameter specs "
+                                     f"(d={other.spec.numel} vs d={self.spec.numel})")
+        if (other.scale_bits, other.max_tasks) != (self.scale_bits, self.max_tasks):
+            raise ExactnessError(f"cannot combine ledgers on different grids: scale_bits/max_tasks "
+                                 f"{other.scale_bits}/{other.max_tasks} vs {self.scale_bits}/{self.max_tasks}")
+        both = sorted(set(other._hashes) & set(self._hashes))
+        if both:
+            raise DuplicateTaskError(f"tasks {both[:5]} are merged in both ledgers (a task may be merged once)")
+        if len(self._hashes) + len(other._hashes) > self.max_tasks:
+            raise ValueError(f"combined ledger would hold {len(self._hashes) + len(other._hashes)} tasks, "
+                             f"more than max_tasks={self.max_tasks} (the int64 overflow bound)")
+        self._sum.add_(other._sum)
+        self._hashes.update(other._hashes)
 
     # -- construction and persistence -----------------------------------------------------
     @classmethod

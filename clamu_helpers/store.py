@@ -39,7 +39,7 @@ import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -193,7 +193,7 @@ class TaskVectorStore:
     def key(self, setting, task, seed: int, sign: torch.Tensor | None = None,
             projection: str = "after_step", config=None, device=None) -> str:
         """SHA-256 key of τ_t for (setting, spec, task data, hyperparameters, seed, sign, env)."""
-        return content_key(*self.key_parts(setting, task, seed, sign, projection, config))
+        return content_key(*self.key_parts(setting, task, seed, sign, projection, config, device))
 
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.safetensors"
@@ -365,3 +365,18 @@ def _remove_if_unchanged(path: Path, stat: os.stat_result) -> None:
             path.unlink()
     except FileNotFoundError:
         pass
+
+
+def open_all(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec) -> list[StoredVector]:
+    """Open every stored τ_t (headers only); raises on a missing key or a repeated task id."""
+    out, seen = [], {}
+    for key in keys:
+        try:
+            sv = store.open(key, spec)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"task vector {key[:16]}… is not in the store {store.root}") from None
+        if sv.task_id in seen:
+            raise DuplicateTaskError(f"task {sv.task_id!r} appears twice (keys {seen[sv.task_id][:12]}…, {key[:12]}…)")
+        seen[sv.task_id] = key
+        out.append(sv)
+    return out

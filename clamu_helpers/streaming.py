@@ -28,26 +28,11 @@ import numpy as np
 import torch
 from .progress import tqdm
 
-from .errors import DuplicateTaskError, ExactnessError, ShapeMismatchError
+from .errors import ExactnessError, ShapeMismatchError
 from .ledger import MergeLedger
 from .masks import LAMBDA_GRID, EMRResult
 from .params import ParamSpec
-from .store import CHUNK, StoredVector, TaskVectorStore
-
-
-def open_all(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec) -> list[StoredVector]:
-    """Open every stored τ_t (headers only); raises on a missing key or a repeated task id."""
-    out, seen = [], {}
-    for key in keys:
-        try:
-            sv = store.open(key, spec)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"task vector {key[:16]}… is not in the store {store.root}") from None
-        if sv.task_id in seen:
-            raise DuplicateTaskError(f"task {sv.task_id!r} appears twice (keys {seen[sv.task_id][:12]}…, {key[:12]}…)")
-        seen[sv.task_id] = key
-        out.append(sv)
-    return out
+from .store import CHUNK, StoredVector, TaskVectorStore, open_all  # open_all re-exported
 
 
 def _check_chunk(chunk: int) -> int:
@@ -61,13 +46,25 @@ def _bar(items, desc: str, progress: bool):
 
 
 def stream_merge(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec, chunk: int = CHUNK,
-                 ledger: MergeLedger | None = None, progress: bool = False, **ledger_kw) -> MergeLedger:
+                 ledger: MergeLedger | None = None, progress: bool = False, backend: str = "serial",
+                 workers: int = 2, ray_address: str | None = None, **ledger_kw) -> MergeLedger:
     """τ̄ = Σ_t τ_t over stored task vectors, streamed: peak memory = ledger + one chunk.
 
     ``ledger``: add into an existing ledger (default: a new one, ``ledger_kw`` passed on).
     Every vector's SHA-256 is recomputed while streaming and must match the store's record.
+    ``backend="processes"`` or ``"ray"``: ``workers`` shares of the keys are merged into partial
+    ledgers side by side and combined here (:mod:`clamu_helpers.partial`): the same integers
+    and digest as ``"serial"``, with one partial ledger per worker in memory.
     """
     _check_chunk(chunk)
+    if backend != "serial":
+        from .partial import merge_stored
+        base = ledger if ledger is not None else MergeLedger(spec, **ledger_kw)
+        kw = {"scale_bits": base.scale_bits, "max_tasks": base.max_tasks}
+        part = merge_stored(store, list(keys), spec, chunk, backend=backend, workers=workers,
+                            ray_address=ray_address, **kw)
+        base.absorb(part.ledger)
+        return base
     led = ledger if ledger is not None else MergeLedger(spec, **ledger_kw)
     for sv in _bar(open_all(store, keys, spec), "merge (streamed)", progress):
         led.add_stream(sv.task_id, lambda sv=sv: sv.chunks(chunk, verify=False), sha256=sv.sha256)

@@ -18,7 +18,8 @@ def sha256_tensor(t: torch.Tensor) -> str:
     """SHA-256 of a tensor's dtype, shape and raw bytes (contiguous, CPU)."""
     t = t.detach().contiguous().cpu()
     h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy())   # the buffer itself: no copy of the bytes
     return h.hexdigest()
 
 

@@ -99,6 +99,12 @@ def test_ray_equals_serial(tiny, serial, tmp_path):
             run_finetunes(other, other.task_ids[:2], backend="ray", progress=False,
                           recipe=SettingRecipe("synthetic", "smoke", 0))
         assert "actors" not in parallel._RAY   # a failed run leaves no actors behind
+        # the merge itself on Ray, in the same Ray session: partial ledgers of shares of the
+        # store, reduced here, give the serial digest (clamu_helpers.partial)
+        from clamu_helpers.streaming import stream_merge
+        keys = [store.key(tiny, tiny.task(t), 3) for t in tiny.task_ids]
+        serial_merge = stream_merge(store, keys, tiny.spec)
+        assert stream_merge(store, keys, tiny.spec, backend="ray", workers=3).digest() == serial_merge.digest()
     finally:
         shutdown_ray()
 

@@ -34,3 +34,28 @@ def test_every_file_the_readme_links_exists():
     assert local, "expected links to the gallery"
     missing = [link for link in local if not (root / link).exists()]
     assert not missing, f"README links to missing files: {missing}"
+
+
+def test_merging_across_machines_example_gives_the_one_machine_digest(tmp_path, monkeypatch):
+    import torch
+
+    from clamu_helpers.ledger import MergeLedger
+    from clamu_helpers.params import ParamSpec
+    from clamu_helpers.partial import PartialLedger
+    from clamu_helpers.store import TaskVectorStore
+    from clamu_helpers.taskvector import TaskVector
+    block = re.search(r"## Merging across machines.*?```python\n(.*?)```", README, re.S).group(1)
+    spec = ParamSpec(("w",), ((300,),))
+    g = torch.Generator().manual_seed(0)
+    vecs = [TaskVector(f"t{i}", torch.randn(300, generator=g) * 1e-2, spec) for i in range(6)]
+    monkeypatch.chdir(tmp_path)
+    other = [PartialLedger.of(vecs[3:5]).save(tmp_path / "m1.safetensors"),
+             PartialLedger.of(vecs[5:]).save(tmp_path / "m2.safetensors")]
+    store = TaskVectorStore(tmp_path / "store")
+    keys = [store.mask_key("readme", i) for i in range(6)]
+    for k, tv in zip(keys, vecs):
+        store.put(k, tv)
+    ns = {"my_task_vectors": vecs[:3], "other_paths": other, "store": store, "keys": keys, "spec": spec}
+    exec(compile(block, "README.md", "exec"), ns)
+    one_machine = MergeLedger.from_vectors(vecs).digest()
+    assert ns["merged"].digest() == one_machine == ns["led"].digest()
