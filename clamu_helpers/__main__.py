@@ -109,14 +109,13 @@ def _rebuild(directory, meta: dict, chain: list[dict], use_store: bool = False) 
     import time
 
     from .experiments import default_store
-    from .persistence import load
     from .settings import get_setting
     from .system import UnlearningSystem
     t0 = time.perf_counter()
     s = meta["setting"]
     recipe = meta.get("recipe") or {"name": s["name"], "profile": s["profile"], "seed": s["seed"], "kwargs": {}}
     setting = get_setting(recipe["name"], recipe["profile"], recipe["seed"], **recipe["kwargs"])
-    saved = load(directory, setting, store=default_store())
+    saved = UnlearningSystem.load(directory, setting, store=default_store())
     scratch = UnlearningSystem(setting, meta["method"]["name"], seed=meta["seed"],
                                store=default_store() if use_store else None,
                                **meta["method"]["params"]).fit(meta["task_ids"])

@@ -22,6 +22,9 @@ Choices made reading the paper (each also in the claim's ``note``): the draft's 
 "+5–20%" are accuracy *points* (Table 4's numbers: ClAMU 65.6 vs TALL 45.7 with feature
 clusters is +20 points); the final abstract's "5–80% over naive merging" is *relative*; where
 the paper gives a single number the band starts at it ("at least what the paper measured").
+
+(Over 300 lines on purpose: every claim of the paper is one entry of a table that is data, and
+the verdict rules sit beside the claims they judge.)
 """
 from __future__ import annotations
 

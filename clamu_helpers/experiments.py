@@ -153,10 +153,10 @@ def served_columns(system: UnlearningSystem) -> dict:
     ``"val"``), the other served hyperparameters as ``served_<name>``, and ``mask_density``
     (mean fraction of parameters inside its masks; NaN without masks)."""
     m = system.method
-    served = m.served_params(system)
+    served = system.served_params()
     out = {"alpha": served.get(m.scale_param, float("nan")) if m.scale_param else float("nan")}
     out.update({f"served_{k}": v for k, v in served.items() if k != m.scale_param})
-    dens = m.mask_density(system)
+    dens = system.mask_density()
     out["mask_density"] = float("nan") if dens is None else dens
     return out
 

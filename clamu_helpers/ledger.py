@@ -270,6 +270,16 @@ class MergeLedger:
                 f"bit (changed thread count, library version, data or hyperparameters?). "
                 f"Nothing was subtracted.")
 
+    def check_hashes(self, vectors: Mapping[str, TaskVector], what: str = "task vectors") -> None:
+        """Raise :class:`ExactnessError` unless every τ_t in ``vectors`` has exactly the SHA-256
+        recorded when it was merged: the one check behind every retrain (system, methods)."""
+        bad = sorted(t for t, tv in vectors.items() if tv.sha256 != self._hashes.get(str(t)))
+        if bad:
+            raise ExactnessError(
+                f"{what} of {bad[:5]} differ from the ones merged (SHA-256 mismatch): finetuning was "
+                f"not reproduced bit for bit (thread count, library versions, data or hyperparameters "
+                f"changed?). Nothing was unlearned.")
+
     def add_stream(self, task_id: str, chunks: Callable[[], Iterable[torch.Tensor]],
                    sha256: str | None = None) -> str:
         """τ̄ ← τ̄ + τ_t where τ_t arrives as consecutive float32 chunks (e.g. read from disk).

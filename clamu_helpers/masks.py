@@ -14,6 +14,10 @@ can recompute masks after τ̄ changes and get the bits a from-scratch fit gets.
   vector s with the straight-through estimator, m = 1{s > 0} (= 1{σ(s) > 0.5}).
 * Storage as the paper counts it: float32 models (4 bytes/parameter) plus 1 bit/parameter per
   mask (:func:`storage_bytes`).
+
+(Over 300 lines on purpose: TALL, EMR and ClAMU's optimized masks are the three mask
+constructions the methods share; each is a handful of pure functions, and the storage count they
+all use lives with them.)
 """
 from __future__ import annotations
 

@@ -17,6 +17,10 @@ is sent pickled instead, once per worker. Each worker
 sends τ_t back as a tensor with its SHA-256, which the parent checks. With a ``store``, the
 parent first takes every τ_t already there (finished finetunes are never recomputed) and
 workers write new ones into it (on a cluster: a folder every machine sees).
+
+(Over 300 lines on purpose: the three finetuning backends (serial, processes, Ray) must give the
+same bits, and keeping them in one module keeps their shared job, pinning and recipe code in one
+place.)
 """
 from __future__ import annotations
 

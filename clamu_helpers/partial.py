@@ -22,6 +22,7 @@ from typing import Iterable, Sequence
 
 import torch
 
+from .atomic import write_safetensors
 from .errors import DuplicateTaskError, ExactnessError, StateError
 from .ledger import MergeLedger
 from .params import ParamSpec
@@ -71,11 +72,9 @@ class PartialLedger:
 
     def save(self, path: str | Path) -> Path:
         """Write to ``path`` (one ``.safetensors`` file) atomically; returns the path."""
-        from .store import atomic_write
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors, meta = self.to_state()
-        atomic_write(tensors, path, {"partial": json.dumps(meta)})
+        write_safetensors(tensors, path, {"partial": json.dumps(meta)})
         return path
 
     @classmethod

@@ -1,4 +1,8 @@
-"""Saving and loading an :class:`UnlearningSystem`: safetensors + JSON, atomic, checksummed.
+"""Saving and reading the state of an :class:`UnlearningSystem`: safetensors + JSON, atomic,
+checksummed. This module only serialises :class:`~clamu_helpers.state.SystemState` (what
+``system.to_state()`` returns); :meth:`UnlearningSystem.load` rebuilds the system from
+:func:`read`. The file-level protocol (temporary name, fsync, rename, flock) is
+:mod:`clamu_helpers.atomic`, shared with the task-vector store.
 
 Layout of a state directory ``D`` (single writer; a lock serialises writers and readers)::
 
@@ -20,7 +24,7 @@ every byte is checked against the manifest before it is parsed.
 then replaces ``current.json`` with ``os.replace`` (atomic on POSIX) and fsyncs ``D`` again.
 Only then is the previous folder deleted. A crash (SIGKILL, power loss after fsync) at any
 point leaves ``current.json`` naming either the complete old or the complete new folder;
-:func:`load` and the next :func:`save` delete leftovers (temporary folders, unreferenced
+:func:`read` (:meth:`UnlearningSystem.load`) and the next :func:`save` delete leftovers (temporary folders, unreferenced
 ``state-N`` folders, pointer temporaries).
 
 **Durability of an unlearning request.** :meth:`UnlearningSystem.unlearn` changes memory
@@ -38,10 +42,12 @@ that the rebuilt system's ``served_digest()`` equals the one saved.
 ``allow_fingerprint_mismatch=True`` loads a state produced in another environment **for
 serving only**: the served bits are the saved ones, but retraining there may not reproduce
 τ_u, so an unlearning request may be refused (``ExactnessError``) — it never corrupts τ̄.
+
+(Over 300 lines on purpose: the commit protocol (temporary folder, manifest, pointer), its
+clean-up after a crash and the checks on reading are one protocol and are reviewed together.)
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -49,72 +55,28 @@ import re
 import secrets
 import shutil
 import warnings
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .atomic import checkpoint, fsync_dir, fsync_file, locked, sha256_file, write_bytes
 from .determinism import fingerprint_diff, fingerprint_of
-from .errors import ClamuError, DuplicateTaskError, ShapeMismatchError, StateError
-from .ledger import MergeLedger
-from .taskvector import TaskVector, sha256_tensor
+from .errors import DuplicateTaskError, ShapeMismatchError, StateError
+from .state import FORMAT, TENSOR_FILES, SystemState
+from .taskvector import sha256_tensor
 
 if TYPE_CHECKING:
     from .settings.base import Setting
-    from .system import UnlearningSystem
 
-FORMAT = "clamu-state/1"
 POINTER = "current.json"
 STATE_PREFIX = "state-"
 TMP_PREFIX = ".tmp-"
 POINTER_TMP_PREFIX = ".current.json."
-TENSOR_FILES = ("ledger.safetensors", "method.safetensors", "vectors.safetensors")
 JSON_FILES = ("state.json",)
 MANIFEST = "manifest.json"
 _STATE_RE = re.compile(r"^state-(\d{6,})$")
-_CHUNK = 1 << 20
-
-#: Test hook: called with a step name between every step of :func:`save` and of the clean-up
-#: (the crash-safety test kills the process there). ``None`` (the default) does nothing.
-_crash_hook: Callable[[str], None] | None = None
-
-
-def _checkpoint(step: str) -> None:
-    if _crash_hook is not None:
-        _crash_hook(step)
-
-
-# -- small file-system helpers ------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:  # platforms that cannot open a directory (Windows): rename is all we have
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _write_bytes(path: Path, data: bytes, step: str) -> None:
-    """Write, with a checkpoint half-way (so the crash test can leave a half-written file)."""
-    half = len(data) // 2
-    with open(path, "wb") as f:
-        f.write(data[:half])
-        f.flush()
-        _checkpoint(f"{step}:half")
-        f.write(data[half:])
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _json_bytes(obj, what: str) -> bytes:
@@ -122,42 +84,6 @@ def _json_bytes(obj, what: str) -> bytes:
         return json.dumps(obj, indent=1, sort_keys=True, allow_nan=False).encode()
     except (TypeError, ValueError) as e:
         raise StateError(f"cannot save {what}: it is not plain JSON ({e})") from None
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on the directory itself (no lock file); a no-op without fcntl."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    fd = os.open(str(directory), os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-
-
-def _tensors_for_file(tensors: dict[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in tensors.items():
-        if not isinstance(v, torch.Tensor):
-            raise StateError(f"cannot save {what}: entry {k!r} is a {type(v).__name__}, not a tensor")
-        out[str(k)] = v.detach().cpu().contiguous().clone()  # own storage: safetensors refuses shared
-    return out
 
 
 # -- the commit pointer and clean-up -------------------------------------------------------------
@@ -190,78 +116,25 @@ def _cleanup(directory: Path, keep: str | None) -> list[str]:
         stale = ((name.startswith(TMP_PREFIX) or (_STATE_RE.match(name) and name != keep)) and p.is_dir()
                  and not p.is_symlink()) or (name.startswith(POINTER_TMP_PREFIX) and p.is_file())
         if stale:
-            _checkpoint(f"cleanup:{name}")
+            checkpoint(f"cleanup:{name}")
             if p.is_dir():
                 # rename first so a half-deleted folder is never mistaken for a state folder
                 trash = directory / f"{TMP_PREFIX}trash-{secrets.token_hex(4)}"
                 if not name.startswith(TMP_PREFIX):
                     os.rename(p, trash)
-                    _checkpoint(f"cleanup:{name}:renamed")
+                    checkpoint(f"cleanup:{name}:renamed")
                     p = trash
                 shutil.rmtree(p)
             else:
                 p.unlink()
             removed.append(name)
     if removed:
-        _fsync_dir(directory)
+        fsync_dir(directory)
     return removed
 
 
-# -- save -----------------------------------------------------------------------------------------
-def _method_tensors(system: "UnlearningSystem") -> tuple[dict[str, torch.Tensor], dict]:
-    tensors, meta = system.method.state(system)
-    return _tensors_for_file(dict(tensors), f"the state of method {system.method.name!r}"), meta
-
-
-def _recipe_json(setting) -> dict | None:
-    """How ``get_setting`` rebuilds the setting (``verify --rebuild`` uses it), when it was
-    built that way and its keywords are plain JSON; else None."""
-    recipe = getattr(setting, "recipe", None)
-    if recipe is None:
-        return None
-    out = {"name": recipe.name, "profile": recipe.profile, "seed": recipe.seed, "kwargs": dict(recipe.kwargs)}
-    try:
-        json.dumps(out, allow_nan=False)
-    except (TypeError, ValueError):
-        return None
-    return out
-
-
-def state_of(system: "UnlearningSystem") -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
-    """(file name → tensors, state.json content) of ``system``: what :func:`save` writes."""
-    setting = system.setting
-    led_tensors, led_meta = system.ledger.state()
-    m_tensors, m_meta = _method_tensors(system)
-    vectors = {tid: tv for tid, tv in sorted(system.vectors.items())}
-    merged = list(system.ledger.task_ids)
-    meta = {
-        "format": FORMAT,
-        "setting": {"name": setting.name, "profile": setting.profile, "seed": setting.seed,
-                    "describe": setting.describe(), "finetune": setting.finetune_config.to_json(),
-                    "spec_digest": setting.spec.digest(), "theta0_sha256": sha256_tensor(setting.theta0),
-                    "task_digests": {t: setting.task(t).digest() for t in sorted(set(merged) | set(vectors))}},
-        "recipe": _recipe_json(setting),
-        "spec": setting.spec.to_json(),
-        "seed": system.seed,
-        "method": {"name": system.method.name, "params": system.method.params, "meta": m_meta},
-        "ledger": led_meta,
-        "task_ids": merged,
-        "vectors": {tid: {"sha256": tv.sha256, "meta": tv.meta} for tid, tv in vectors.items()},
-        "unlearned": list(system.unlearned),
-        "costs": {"fit": asdict(system.fit_costs), "unlearn": asdict(system.unlearn_costs)},
-        "fingerprint": system.fingerprint,
-        "system_id": system.system_id,
-        "receipts": list(system.receipts),
-        "digests": {"served": system.served_digest(), "ledger": system.ledger.digest(),
-                    "method": system.method.state_digest(system)},
-    }
-    files = {"ledger.safetensors": _tensors_for_file(led_tensors, "the ledger"),
-             "method.safetensors": m_tensors,
-             "vectors.safetensors": {tid: tv.values.detach().contiguous().clone() for tid, tv in vectors.items()}}
-    return files, meta
-
-
-def save(system: "UnlearningSystem", directory: str | os.PathLike) -> dict:
+# -- save ---------------------------------------------------------------------------------------
+def save(system, directory: str | os.PathLike) -> dict:
     """Save ``system`` to ``directory`` atomically (see the module docstring).
 
     Returns ``{"directory", "state", "digest"}``: the folder now current and the served digest.
@@ -269,9 +142,10 @@ def save(system: "UnlearningSystem", directory: str | os.PathLike) -> dict:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    files, meta = state_of(system)  # before the lock: fails early on a non-JSON method state
+    state = system.to_state()  # before the lock: fails early on a non-JSON method state
+    files, meta = state.files, state.meta
     state_json = _json_bytes(meta, f"the state of system (method {system.method.name!r})")
-    with _locked(directory):
+    with locked(directory):
         foreign = sorted(p.name for p in directory.iterdir() if not _ours(p.name))
         if foreign:
             raise StateError(f"refusing to save into {directory}: it holds files that are not part of a saved "
@@ -283,39 +157,39 @@ def save(system: "UnlearningSystem", directory: str | os.PathLike) -> dict:
         name = f"{STATE_PREFIX}{version:06d}"
         tmp = directory / f"{TMP_PREFIX}{name}-{os.getpid()}-{secrets.token_hex(4)}"
         tmp.mkdir()
-        _checkpoint("mkdir")
+        checkpoint("mkdir")
         manifest = {"format": FORMAT, "files": {}}
         for fname in TENSOR_FILES:
             path = tmp / fname
             save_file(files[fname], str(path), metadata={"format": FORMAT})
-            _checkpoint(f"write:{fname}")
-            _fsync_file(path)
-            manifest["files"][fname] = {"sha256": _sha256_file(path), "bytes": path.stat().st_size}
-        _write_bytes(tmp / "state.json", state_json, "write:state.json")
+            checkpoint(f"write:{fname}")
+            fsync_file(path)
+            manifest["files"][fname] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        write_bytes(tmp / "state.json", state_json, "write:state.json")
         manifest["files"]["state.json"] = {"sha256": hashlib.sha256(state_json).hexdigest(),
                                            "bytes": len(state_json)}
-        _checkpoint("write:state.json")
+        checkpoint("write:state.json")
         manifest_bytes = _json_bytes(manifest, "the manifest")
-        _write_bytes(tmp / MANIFEST, manifest_bytes, "write:manifest.json")
-        _fsync_dir(tmp)
-        _checkpoint("fsync")
+        write_bytes(tmp / MANIFEST, manifest_bytes, "write:manifest.json")
+        fsync_dir(tmp)
+        checkpoint("fsync")
         os.rename(tmp, directory / name)
-        _fsync_dir(directory)
-        _checkpoint("rename")
+        fsync_dir(directory)
+        checkpoint("rename")
         pointer = {"format": FORMAT, "state": name, "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
                    "digest": meta["digests"]["served"]}
         ptr_tmp = directory / f"{POINTER_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-        _write_bytes(ptr_tmp, _json_bytes(pointer, "the pointer"), "write:pointer")
-        _checkpoint("pointer-written")
+        write_bytes(ptr_tmp, _json_bytes(pointer, "the pointer"), "write:pointer")
+        checkpoint("pointer-written")
         os.replace(ptr_tmp, directory / POINTER)
-        _fsync_dir(directory)
-        _checkpoint("commit")
+        fsync_dir(directory)
+        checkpoint("commit")
         _cleanup(directory, keep=name)
-        _checkpoint("done")
+        checkpoint("done")
     return {"directory": str(directory), "state": name, "digest": meta["digests"]["served"]}
 
 
-# -- verify and load ------------------------------------------------------------------------------
+# -- verify and read -------------------------------------------------------------------------------
 def verify(directory: str | os.PathLike) -> tuple[Path, dict]:
     """Check the current state folder against its manifest; return (folder, state.json content).
 
@@ -361,7 +235,7 @@ def verify(directory: str | os.PathLike) -> tuple[Path, dict]:
         if size != rec["bytes"]:
             how = "truncated" if size < rec["bytes"] else "too long"
             raise StateError(f"{path} is {how}: {size} bytes, the manifest says {rec['bytes']}")
-        if _sha256_file(path) != rec["sha256"]:
+        if sha256_file(path) != rec["sha256"]:
             raise StateError(f"{path}: SHA-256 checksum mismatch with the manifest (bit flip or edit)")
     try:
         meta = json.loads((folder / "state.json").read_bytes())
@@ -415,26 +289,21 @@ def _numel(shape) -> int:
     return n
 
 
-def load(directory: str | os.PathLike, setting: "Setting", *, store=None, backend: str = "serial",
-         progress: bool = False, allow_fingerprint_mismatch: bool = False, cleanup: bool = True,
-         allow_broken_receipts: bool = False, device=None) -> "UnlearningSystem":
-    """Rebuild the system saved in ``directory`` on ``setting`` (see the module docstring).
+def read(directory: str | os.PathLike, setting: "Setting", *, allow_fingerprint_mismatch: bool = False,
+         cleanup: bool = True, device=None) -> SystemState:
+    """The state saved in ``directory``, checked (see the module docstring) against ``setting``
+    and this environment; :meth:`UnlearningSystem.load` rebuilds the system from it.
 
-    ``allow_fingerprint_mismatch=True``: load a state from another environment for serving
+    ``allow_fingerprint_mismatch=True``: read a state from another environment for serving
     only (a warning is issued; unlearning there may be refused, never silently wrong).
-    A receipt chain that does not verify (:func:`clamu_helpers.receipts.check_chain`) warns
-    and makes the system refuse further unlearning, unless ``allow_broken_receipts=True``.
     ``cleanup=False``: leave leftovers of interrupted saves in place (read-only media).
-    ``device``: where the loaded system computes (default: the setting's); the saved
-    fingerprint names the device it was fitted on, and another GPU model is a mismatch.
+    ``device``: where the system will compute (default: the setting's); the saved fingerprint
+    names the device it was fitted on, and another GPU model is a mismatch.
     """
-    from .methods import get_method
-    from .system import Costs, UnlearningSystem
-
     directory = Path(directory)
     if not directory.is_dir():
         raise StateError(f"no saved state at {directory}: not a directory")
-    with _locked(directory):
+    with locked(directory):
         ptr = _read_pointer(directory)
         if cleanup and ptr is not None:
             _cleanup(directory, keep=ptr["state"])
@@ -443,78 +312,20 @@ def load(directory: str | os.PathLike, setting: "Setting", *, store=None, backen
             _check_setting(meta, setting, folder)
             here = fingerprint_of(setting.finetune_config, device if device is not None else setting.device)
             diff = fingerprint_diff(meta["fingerprint"], here)
-            if diff:
-                listing = ", ".join(f"{k}: saved {a!r}, here {b!r}" for k, a, b in ((k, *v) for k, v in diff.items()))
-                msg = (f"{folder / 'state.json'} was produced in another environment ({listing}): retraining "
-                       f"here may not reproduce τ_u bit for bit")
-                if not allow_fingerprint_mismatch:
-                    raise StateError(msg + "; pass allow_fingerprint_mismatch=True to load it for serving only")
-                warnings.warn(msg + " (loaded for serving only)", RuntimeWarning, stacklevel=2)
-            tensors = {f: _load_tensors(folder / f) for f in TENSOR_FILES}
-            m = meta["method"]
-            try:
-                method = get_method(m["name"], **m["params"])
-            except (TypeError, ValueError) as e:
-                raise StateError(f"{folder / 'state.json'}: cannot rebuild method {m['name']!r} "
-                                 f"with params {m['params']}: {e}") from None
-            system = UnlearningSystem(setting, method, seed=meta["seed"], store=store, backend=backend,
-                                      progress=progress, device=device)
-            try:
-                ledger = MergeLedger.from_state(tensors["ledger.safetensors"], meta["ledger"])
-            except (KeyError, ClamuError) as e:
-                raise StateError(f"{folder / 'ledger.safetensors'}: cannot rebuild the ledger: {e}") from None
-            if sorted(ledger.task_ids) != sorted(meta["task_ids"]) or ledger.digest() != meta["digests"]["ledger"]:
-                raise StateError(f"{folder / 'ledger.safetensors'}: the ledger does not match state.json's digest")
-            system.ledger = ledger
-            vecs = tensors["vectors.safetensors"]
-            if set(vecs) != set(meta["vectors"]):
-                raise StateError(f"{folder / 'vectors.safetensors'} holds {sorted(vecs)[:8]}, state.json lists "
-                                 f"{sorted(meta['vectors'])[:8]}")
-            for tid, rec in meta["vectors"].items():
-                tv = TaskVector(tid, vecs[tid], setting.spec, rec["meta"])
-                if tv.sha256 != rec["sha256"] or (tid in ledger and ledger.hashes[tid] != tv.sha256):
-                    raise StateError(f"{folder / 'vectors.safetensors'}: τ of task {tid!r} does not match its hash")
-                system.vectors[tid] = tv
-            system.unlearned = list(meta["unlearned"])
-            system.fit_costs = Costs(**meta["costs"]["fit"])
-            system.unlearn_costs = Costs(**meta["costs"]["unlearn"])
-            system.fingerprint = dict(meta["fingerprint"])
-            try:
-                method.load_state(system, tensors["method.safetensors"], m["meta"])
-            except ClamuError as e:
-                raise StateError(f"{folder / 'method.safetensors'}: method {m['name']!r} refused its state: {e}") from None
-            except Exception as e:
-                raise StateError(f"{folder / 'method.safetensors'}: method {m['name']!r} cannot load its state: "
-                                 f"{e.__class__.__name__}: {e}") from None
-            system._tau_cache = None
         except (KeyError, TypeError) as e:
             raise StateError(f"{folder / 'state.json'} lacks or mangles a field: {e.__class__.__name__}: {e}") from None
-        digest = system.served_digest()
-        if digest != meta["digests"]["served"]:
-            raise StateError(f"{folder}: the rebuilt system serves digest {digest[:16]}…, the saved one "
-                             f"{meta['digests']['served'][:16]}… (method {m['name']!r} did not restore its state)")
-        _restore_receipts(system, meta, folder, allow_broken_receipts)
-    return system
-
-
-def _restore_receipts(system: "UnlearningSystem", meta: dict, folder: Path, allow_broken: bool) -> None:
-    """The saved system id and receipt chain; a chain that does not verify warns, and (unless
-    ``allow_broken``) leaves the system refusing to unlearn. A state saved before receipts
-    existed keeps a fresh id and an empty chain."""
-    from .receipts import check_chain
-    if "system_id" not in meta:
-        return
-    system.system_id, system.receipts = str(meta["system_id"]), list(meta.get("receipts", []))
-    problems = check_chain(system.receipts, system.system_id, system.served_digest())
-    if problems:
-        what = f"{folder / 'state.json'}: the receipt chain does not verify: {problems[0]}"
-        warnings.warn(what + ("" if allow_broken else "; unlearning is refused until it verifies "
-                              "(or load with allow_broken_receipts=True)"), RuntimeWarning, stacklevel=3)
-        system.receipts_problem = None if allow_broken else problems[0]
+        if diff:
+            listing = ", ".join(f"{k}: saved {a!r}, here {b!r}" for k, a, b in ((k, *v) for k, v in diff.items()))
+            msg = (f"{folder / 'state.json'} was produced in another environment ({listing}): retraining "
+                   f"here may not reproduce τ_u bit for bit")
+            if not allow_fingerprint_mismatch:
+                raise StateError(msg + "; pass allow_fingerprint_mismatch=True to load it for serving only")
+            warnings.warn(msg + " (loaded for serving only)", RuntimeWarning, stacklevel=3)
+        return SystemState({f: _load_tensors(folder / f) for f in TENSOR_FILES}, meta, folder)
 
 
 # -- requests and purging -------------------------------------------------------------------------
-def unlearn_durably(system: "UnlearningSystem", task_ids: Iterable[str], directory: str | os.PathLike) -> dict:
+def unlearn_durably(system, task_ids: Iterable[str], directory: str | os.PathLike) -> dict:
     """Unlearn ``task_ids`` and :func:`save`; the request is durable when this returns.
 
     Idempotent, so a request interrupted by a crash can simply be repeated on the reloaded
@@ -535,11 +346,4 @@ def unlearn_durably(system: "UnlearningSystem", task_ids: Iterable[str], directo
     return report
 
 
-def purge_task_vectors(store, setting_name: str, task_ids: Iterable[str], masks: bool = True,
-                       tmp_age_s: float = 3600.0) -> list[str]:
-    """``store.purge(setting_name, task_ids, masks, tmp_age_s)``: store housekeeping lives with
-    the store (:meth:`clamu_helpers.store.TaskVectorStore.purge`); kept here for old callers."""
-    return store.purge(setting_name, task_ids, masks=masks, tmp_age_s=tmp_age_s)
-
-
-__all__ = ["FORMAT", "fingerprint_diff", "load", "purge_task_vectors", "save", "state_of", "unlearn_durably", "verify"]
+__all__ = ["FORMAT", "read", "save", "unlearn_durably", "verify"]

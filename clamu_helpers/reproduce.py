@@ -8,6 +8,9 @@ run at once (default: one per core, at most 4), longest first by the last record
 share the finetune store without repeating each other's work. At the end ``REPORT.md`` is
 assembled from the rows, and the wall clock and per-notebook times are printed and written to
 ``timings.json``.
+
+(Over 300 lines on purpose: running notebooks in parallel kernels, the live status line and the
+report written from their outputs are one command's life cycle.)
 """
 from __future__ import annotations
 

@@ -27,6 +27,9 @@ NFSv4; where it is not supported, claims always succeed and runs just may repeat
 chunk by chunk (:meth:`StoredVector.chunks`) or one named parameter at a time
 (:meth:`StoredVector.tensor`) with positioned reads, never holding the whole vector; masks
 (packed uint8, one bit per parameter) stream the same way.
+
+(Over 300 lines on purpose: the store's key, its atomic reads and writes, the claim locks that
+make concurrent finetunes run once, and its housekeeping (purge) belong to one on-disk format.)
 """
 from __future__ import annotations
 
@@ -34,9 +37,7 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
 import struct
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -44,7 +45,6 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 try:
     import fcntl
@@ -53,6 +53,7 @@ except ImportError:  # not on Windows: claims always succeed there (runs may rep
 
 from .cache import cache_dir, content_key
 from .determinism import fingerprint_of
+from .atomic import write_safetensors
 from .errors import DuplicateTaskError, ShapeMismatchError, StateError
 from .params import ParamSpec
 from .taskvector import TaskVector, sha256_tensor
@@ -65,25 +66,9 @@ CHUNK = 1 << 20
 
 
 def atomic_write(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Write a safetensors file under a unique temporary name, fsync, rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    try:  # make the rename durable too (best effort: not every file system allows it)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    """Write a safetensors file under a unique temporary name, fsync, rename into place
+    (:func:`clamu_helpers.atomic.write_safetensors`)."""
+    write_safetensors(tensors, path, metadata)
 
 
 def read_header(path: Path) -> tuple[dict, int]:

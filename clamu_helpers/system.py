@@ -33,8 +33,10 @@ from . import receipts as receipts_
 from .errors import DuplicateTaskError, ExactnessError, StateError, UnknownTaskError
 from .ledger import MergeLedger
 from .methods import Method, get_method
+from .methods.context import MethodContext
 from .parallel import run_finetunes
 from .settings.base import Setting
+from .state import SystemState, restore, state_of
 from .taskvector import TaskVector
 
 
@@ -82,7 +84,7 @@ class UnlearningSystem:
         return run_finetunes(self.setting, task_ids, seed=self.seed, backend=self.backend,
                              store=self.store if use_store else None, progress=self.progress, desc=desc,
                              workers=self.workers, ray_address=self.ray_address, device=str(self.device),
-                             **self.method.finetune_kwargs(self))
+                             **self.method.finetune_kwargs(self.context()))
 
     def fit(self, task_ids: Iterable[str] | None = None) -> "UnlearningSystem":
         """Finetune every task (default: all of the setting's), merge, and fit the method."""
@@ -98,11 +100,24 @@ class UnlearningSystem:
         if self.method.keeps_vectors:
             self.vectors = dict(vectors)
         self.fit_costs.round(len(ids), self.steps)
-        self.method.fit(self, vectors)
+        self.method.fit(self.context(self.fit_costs), vectors)
         self.fit_costs.seconds += time.perf_counter() - t0
         return self
 
+    def context(self, costs: Costs | None = None) -> MethodContext:
+        """What the method may use in one call (:class:`~clamu_helpers.methods.context.MethodContext`);
+        ``costs``: the account that call charges (fitting or unlearning; None: it charges nothing)."""
+        return MethodContext(self, costs)
+
     # -- serving ---------------------------------------------------------------------------------
+    def served_params(self) -> dict:
+        """The method's served hyperparameters now (a ``"val"`` choice: the value chosen)."""
+        return self.method.served_params(self.context())
+
+    def mask_density(self) -> float | None:
+        """Mean fraction of parameters inside the served masks (None: no masks)."""
+        return self.method.mask_density(self.context())
+
     @property
     def task_ids(self) -> tuple[str, ...]:
         return self.ledger.task_ids
@@ -118,7 +133,7 @@ class UnlearningSystem:
     def weights_for(self, task_id: str) -> torch.Tensor:
         """The flat weights served to ``task_id`` (a forgotten or unknown task gets what the
         method serves to tasks without their own state)."""
-        return self.method.weights_for(self, str(task_id))
+        return self.method.weights_for(self.context(), str(task_id))
 
     def model_for(self, task_id: str) -> nn.Module:
         """A copy of M0 holding the weights served to ``task_id``, on :attr:`device`."""
@@ -128,7 +143,7 @@ class UnlearningSystem:
     def served_digest(self) -> str:
         """SHA-256 of the whole served state: τ̄ (ledger) plus the method's state."""
         h = hashlib.sha256(self.ledger.digest().encode())
-        h.update(self.method.state_digest(self).encode())
+        h.update(self.method.state_digest(self.context()).encode())
         return h.hexdigest()
 
     # -- unlearning --------------------------------------------------------------------------
@@ -143,13 +158,7 @@ class UnlearningSystem:
             return {}
         self.check_environment()
         got = self.finetune(ids, use_store=False, desc=desc)
-        recorded = self.ledger.hashes
-        bad = [t for t in ids if got[t].sha256 != recorded.get(t)]
-        if bad:
-            raise ExactnessError(
-                f"retrained task vectors of {bad[:5]} differ from the ones merged (SHA-256 mismatch): "
-                f"finetuning was not reproduced bit for bit (thread count, library versions, data or "
-                f"hyperparameters changed?). Nothing was unlearned.")
+        self.ledger.check_hashes({t: got[t] for t in ids}, "retrained task vectors")
         self.unlearn_costs.round(len(ids), self.steps)
         return got
 
@@ -191,7 +200,7 @@ class UnlearningSystem:
             for t in ids:
                 self.vectors.pop(t, None)
                 self.unlearned.append(t)
-            self.method.refresh(self, ids, retrained)
+            self.method.refresh(self.context(self.unlearn_costs), ids, retrained)
         except BaseException:
             self.ledger, self.vectors, self.method, self.unlearned, self.unlearn_costs = backup
             self._tau_cache = None
@@ -209,10 +218,10 @@ class UnlearningSystem:
     def evaluate(self, split: str = "test", task_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """One row per task: its served weights scored on its own ``split`` data."""
         ids = list(self.setting.task_ids if task_ids is None else task_ids)
-        rows, cache = [], {}
+        rows, cache, ctx = [], {}, self.context()
         for tid in ids:
             task = self.setting.task(tid)
-            group = self.method.group_of(self, tid)
+            group = self.method.group_of(ctx, tid)
             if group not in cache:   # composed on the CPU, moved to the device once per group
                 w = self.weights_for(tid).to(self.device)
                 cache = {group: w} if len(cache) > 64 else {**cache, group: w}
@@ -223,7 +232,7 @@ class UnlearningSystem:
         return pd.DataFrame(rows)
 
     def storage_bytes(self) -> int:
-        return int(self.method.storage_bytes(self))
+        return int(self.method.storage_bytes(self.context()))
 
     def report(self) -> dict:
         return {"setting": self.setting.name, "profile": self.setting.profile, "method": self.method.name,
@@ -232,19 +241,36 @@ class UnlearningSystem:
                 "unlearn": asdict(self.unlearn_costs), "digest": self.served_digest(),
                 "device": str(self.device), "fingerprint": self.fingerprint}
 
-    # -- persistence (see clamu_helpers.persistence) -------------------------------------------
+    # -- state and persistence (clamu_helpers.state, clamu_helpers.persistence) -----------------
+    def to_state(self) -> SystemState:
+        """The whole state as a value (tensors + JSON): what :meth:`save` writes."""
+        return state_of(self)
+
+    @classmethod
+    def from_state(cls, state: SystemState, setting: Setting, *, allow_broken_receipts: bool = False,
+                   **kw) -> "UnlearningSystem":
+        """Rebuild a system from :meth:`to_state`'s value on ``setting`` (``kw``: store, backend,
+        progress, device); it must serve the recorded digest (:func:`clamu_helpers.state.restore`)."""
+        return restore(cls, state, setting, allow_broken_receipts=allow_broken_receipts, **kw)
+
     def save(self, directory) -> dict:
         """Save the whole state to ``directory`` atomically (safetensors + JSON, checksummed).
         An unlearning request is durable once this returns."""
-        from .persistence import save
-        return save(self, directory)
+        from . import persistence
+        return persistence.save(self, directory)
 
     @classmethod
-    def load(cls, directory, setting: Setting, **kw) -> "UnlearningSystem":
+    def load(cls, directory, setting: Setting, *, store=None, backend: str = "serial", progress: bool = False,
+             allow_fingerprint_mismatch: bool = False, cleanup: bool = True, allow_broken_receipts: bool = False,
+             device=None) -> "UnlearningSystem":
         """Rebuild a saved system on ``setting``, verifying checksums, spec, setting and
-        environment fingerprint (``allow_fingerprint_mismatch=True``: serving only)."""
-        from .persistence import load
-        return load(directory, setting, **kw)
+        environment fingerprint (``allow_fingerprint_mismatch=True``: serving only; a receipt
+        chain that does not verify makes it refuse unlearning unless ``allow_broken_receipts``)."""
+        from . import persistence
+        state = persistence.read(directory, setting, allow_fingerprint_mismatch=allow_fingerprint_mismatch,
+                                 cleanup=cleanup, device=device)
+        return cls.from_state(state, setting, allow_broken_receipts=allow_broken_receipts, store=store,
+                              backend=backend, progress=progress, device=device)
 
 
 def _check_unique(ids: Sequence[str]) -> None:

@@ -69,6 +69,25 @@ gaps3 = ex.control_gaps(fig3, by=["seed"])
 gaps3.groupby(["method", "control"], sort=False)[["accuracy", "control accuracy", "gap"]].agg(["mean", "min", "max"])
 
 # %% [markdown]
+# **Consensus merging** (Wang et al. 2024, the TALL paper; `clamu_helpers/methods/consensus.py`,
+# added as one file): every task is served one model M0 + α m ⊙ τ̄ whose mask keeps the
+# coordinates where at least k of the tasks' TALL masks agree, m = 1{Σ_t m_t ≥ k}. k ∈ {1, 2, 3}
+# and α come from validation data like every other method's scale; λ of the task masks is fixed at
+# 0.4 (our choice, a parameter). Its storage is one model and one mask, and, like TALL, it needs
+# every remaining τ_t after unlearning.
+
+# %%
+cons3 = ex.over_seeds(lambda sd: ex.compare_methods(get_setting(setting_name, profile, sd),
+                                                    {"Consensus": ("consensus", {})}, seed=sd), seeds)
+fig3c = pd.concat([fig3, cons3.assign(annotation="Consensus")], ignore_index=True)
+fig = plots.storage_vs_accuracy(fig3c, title=f"Figure 3 analog with Consensus merging: {setting_name}, T={T}, "
+                                             f"{len(seeds)} seeds (* control)")
+plots.save_figure(fig, "fig3_consensus", profile)
+plots.save_table(cons3, "fig3_consensus", profile)
+fig3c[fig3c.label.isin(["Consensus", "TALL", "task arithmetic", "TIES"])].groupby("label", sort=False)[
+    ["accuracy", "alpha", "served_k", "mask_density", "storage_bytes"]].mean(numeric_only=True)
+
+# %% [markdown]
 # ## Figure 5: one mask per cluster, feature and random clusters
 
 # %%

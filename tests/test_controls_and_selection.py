@@ -65,9 +65,9 @@ def test_clamu_equal_budget_defaults_and_search_record(blobs):
     assert (steps, batch) == (10, blobs.finetune_config.batch_size)
     d = get_method("clamu").budget(blobs)
     assert d == (blobs.finetune_config.steps, blobs.finetune_config.batch_size)  # E_mask = E, same batch
-    served = s.method.served_params(s)
+    served = s.method.served_params(s.context())
     assert served["alpha"] in scale_grid(10) and served["mask_lr"] in (10.0, 100.0, 1000.0, 10000.0)
-    assert 0.0 < s.method.mask_density(s) < 1.0
+    assert 0.0 < s.method.mask_density(s.context()) < 1.0
     # fit: the finetunes, the search (α round + η round over a sample of S = 8 of the 10 tasks),
     # then the 2 masks left with the chosen (α, η)
     T, E, S = 10, blobs.finetune_config.steps, 8
@@ -77,17 +77,17 @@ def test_clamu_equal_budget_defaults_and_search_record(blobs):
 
 def test_supermask_control_optimizes_over_random_signs_of_tau_bar(blobs):
     s = _fit(blobs, "clamu-supermask", mask_steps=10)
-    v = s.method.target(s)
+    v = s.method.target(s.context())
     assert torch.equal(v.abs(), s.tau_bar.abs())
     agree = float(((v > 0) == (s.tau_bar > 0))[s.tau_bar != 0].float().mean())
     assert 0.35 < agree < 0.65                        # random signs: about half agree with τ̄
-    assert torch.equal(v, _fit(blobs, "clamu-supermask", mask_steps=10).method.target(s))  # seeded
+    assert torch.equal(v, _fit(blobs, "clamu-supermask", mask_steps=10).method.target(s.context()))  # seeded
     other = UnlearningSystem(blobs, "clamu-supermask", sign_seed=5, mask_steps=10)
     other.ledger = s.ledger
-    assert not torch.equal(other.method.target(other), v)
+    assert not torch.equal(other.method.target(other.context()), v)
     c = s.method.assignment["s00"]
-    m = s.method.mask(s, c)
-    assert torch.equal(s.weights_for("s00"), blobs.theta0 + s.method.alpha(s) * torch.where(m, v, torch.zeros(())))
+    m = s.method.mask(s.context(), c)
+    assert torch.equal(s.weights_for("s00"), blobs.theta0 + s.method.alpha(s.context()) * torch.where(m, v, torch.zeros(())))
 
 
 # -- SIFT-Masks' controls ------------------------------------------------------------------------
@@ -100,8 +100,8 @@ def test_random_mask_control_keeps_each_masks_density_not_its_choice(blobs):
         m, r = sift.method.mask(t), ctrl.method.mask(t)
         assert int(m.sum()) == int(r.sum())
         overlaps.append(float((m & r).sum()) / max(1, int(m.sum())))
-    dens = sift.method.mask_density(sift)
-    assert ctrl.method.mask_density(ctrl) == pytest.approx(dens)
+    dens = sift.method.mask_density(sift.context())
+    assert ctrl.method.mask_density(ctrl.context()) == pytest.approx(dens)
     assert abs(sum(overlaps) / len(overlaps) - dens) < 0.1   # chance overlap, not m_t itself
     assert torch.equal(ctrl.weights_for("s00"), blobs.theta0 + torch.where(
         ctrl.method.mask("s00"), (1 / 10) * ctrl.tau_bar, torch.zeros(())))
@@ -112,7 +112,7 @@ def test_sign_fixed_merge_serves_every_task_tau_bar_over_t(blobs):
     assert s.ledger.digest() == _fit(blobs, "sift").ledger.digest()
     for t in ("s00", "s04"):
         assert torch.equal(s.weights_for(t), blobs.theta0 + (1 / 10) * s.tau_bar)
-    assert s.method.mask_density(s) is None and s.storage_bytes() == 4 * blobs.spec.numel
+    assert s.method.mask_density(s.context()) is None and s.storage_bytes() == 4 * blobs.spec.numel
     assert s.method.masks == {}
 
 
@@ -141,12 +141,12 @@ def test_cluster_tall_masks_are_neither_empty_nor_full():
     cluster mean against τ̄ kept almost nothing.)"""
     st = SyntheticSetting(tasks=12, seed=1)
     per_task = _fit(st, "tall", alpha=1.0)
-    assert 0.05 < per_task.method.mask_density(per_task) < 0.95
+    assert 0.05 < per_task.method.mask_density(per_task.context()) < 0.95
     for by in ("random", "task-vectors"):
         clustered = _fit(st, "tall", alpha=1.0, clusters=3, cluster_by=by)
-        assert 0.05 < clustered.method.mask_density(clustered) < 0.95, by
+        assert 0.05 < clustered.method.mask_density(clustered.context()) < 0.95, by
     mean_scale = _fit(st, "tall", alpha=1.0, clusters=3, cluster_by="random", cluster_vector="mean")
-    assert mean_scale.method.mask_density(mean_scale) < clustered.method.mask_density(clustered)
+    assert mean_scale.method.mask_density(mean_scale.context()) < clustered.method.mask_density(clustered.context())
 
 
 # -- registry and bad input --------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from clamu_helpers import persistence
+from clamu_helpers.methods import METHODS
 from clamu_helpers.settings.synthetic import SyntheticSetting
 from clamu_helpers.system import UnlearningSystem
 
@@ -36,7 +37,7 @@ MAX_POINTS = 24  # per method: every checkpoint when there are fewer
 
 ZYGOTE = textwrap.dedent("""
     import json, os, signal, sys, time
-    from clamu_helpers import persistence
+    from clamu_helpers import atomic, persistence
     from clamu_helpers.settings.synthetic import SyntheticSetting
     from clamu_helpers.system import UnlearningSystem
 
@@ -66,7 +67,7 @@ ZYGOTE = textwrap.dedent("""
                 hook(name + ":after")
                 return out
             return inner
-        persistence._crash_hook = hook
+        atomic.crash_hook = hook
         system = UnlearningSystem.load(job["dir"], SETTING)
         system.finetune = wrap("unlearn:retrain", system.finetune)
         system.ledger.remove = wrap("unlearn:subtract", system.ledger.remove)
@@ -134,13 +135,14 @@ def listing(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir())
 
 
-@pytest.mark.parametrize("method", ["local", "sift"])  # vectors file; method tensors
+@pytest.mark.parametrize("method", sorted(METHODS))  # every registered method, its fast parameters
 def test_sigkill_anywhere_leaves_old_or_new_state(method, zygote, tmp_path):
     setting = SyntheticSetting(tasks=4)
     base = tmp_path / "base"
-    a = UnlearningSystem(setting, method).fit()
+    params = METHODS[method].test_params
+    a = UnlearningSystem(setting, method, **params).fit()
     digest_a = a.save(base)["digest"]
-    digest_b = UnlearningSystem(setting, method).fit(["s00", "s02", "s03"]).served_digest()
+    digest_b = UnlearningSystem(setting, method, **params).fit(["s00", "s02", "s03"]).served_digest()
     assert digest_a != digest_b
 
     # a run without crash: it reaches B and tells how many checkpoints there are

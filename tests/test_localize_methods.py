@@ -52,8 +52,8 @@ def audited(tiny):
 def test_unlearning_is_exact(audited, method, kw):
     a, b = audited[(method, tuple(sorted(kw.items())))]
     assert a.served_digest() == b.served_digest()
-    ta, ma = a.method.state(a)
-    tb, mb = b.method.state(b)
+    ta, ma = a.method.state(a.context())
+    tb, mb = b.method.state(b.context())
     assert ma == mb and ta.keys() == tb.keys()
     for k in ta:
         assert torch.equal(ta[k], tb[k]), k
@@ -84,12 +84,12 @@ def test_refreshed_tall_and_emr_equal_the_formulas_from_scratch(tiny, audited):
                 masked_weights(tiny.theta0, m, tau_bar, al), x, y))
     mean_val = {al: sum(ch.scores[ch.lam] for ch in chs.values()) / len(chs) for al, chs in by_alpha.items()}
     best = max(mean_val, key=lambda al: (mean_val[al], -list(mean_val).index(al)))
-    assert a.method.chosen == {"alpha": best} and a.method.alpha(a) == best
+    assert a.method.chosen == {"alpha": best} and a.method.alpha(a.context()) == best
     for t in rest:
         ch = by_alpha[best][t]
         c = a.method.assignment[t]
         assert a.method.lambdas[c] == ch.lam
-        assert torch.equal(a.method.mask(a, c), ch.mask)
+        assert torch.equal(a.method.mask(a.context(), c), ch.mask)
         assert torch.equal(a.weights_for(t), masked_weights(tiny.theta0, ch.mask, tau_bar, best))
     e = audited[("emr", ())][0]
     ref = emr({t: vecs[t].values for t in rest}, elect=tau_bar, segments=tiny.spec.sizes)
@@ -114,7 +114,7 @@ def test_refreshed_clamu_masks_equal_masks_optimized_from_scratch(tiny, audited)
         y = torch.cat([tiny.task(t).train[1] for t in ids])
         cfg = MaskConfig(steps=40, lr=eta, batch_size=tiny.finetune_config.batch_size, alpha=alpha)
         m, _ = optimize_mask(tiny, a.tau_bar, (x, y), cfg, generator(0, "clamu-mask", *ids))
-        assert torch.equal(a.method.mask(a, c), m)
+        assert torch.equal(a.method.mask(a.context(), c), m)
         assert 0 < int(m.sum()) < m.numel()
 
 
@@ -197,15 +197,15 @@ def test_storage_counts(tiny, audited):
                                        ("cluster-merge", {"clusters": 3, "cluster_by": "random"})])
 def test_state_round_trip(audited, method, kw):
     a = audited[(method, tuple(sorted(kw.items())))][0]
-    tensors, meta = a.method.state(a)
+    tensors, meta = a.method.state(a.context())
     packed = tensors.get("masks")
     if packed is not None:   # masks are stored bit-packed
         assert packed.dtype == torch.uint8 and packed.shape[1] == packed_bytes(a.setting.spec.numel)
-        assert torch.equal(unpack(packed[0], a.setting.spec.numel), a.method.mask(a, 0)
+        assert torch.equal(unpack(packed[0], a.setting.spec.numel), a.method.mask(a.context(), 0)
                            if hasattr(a.method, "mask") else a.method.result.mask(0))
     b = UnlearningSystem(a.setting, method, **kw)
     b.ledger = a.ledger
-    b.method.load_state(b, {k: v.clone() for k, v in tensors.items()}, meta)
+    b.method.load_state(b.context(), {k: v.clone() for k, v in tensors.items()}, meta)
     assert b.served_digest() == a.served_digest()
     for tid in a.setting.task_ids:
         assert torch.equal(a.weights_for(tid), b.weights_for(tid))
@@ -252,9 +252,9 @@ def test_cluster_vector_is_the_sum_for_tall_and_the_merged_model_for_emr(tiny):
     vectors = system.finetune(tiny.task_ids[:3])
     ids = list(vectors)
     total = MergeLedger.from_vectors(vectors.values()).tau_bar()
-    tall = get_method("tall", clusters=2).group_vector(system, ids, vectors)
-    emr_mean = get_method("emr", clusters=2).group_vector(system, ids, vectors)
-    raw = get_method("emr", clusters=2, cluster_vector="sum").group_vector(system, ids, vectors)
+    tall = get_method("tall", clusters=2).group_vector(system.context(), ids, vectors)
+    emr_mean = get_method("emr", clusters=2).group_vector(system.context(), ids, vectors)
+    raw = get_method("emr", clusters=2, cluster_vector="sum").group_vector(system.context(), ids, vectors)
     assert torch.equal(tall, total) and torch.equal(raw, total) and torch.equal(emr_mean, total / 3)
     with pytest.raises(ValueError, match="cluster_vector"):
         get_method("tall", cluster_vector="median")

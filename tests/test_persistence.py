@@ -268,7 +268,7 @@ def test_purge_task_vectors_from_the_store(small, tmp_path):
     removed = store.purge(small.name, ["s02"])
     assert len(removed) == 3 and len(store) == 3  # τ of s02, the mask, the stale temporary
     assert not stale.exists() and not list((store.root / "masks").rglob("*.safetensors"))
-    assert persistence.purge_task_vectors(store, "another-setting", ["s00"]) == [] and len(store) == 3
+    assert store.purge("another-setting", ["s00"]) == [] and len(store) == 3
     # the purged τ is not needed by anything: the remaining system still audits from scratch
     assert system.served_digest() == make(small, "merge", ["s00", "s01", "s03"]).served_digest()
 

@@ -111,7 +111,7 @@ def test_masks_are_independent_of_other_tasks(tiny):
     for other in (alone, pair):
         assert torch.equal(other.method.masks["s03"], full.method.masks["s03"])
         assert other.ledger.hashes["s03"] == full.ledger.hashes["s03"]
-    direct = finetune(tiny, tiny.task("s03"), seed=0, sign=full.method.sign(full))
+    direct = finetune(tiny, tiny.task("s03"), seed=0, sign=full.method.sign(full.context()))
     assert direct.sha256 == full.ledger.hashes["s03"]
     assert torch.equal(full.method.mask("s03"), direct.values != 0)
 
@@ -187,11 +187,11 @@ def test_system_serving_against_numpy(tiny, scale):
             delta = np.float32(scale) * tb
         expected = th0 + np.where(m, delta, np.float32(0)).astype(np.float32)
         assert np.array_equal(system.weights_for(t).numpy(), expected), t
-        assert system.method.group_of(system, t) == t
+        assert system.method.group_of(system.context(), t) == t
     plain = th0 + np.float32(1.0 / T) * tb
     for t in ("s04", "s07"):  # unlearned, never merged: the plain merge
         assert np.array_equal(system.weights_for(t).numpy(), plain)
-        assert system.method.group_of(system, t) == "unmasked"
+        assert system.method.group_of(system.context(), t) == "unmasked"
 
 
 def test_sift_beats_plain_merge_on_tiny(tiny):
@@ -203,40 +203,40 @@ def test_sift_beats_plain_merge_on_tiny(tiny):
 
 def test_state_round_trip_and_corruption(tiny):
     system = UnlearningSystem(tiny, "sift", scale="count").fit(tiny.task_ids[:5])
-    tensors, meta = system.method.state(system)
+    tensors, meta = system.method.state(system.context())
     assert meta["sign_sha256"] and len(meta["masked_tasks"]) == 5
     assert tensors["sift/mask/s00"].numel() == packed_bytes(tiny.spec.numel)
     fresh = UnlearningSystem(tiny, "sift", scale="count")
     fresh.ledger = system.ledger
-    fresh.method.load_state(fresh, tensors, meta)
+    fresh.method.load_state(fresh.context(), tensors, meta)
     assert fresh.served_digest() == system.served_digest()
     assert torch.equal(fresh.weights_for("s01"), system.weights_for("s01"))
     bad_sign = dict(tensors)
     bad_sign["sift/sign"] = tensors["sift/sign"].clone()
     bad_sign["sift/sign"][0] ^= 1
     with pytest.raises(StateError):
-        fresh.method.load_state(fresh, bad_sign, meta)
+        fresh.method.load_state(fresh.context(), bad_sign, meta)
     bad_count = dict(tensors)
     bad_count["sift/count"] = tensors["sift/count"] + 1
     with pytest.raises(StateError):
-        fresh.method.load_state(fresh, bad_count, meta)
+        fresh.method.load_state(fresh.context(), bad_count, meta)
     with pytest.raises(StateError):
-        fresh.method.load_state(fresh, tensors, {**meta, "sign_seed": 12345})
+        fresh.method.load_state(fresh.context(), tensors, {**meta, "sign_seed": 12345})
     missing = {k: t for k, t in tensors.items() if k != "sift/mask/s02"}
     with pytest.raises(StateError):
-        fresh.method.load_state(fresh, missing, meta)
+        fresh.method.load_state(fresh.context(), missing, meta)
 
 
 def test_fit_refuses_vectors_that_are_not_sign_fixed(tiny):
     system = UnlearningSystem(tiny, "sift")
     plain = {t: finetune(tiny, tiny.task(t)) for t in tiny.task_ids[:2]}
     with pytest.raises(ExactnessError):
-        system.method.fit(system, plain)
+        system.method.fit(system.context(), plain)
 
 
 def test_storage_breakdown(tiny):
     system = UnlearningSystem(tiny, "sift").fit()
-    b = system.method.storage_breakdown(system)
+    b = system.method.storage_breakdown(system.context())
     d = tiny.spec.numel
     assert b["global_model"] == 4 * d and b["masks_packed"] == 8 * ((d + 7) // 8)
     assert system.storage_bytes() == b["global_model"] + b["masks_packed"]

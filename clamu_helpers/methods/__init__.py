@@ -1,14 +1,20 @@
 """Methods of the unlearning system, by name: ``METHODS`` and ``get_method``.
 
-One file per method (or per method and its control); importing this package registers them all.
+One file per method (or per method and its control), each registering itself with
+:func:`register`. Importing this package imports every module in this folder, so adding a
+method is adding its file (and its test): nothing else lists the methods.
 """
-from .base import METHODS, Method, get_method, register
-from . import basic  # noqa: F401  (merge, local)
-from . import ties  # noqa: F401
-from . import tall  # noqa: F401
-from . import emr  # noqa: F401
-from . import clamu  # noqa: F401  (clamu, clamu-supermask)
-from . import cluster_merge  # noqa: F401
-from . import sift  # noqa: F401  (sift, sift-random-mask, sift-merge)
+import importlib
+import pkgutil
 
-__all__ = ["METHODS", "Method", "get_method", "register"]
+from .base import METHODS, Method, get_method, register
+from .context import LedgerView, MethodContext
+
+#: modules of this folder that hold no method
+_MACHINERY = {"base", "context", "localized"}
+
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _info.name not in _MACHINERY:
+        importlib.import_module(f"{__name__}.{_info.name}")
+
+__all__ = ["METHODS", "LedgerView", "Method", "MethodContext", "get_method", "register"]

@@ -1,6 +1,9 @@
 """The method interface of :class:`UnlearningSystem`, and the registry of methods.
 
-A method decides what is served on top of the exact merge τ̄ (kept by the system's ledger):
+A method decides what is served on top of the exact merge τ̄ (kept by the system's ledger).
+It never sees the system: every call gets a :class:`~clamu_helpers.methods.context.MethodContext`
+(``ctx``: the setting, θ0, seed, a read-only view of τ̄ and the ledger, the kept τ_t, the cost
+account of the phase, and ``ctx.retrain(ids)``).
 ``fit`` learns its extra state (masks, clusters, scales), ``weights_for`` gives a task's flat
 weights, ``refresh`` recomputes what unlearning made stale, ``state`` is what must be
 bit-identical to a from-scratch fit (the audit hashes it), and ``storage_bytes`` counts what
@@ -25,7 +28,7 @@ from ..costs import Costs
 from ..taskvector import sha256_tensor
 
 if TYPE_CHECKING:
-    from ..system import UnlearningSystem
+    from .context import MethodContext
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -72,53 +75,53 @@ class Method:
         self.params: dict = {}
 
     # -- life cycle ------------------------------------------------------------------------
-    def finetune_kwargs(self, system: "UnlearningSystem") -> dict:
+    def finetune_kwargs(self, ctx: "MethodContext") -> dict:
         """Extra keyword arguments for :func:`clamu_helpers.finetune.finetune` (SIFT's sign)."""
         return {}
 
-    def fit(self, system: "UnlearningSystem", vectors: dict) -> None:
+    def fit(self, ctx: "MethodContext", vectors: dict) -> None:
         """Learn the method's state once τ̄ holds every task (``vectors``: id → τ_t)."""
 
-    def refresh(self, system: "UnlearningSystem", removed: list[str], retrained: dict) -> None:
+    def refresh(self, ctx: "MethodContext", removed: list[str], retrained: dict) -> None:
         """Recompute what unlearning ``removed`` made stale (default: nothing). ``retrained``
         holds the request's τ_u, already retrained and hash-checked by the system."""
 
-    def group_of(self, system: "UnlearningSystem", task_id: str) -> str:
+    def group_of(self, ctx: "MethodContext", task_id: str) -> str:
         """Tasks of one group are served the same weights (evaluation computes them once)."""
         return "global"
 
-    def weights_for(self, system: "UnlearningSystem", task_id: str) -> torch.Tensor:
+    def weights_for(self, ctx: "MethodContext", task_id: str) -> torch.Tensor:
         raise NotImplementedError
 
     # -- what is served ------------------------------------------------------------------
-    def served_params(self, system: "UnlearningSystem") -> dict:
+    def served_params(self, ctx: "MethodContext") -> dict:
         """The hyperparameters served now, as numbers (a ``"val"`` parameter: the value chosen
         on validation data; ``"mean"``: 1/T). Tables record them beside the accuracy."""
         return {}
 
-    def mask_density(self, system: "UnlearningSystem") -> float | None:
+    def mask_density(self, ctx: "MethodContext") -> float | None:
         """Mean fraction of parameters inside the served masks (None: the method has no masks)."""
         return None
 
-    def state(self, system: "UnlearningSystem") -> tuple[dict[str, torch.Tensor], dict]:
+    def state(self, ctx: "MethodContext") -> tuple[dict[str, torch.Tensor], dict]:
         """(tensors, JSON metadata) of the served state beyond τ̄."""
         return {}, {}
 
-    def load_state(self, system: "UnlearningSystem", tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    def load_state(self, ctx: "MethodContext", tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Restore what :meth:`state` returned (persistence). ``self.params`` must hold the
         JSON-able constructor keyword arguments, so ``get_method(name, **params)`` rebuilds it."""
 
-    def state_digest(self, system: "UnlearningSystem") -> str:
-        tensors, meta = self.state(system)
+    def state_digest(self, ctx: "MethodContext") -> str:
+        tensors, meta = self.state(ctx)
         h = hashlib.sha256(json.dumps({"method": self.name, "params": self.params, "meta": meta},
                                       sort_keys=True, default=str).encode())
         for k in sorted(tensors):
             h.update(f"{k}:{sha256_tensor(tensors[k])}".encode())
         return h.hexdigest()
 
-    def storage_bytes(self, system: "UnlearningSystem") -> int:
+    def storage_bytes(self, ctx: "MethodContext") -> int:
         """Bytes stored to serve: the global model (d float32) plus the method's extras."""
-        return 4 * system.setting.spec.numel
+        return 4 * ctx.setting.spec.numel
 
     # -- cost --------------------------------------------------------------------------------
     def unlearning_cost(self, n_before: int, n_forgotten: int, steps: int) -> Costs:

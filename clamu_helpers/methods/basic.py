@@ -24,9 +24,9 @@ def check_alpha(alpha, name: str = "alpha") -> None:
                          f"got {alpha!r}")
 
 
-def mean_val_score(system, weights_of, ids) -> float:
+def mean_val_score(ctx, weights_of, ids) -> float:
     """Mean validation score over tasks ``ids`` of ``weights_of(task id)`` (NaN for none)."""
-    return system.setting.mean_score(weights_of, ids, "val")
+    return ctx.setting.mean_score(weights_of, ids, "val")
 
 
 @register("merge")
@@ -45,36 +45,36 @@ class Merge(Method):
         self.params = {"alpha": alpha}
         self.chosen: dict = {}
 
-    def alpha(self, system) -> float:
+    def alpha(self, ctx) -> float:
         a = self.params["alpha"]
-        return self.chosen["alpha"] if is_val(a) else resolve_alpha(a, len(system.ledger))
+        return self.chosen["alpha"] if is_val(a) else resolve_alpha(a, len(ctx.ledger))
 
-    def fit(self, system, vectors):
-        self._choose(system)
+    def fit(self, ctx, vectors):
+        self._choose(ctx)
 
-    def refresh(self, system, removed, retrained):
-        self._choose(system)
+    def refresh(self, ctx, removed, retrained):
+        self._choose(ctx)
 
-    def _choose(self, system) -> None:
+    def _choose(self, ctx) -> None:
         self.chosen = {}
-        ids = system.task_ids
+        ids = ctx.task_ids
         if is_val(self.params["alpha"]) and ids:
-            theta0, tau_bar = system.setting.theta0, system.tau_bar
-            c = choose(scale_grid(len(ids)), lambda a: mean_val_score(system, theta0 + a * tau_bar, ids))
+            theta0, tau_bar = ctx.setting.theta0, ctx.tau_bar
+            c = choose(scale_grid(len(ids)), lambda a: mean_val_score(ctx, theta0 + a * tau_bar, ids))
             self.chosen = {"alpha": c.value}
 
-    def weights_for(self, system, task_id):
-        if not len(system.ledger):
-            return system.setting.theta0
-        return system.setting.theta0 + self.alpha(system) * system.tau_bar
+    def weights_for(self, ctx, task_id):
+        if not len(ctx.ledger):
+            return ctx.setting.theta0
+        return ctx.setting.theta0 + self.alpha(ctx) * ctx.tau_bar
 
-    def served_params(self, system):
-        return {"alpha": self.alpha(system)} if len(system.ledger) else {}
+    def served_params(self, ctx):
+        return {"alpha": self.alpha(ctx)} if len(ctx.ledger) else {}
 
-    def state(self, system):
+    def state(self, ctx):
         return {}, ({"chosen": self.chosen} if self.chosen else {})
 
-    def load_state(self, system, tensors, meta):
+    def load_state(self, ctx, tensors, meta):
         self.chosen = dict(meta.get("chosen", {}))
 
 
@@ -88,18 +88,18 @@ class Local(Method):
     retrains = False
     cost_rule = "none"
 
-    def group_of(self, system, task_id):
-        return task_id if task_id in system.vectors else "zero-shot"
+    def group_of(self, ctx, task_id):
+        return task_id if task_id in ctx.vectors else "zero-shot"
 
-    def weights_for(self, system, task_id):
-        tv = system.vectors.get(task_id)
-        return system.setting.theta0 if tv is None else system.setting.theta0 + tv.values
+    def weights_for(self, ctx, task_id):
+        tv = ctx.vectors.get(task_id)
+        return ctx.setting.theta0 if tv is None else ctx.setting.theta0 + tv.values
 
-    def state(self, system):
-        return {}, {"local_models": {k: v.sha256 for k, v in sorted(system.vectors.items())}}
+    def state(self, ctx):
+        return {}, {"local_models": {k: v.sha256 for k, v in sorted(ctx.vectors.items())}}
 
-    def storage_bytes(self, system):
-        return 4 * system.setting.spec.numel * max(1, len(system.vectors))
+    def storage_bytes(self, ctx):
+        return 4 * ctx.setting.spec.numel * max(1, len(ctx.vectors))
 
     def unlearning_cost(self, n_before, n_forgotten, steps):
         return Costs()

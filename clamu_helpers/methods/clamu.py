@@ -24,7 +24,7 @@ def _check_positive_int(value, name):
 class Clamu(Masked):
     """ClAMU optimized masks: per cluster k, scores s_k from 0, m_k = 1{s_k > 0}, ``mask_steps``
     (E_mask) straight-through updates of step ``mask_lr`` (η) on mini-batches of the cluster's
-    training data (batches from a generator seeded by (system seed, cluster members)), served
+    training data (batches from a generator seeded by (ctx seed, cluster members)), served
     M0 + α m_k ⊙ τ̄ (:func:`clamu_helpers.masks.optimize_mask`).
 
     Defaults, and where they come from:
@@ -125,38 +125,38 @@ class Clamu(Masked):
         return costs.round(k - s, e_mask, trainings=False)
 
     # -- fitting -------------------------------------------------------------------------------
-    def target(self, system) -> torch.Tensor:
-        return system.tau_bar
+    def target(self, ctx) -> torch.Tensor:
+        return ctx.tau_bar
 
-    def localize(self, system, vectors, costs):
+    def localize(self, ctx, vectors, costs):
         groups = self.groups
         self.masks, self.chosen = {}, {}
         if not groups:
             return
-        steps, batch = self.budget(system.setting)
-        target, threads = self.target(system), system.setting.finetune_config.threads
-        n = len(system.ledger)
+        steps, batch = self.budget(ctx.setting)
+        target, threads = self.target(ctx), ctx.setting.finetune_config.threads
+        n = len(ctx.ledger)
         plan = self.search_plan(n)
-        ids_sorted = sorted(system.task_ids)
+        ids_sorted = sorted(ctx.task_ids)
         clusters = list(groups)
         sample = clusters
         if plan:
             s = min(self.params["select_clusters"], len(clusters))
-            pick = rng(system.seed, "clamu-select", *ids_sorted).permutation(len(clusters))[:s]
+            pick = rng(ctx.seed, "clamu-select", *ids_sorted).permutation(len(clusters))[:s]
             sample = sorted(clusters[int(i)] for i in pick)
         tried: dict[tuple[float, float], dict[int, tuple[torch.Tensor, float]]] = {}
 
         def fit_masks(cs, alpha, eta, scored):
             cfg = MaskConfig(steps, float(eta), batch, float(alpha), self.params["update"], threads)
             out = {}
-            for c in self._bar(system, cs, f"ClAMU masks (α={alpha:.3g}, η={eta:g})"):
+            for c in self._bar(ctx, cs, f"ClAMU masks (α={alpha:.3g}, η={eta:g})"):
                 ids = groups[c]
-                g = generator(system.seed, "clamu-mask", *ids)
-                m, _ = optimize_mask(system.setting, target, self.group_data(system, ids, "train"), cfg, g)
+                g = generator(ctx.seed, "clamu-mask", *ids)
+                m, _ = optimize_mask(ctx.setting, target, self.group_data(ctx, ids, "train"), cfg, g)
                 score = float("nan")
                 if scored:
-                    xv, yv = self.group_data(system, ids, "val")
-                    score = system.setting.score(system.setting.theta0 + float(alpha) * torch.where(
+                    xv, yv = self.group_data(ctx, ids, "val")
+                    score = ctx.setting.score(ctx.setting.theta0 + float(alpha) * torch.where(
                         m, target, target.new_zeros(())), xv, yv)
                 out[c] = (pack_masks([m])[0], score)
             return out
@@ -191,24 +191,24 @@ class Clamu(Masked):
         if is_val(self.params["mask_lr"]):
             self.chosen["mask_lr"] = eta
 
-    def alpha(self, system) -> float:
+    def alpha(self, ctx) -> float:
         if is_val(self.params["alpha"]):
             return float(self.chosen["alpha"])
-        return self._fixed_alpha(len(system.ledger))
+        return self._fixed_alpha(len(ctx.ledger))
 
-    def served_params(self, system):
+    def served_params(self, ctx):
         if not self.masks:
             return {}
-        steps, batch = self.budget(system.setting)
+        steps, batch = self.budget(ctx.setting)
         eta = self.chosen.get("mask_lr", self.params["mask_lr"])
-        return {"alpha": self.alpha(system), "mask_lr": eta, "mask_steps": steps, "mask_batch_size": batch}
+        return {"alpha": self.alpha(ctx), "mask_lr": eta, "mask_steps": steps, "mask_batch_size": batch}
 
-    def state(self, system):
+    def state(self, ctx):
         return {"masks": self._packed()}, self._meta()
 
-    def load_state(self, system, tensors, meta):
+    def load_state(self, ctx, tensors, meta):
         self._load_assignment(meta)
-        self.masks = self._load_masks(system, tensors) if self.assignment else {}
+        self.masks = self._load_masks(ctx, tensors) if self.assignment else {}
         self._load_chosen(meta)
         if is_val(self.params["mask_lr"]) and self.assignment and "mask_lr" not in self.chosen:
             raise StateError(f"saved {self.name!r} state lacks the η chosen on validation data")
@@ -230,16 +230,16 @@ class ClamuSupermask(Clamu):
         self.params["sign_seed"] = None if sign_seed is None else int(sign_seed)
         self._target: tuple[str, torch.Tensor] | None = None
 
-    def signs(self, system) -> torch.Tensor:
-        seed = system.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
-        bits = torch.randint(0, 2, (system.setting.spec.numel,), generator=generator(seed, "supermask"), device="cpu")
+    def signs(self, ctx) -> torch.Tensor:
+        seed = ctx.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
+        bits = torch.randint(0, 2, (ctx.setting.spec.numel,), generator=generator(seed, "supermask"), device="cpu")
         return (bits * 2 - 1).to(torch.float32)
 
-    def target(self, system) -> torch.Tensor:
+    def target(self, ctx) -> torch.Tensor:
         """|τ̄| ⊙ r, recomputed only when τ̄ changes."""
-        key = system.ledger.digest()
+        key = ctx.ledger.digest()
         if self._target is None or self._target[0] != key:
-            self._target = (key, system.tau_bar.abs() * self.signs(system))
+            self._target = (key, ctx.tau_bar.abs() * self.signs(ctx))
         return self._target[1]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ..errors import ExactnessError, ShapeMismatchError, StateError
+from ..errors import ShapeMismatchError, StateError
 from ..ledger import MergeLedger
 from ..masks import storage_bytes
 from ..clustering import members
@@ -51,21 +51,21 @@ class ClusterMerge(Localized):
             c.round(n_before - n_forgotten, steps)
         return c
 
-    def _new_ledger(self, system) -> MergeLedger:
-        return MergeLedger(system.setting.spec, system.ledger.scale_bits, system.ledger.max_tasks)
+    def _new_ledger(self, ctx) -> MergeLedger:
+        return ctx.ledger.empty_like()
 
-    def localize(self, system, vectors, costs):
+    def localize(self, ctx, vectors, costs):
         self.ledgers = {}
-        for c, ids in self._bar(system, list(self.groups.items()), "cluster merges"):
-            led = self._new_ledger(system)
+        for c, ids in self._bar(ctx, list(self.groups.items()), "cluster merges"):
+            led = self._new_ledger(ctx)
             led.add_many((t, vectors[t]) for t in ids)
             self.ledgers[c] = led
 
-    def refresh(self, system, removed, retrained):
+    def refresh(self, ctx, removed, retrained):
         removed = set(removed)
         old = {frozenset(ids): self.ledgers[c] for c, ids in self.groups.items()}
-        vecs = self.remaining_vectors(system, system.task_ids) if self.clusters_need_vectors() else None
-        assignment = self.cluster(system, vecs)
+        vecs = self.remaining_vectors(ctx, ctx.task_ids) if self.clusters_need_vectors() else None
+        assignment = self.cluster(ctx, vecs)
         new_groups = members(assignment)
         shrunk = {frozenset(o - removed): o for o in old}
         plan, need = {}, set()
@@ -84,12 +84,12 @@ class ClusterMerge(Localized):
                     need |= s
         if vecs is None and need:
             if keep_mode:
-                vecs = {t: system.vectors[t] for t in need}
+                vecs = {t: ctx.vectors[t] for t in need}
             else:
                 vecs = {t: retrained[t] for t in need if t in retrained}  # verified this request
                 rest = sorted(need - set(vecs))
                 if rest:
-                    vecs.update(system.retrain(rest, desc="retrain for cluster merges"))
+                    vecs.update(ctx.retrain(rest, desc="retrain for cluster merges"))
         ledgers = {}
         for c, (how, o) in plan.items():
             if how == "reuse":
@@ -99,12 +99,11 @@ class ClusterMerge(Localized):
                 led.remove_many((t, vecs[t]) for t in sorted(o - frozenset(new_groups[c])))  # hash-checked
                 ledgers[c] = led
             else:
-                led = self._new_ledger(system)
-                for t in new_groups[c]:
-                    if t not in vecs:
-                        raise StateError(f"no task vector for {t!r} to rebuild its cluster")
-                    if vecs[t].sha256 != system.ledger.hashes.get(t):
-                        raise ExactnessError(f"task vector of {t!r} differs from the one merged")
+                led = self._new_ledger(ctx)
+                missing = [t for t in new_groups[c] if t not in vecs]
+                if missing:
+                    raise StateError(f"no task vector for {missing[:5]} to rebuild their cluster")
+                ctx.ledger.check_hashes({t: vecs[t] for t in new_groups[c]}, "kept task vectors")
                 led.add_many((t, vecs[t]) for t in new_groups[c])
                 ledgers[c] = led
         self.assignment, self.ledgers = assignment, ledgers
@@ -112,13 +111,13 @@ class ClusterMerge(Localized):
     def alpha(self, c) -> float:
         return resolve_alpha(self.params["alpha"], len(self.ledgers[c]))
 
-    def weights_for(self, system, task_id):
+    def weights_for(self, ctx, task_id):
         c = self.assignment.get(str(task_id))
         if c is None:
-            return fallback_weights(system)
-        return system.setting.theta0 + self.alpha(c) * self.ledgers[c].tau_bar()
+            return fallback_weights(ctx)
+        return ctx.setting.theta0 + self.alpha(c) * self.ledgers[c].tau_bar()
 
-    def state(self, system):
+    def state(self, ctx):
         tensors, clusters = {}, []
         for c in self.groups:
             t, meta = self.ledgers[c].state()
@@ -126,7 +125,7 @@ class ClusterMerge(Localized):
             clusters.append(meta["hashes"])
         return tensors, {**self._meta(), "cluster_hashes": clusters}
 
-    def state_digest(self, system):
+    def state_digest(self, ctx):
         """Like :meth:`Method.state_digest`, hashing each cluster ledger's digest (no copies)."""
         h = hashlib.sha256(json.dumps({"method": self.name, "params": self.params, "meta": self._meta()},
                                       sort_keys=True, default=str).encode())
@@ -134,12 +133,12 @@ class ClusterMerge(Localized):
             h.update(f"{c}:{self.ledgers[c].digest()}".encode())
         return h.hexdigest()
 
-    def load_state(self, system, tensors, meta):
+    def load_state(self, ctx, tensors, meta):
         self._load_assignment(meta)
         hashes = meta.get("cluster_hashes", [])
         if len(hashes) != len(self.groups):
             raise StateError("saved cluster-merge state: one hash record per cluster expected")
-        led0 = system.ledger
+        led0 = ctx.ledger
         self.ledgers = {}
         for (c, ids), hs in zip(self.groups.items(), hashes):
             if sorted(hs) != list(ids) or f"cluster_sum/{c}" not in tensors:
@@ -147,10 +146,10 @@ class ClusterMerge(Localized):
             try:
                 self.ledgers[c] = MergeLedger.from_state(
                     {"ledger_sum": tensors[f"cluster_sum/{c}"]},
-                    {"spec": system.setting.spec.to_json(), "scale_bits": led0.scale_bits,
+                    {"spec": ctx.setting.spec.to_json(), "scale_bits": led0.scale_bits,
                      "max_tasks": led0.max_tasks, "hashes": hs})
             except ShapeMismatchError as e:
                 raise StateError(f"saved cluster-merge state: {e}") from e
 
-    def storage_bytes(self, system):
-        return storage_bytes(system.setting.spec.numel, max(1, len(self.ledgers))) + self.extra_vector_bytes(system)
+    def storage_bytes(self, ctx):
+        return storage_bytes(ctx.setting.spec.numel, max(1, len(self.ledgers))) + self.extra_vector_bytes(ctx)

@@ -32,38 +32,38 @@ class Emr(Localized):
                          cluster_vector=cluster_vector)
         self.result: EMRResult | None = None
 
-    def localize(self, system, vectors, costs):
+    def localize(self, ctx, vectors, costs):
         groups = self.groups
         if not groups:
             self.result = None
             return
 
         def source():
-            for c, ids in self._bar(system, list(groups.items()), "EMR"):
-                yield c, self.group_vector(system, ids, vectors)
+            for c, ids in self._bar(ctx, list(groups.items()), "EMR"):
+                yield c, self.group_vector(ctx, ids, vectors)
 
-        elect = system.tau_bar if self.params["clusters"] is None else None
-        self.result = emr(source, elect=elect, segments=system.setting.spec.sizes, rescaler=self.params["rescaler"])
+        elect = ctx.tau_bar if self.params["clusters"] is None else None
+        self.result = emr(source, elect=elect, segments=ctx.setting.spec.sizes, rescaler=self.params["rescaler"])
 
-    def weights_for(self, system, task_id):
+    def weights_for(self, ctx, task_id):
         c = self.assignment.get(str(task_id))
         if c is None or self.result is None:
-            return fallback_weights(system)
-        return self.result.weights(system.setting.theta0, c, self.params["rescale"])
+            return fallback_weights(ctx)
+        return self.result.weights(ctx.setting.theta0, c, self.params["rescale"])
 
-    def mask_density(self, system):
+    def mask_density(self, ctx):
         if self.result is None:
             return None
         return float(sum(int(self.result.mask(c).sum()) for c in self.result.masks)
                      / (self.result.tau_uni.numel() * len(self.result.masks)))
 
-    def served_params(self, system):
+    def served_params(self, ctx):
         if self.result is None:
             return {}
         lams = list(self.result.rescalers.values())
         return {"rescaler_mean": sum(lams) / len(lams)} if self.params["rescale"] else {}
 
-    def state(self, system):
+    def state(self, ctx):
         if self.result is None:
             return {}, self._meta()
         r = self.result
@@ -71,20 +71,20 @@ class Emr(Localized):
         return ({"masks": torch.stack([r.masks[c] for c in cs]), "tau_uni": r.tau_uni,
                  "rescalers": torch.tensor([r.rescalers[c] for c in cs], dtype=torch.float64, device="cpu")}, self._meta())
 
-    def load_state(self, system, tensors, meta):
+    def load_state(self, ctx, tensors, meta):
         self._load_assignment(meta)
         if not self.assignment:
             self.result = None
             return
-        masks = self._load_masks(system, tensors)
+        masks = self._load_masks(ctx, tensors)
         tau_uni, resc = tensors.get("tau_uni"), tensors.get("rescalers")
         if tau_uni is None or resc is None or resc.numel() != len(masks):
             raise StateError("saved EMR state lacks τ_uni or one rescaler per cluster")
-        system.setting.spec.check(tau_uni, "saved τ_uni")
+        ctx.setting.spec.check(tau_uni, "saved τ_uni")
         # ε itself is not served: where τ_uni ≠ 0 it is sign(τ_uni); elsewhere no mask selects anything
         self.result = EMRResult(emr_elect(tau_uni), tau_uni.clone(), masks,
                                 {c: float(v) for c, v in zip(self.groups, resc.tolist())})
 
-    def storage_bytes(self, system):
+    def storage_bytes(self, ctx):
         k = len(self.groups)
-        return storage_bytes(system.setting.spec.numel, 2, k, k) + self.extra_vector_bytes(system)
+        return storage_bytes(ctx.setting.spec.numel, 2, k, k) + self.extra_vector_bytes(ctx)

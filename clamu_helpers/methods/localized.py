@@ -14,7 +14,7 @@ Common parameters (JSON-able, in ``self.params``):
   (see :mod:`clamu_helpers.clustering`); ``negative`` ("clip" | "shift") maps cosines to a
   non-negative affinity; ``feature_algorithm`` ("kmeans" | "spectral").
 * ``vectors``: how a refresh gets the remaining τ_t when it needs them (TALL, EMR, TIES,
-  cluster-merge, and task-vector clusters). "retrain" (default): ``system.retrain(ids)``
+  cluster-merge, and task-vector clusters). "retrain" (default): ``ctx.retrain(ids)``
   retrains them, checks each hash against the ledger and charges one round of finetunes.
   "keep": the system keeps every τ_t (``keeps_vectors``), counted as T·d·4 extra bytes.
 
@@ -28,7 +28,6 @@ from ..progress import tqdm
 
 from ..clustering import CLUSTER_BY, NEGATIVE, cluster_tasks, members
 from ..errors import StateError
-from ..ledger import MergeLedger
 from ..masks import masked_weights, storage_bytes
 from ..packing import unpack
 from ..selection import is_val
@@ -42,25 +41,25 @@ VECTORS = ("retrain", "keep")
 CLUSTER_VECTOR = ("sum", "mean")
 
 
-def remaining_vectors(system, ids, mode: str, who: str) -> dict:
+def remaining_vectors(ctx, ids, mode: str, who: str) -> dict:
     """τ_t of ``ids`` after unlearning: kept by the system (``mode="keep"``), or retrained and
     hash-checked by :meth:`UnlearningSystem.retrain` (which charges the round)."""
     ids = list(ids)
     if not ids:
         return {}
     if mode == "keep":
-        missing = [t for t in ids if t not in system.vectors]
+        missing = [t for t in ids if t not in ctx.vectors]
         if missing:
             raise StateError(f"method {who!r} keeps vectors, but the system lacks {missing[:5]}")
-        return {t: system.vectors[t] for t in ids}
-    return system.retrain(ids, desc="retrain remaining")
+        return {t: ctx.vectors[t] for t in ids}
+    return ctx.retrain(ids, desc="retrain remaining")
 
 
-def fallback_weights(system) -> torch.Tensor:
+def fallback_weights(ctx) -> torch.Tensor:
     """M0 + τ̄/T, served to a task that has no cluster (forgotten or unknown); M0 if T = 0."""
-    n = len(system.ledger)
-    theta0 = system.setting.theta0
-    return theta0 if n == 0 else theta0 + resolve_alpha("mean", n) * system.tau_bar
+    n = len(ctx.ledger)
+    theta0 = ctx.setting.theta0
+    return theta0 if n == 0 else theta0 + resolve_alpha("mean", n) * ctx.tau_bar
 
 
 class Localized(Method):
@@ -97,8 +96,8 @@ class Localized(Method):
         """Whether recomputing the state needs every remaining τ_t (default: yes)."""
         return True
 
-    def remaining_vectors(self, system, ids) -> dict:
-        return remaining_vectors(system, ids, self.params["vectors"], self.name)
+    def remaining_vectors(self, ctx, ids) -> dict:
+        return remaining_vectors(ctx, ids, self.params["vectors"], self.name)
 
     def unlearning_cost(self, n_before, n_forgotten, steps):
         """Retrain the forgotten τ_u (one round); when the state needs every τ_t and they are
@@ -118,28 +117,28 @@ class Localized(Method):
         return n_tasks if k is None else min(int(k), n_tasks)
 
     # -- life cycle ------------------------------------------------------------------------------
-    def fit(self, system, vectors):
-        self._rebuild(system, dict(vectors), system.fit_costs)
+    def fit(self, ctx, vectors):
+        self._rebuild(ctx, dict(vectors), ctx.costs)
 
-    def refresh(self, system, removed, retrained):
-        vecs = self.remaining_vectors(system, system.task_ids) if self.needs_vectors() else None
-        self._rebuild(system, vecs, system.unlearn_costs)
+    def refresh(self, ctx, removed, retrained):
+        vecs = self.remaining_vectors(ctx, ctx.task_ids) if self.needs_vectors() else None
+        self._rebuild(ctx, vecs, ctx.costs)
 
-    def cluster(self, system, vectors) -> dict[str, int]:
+    def cluster(self, ctx, vectors) -> dict[str, int]:
         """Canonical assignment task id → cluster of the tasks merged now."""
         p = self.params
         vals = None
         if self.clusters_need_vectors():
-            vals = {t: vectors[t].values for t in system.task_ids}
-        return cluster_tasks(system.task_ids, p["clusters"], p["cluster_by"], seed=system.seed, vectors=vals,
-                             setting=system.setting, negative=p["negative"],
+            vals = {t: vectors[t].values for t in ctx.task_ids}
+        return cluster_tasks(ctx.task_ids, p["clusters"], p["cluster_by"], seed=ctx.seed, vectors=vals,
+                             setting=ctx.setting, negative=p["negative"],
                              feature_algorithm=p["feature_algorithm"])
 
-    def _rebuild(self, system, vectors, costs) -> None:
-        self.assignment = self.cluster(system, vectors)
-        self.localize(system, vectors, costs)
+    def _rebuild(self, ctx, vectors, costs) -> None:
+        self.assignment = self.cluster(ctx, vectors)
+        self.localize(ctx, vectors, costs)
 
-    def localize(self, system, vectors, costs) -> None:
+    def localize(self, ctx, vectors, costs) -> None:
         raise NotImplementedError
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -147,31 +146,31 @@ class Localized(Method):
     def groups(self) -> dict[int, tuple[str, ...]]:
         return members(self.assignment)
 
-    def group_of(self, system, task_id):
+    def group_of(self, ctx, task_id):
         c = self.assignment.get(str(task_id))
         return "fallback" if c is None else f"cluster-{c}"
 
-    def group_vector(self, system, ids, vectors) -> torch.Tensor:
+    def group_vector(self, ctx, ids, vectors) -> torch.Tensor:
         """The cluster's local vector: τ_k = Σ_{t∈k} τ_t summed exactly, divided by |k| when
         ``cluster_vector`` is "mean" (a one-task cluster is τ_t itself either way)."""
         if len(ids) == 1:
             return vectors[ids[0]].values
-        led = MergeLedger(system.setting.spec, system.ledger.scale_bits, system.ledger.max_tasks)
+        led = ctx.ledger.empty_like()
         led.add_many((t, vectors[t]) for t in ids)
         tau_k = led.tau_bar()
         return tau_k / len(ids) if self.params.get("cluster_vector", "mean") == "mean" else tau_k
 
     @staticmethod
-    def group_data(system, ids, split) -> tuple[torch.Tensor, torch.Tensor]:
-        parts = [system.setting.task(t).split(split) for t in ids]
+    def group_data(ctx, ids, split) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [ctx.setting.task(t).split(split) for t in ids]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
-    def _bar(self, system, items, desc):
-        return tqdm(items, desc=f"{self.name}: {desc}", disable=not system.progress, leave=False)
+    def _bar(self, ctx, items, desc):
+        return tqdm(items, desc=f"{self.name}: {desc}", disable=not ctx.progress, leave=False)
 
-    def extra_vector_bytes(self, system) -> int:
+    def extra_vector_bytes(self, ctx) -> int:
         """T·d·4 bytes when the system keeps every τ_t for refreshes."""
-        return 4 * system.setting.spec.numel * len(system.vectors) if self.keeps_vectors else 0
+        return 4 * ctx.setting.spec.numel * len(ctx.vectors) if self.keeps_vectors else 0
 
     def _meta(self) -> dict:
         return {"assignment": dict(sorted(self.assignment.items()))}
@@ -182,8 +181,8 @@ class Localized(Method):
         except (KeyError, AttributeError, TypeError, ValueError) as e:
             raise StateError(f"saved {self.name!r} state has no valid cluster assignment") from e
 
-    def _load_masks(self, system, tensors) -> dict[int, torch.Tensor]:
-        d = system.setting.spec.numel
+    def _load_masks(self, ctx, tensors) -> dict[int, torch.Tensor]:
+        d = ctx.setting.spec.numel
         packed = tensors.get("masks")
         k = len(self.groups)
         if packed is None or packed.dtype != torch.uint8 or (k and tuple(packed.shape) != (k, (d + 7) // 8)):
@@ -204,39 +203,39 @@ class Masked(Localized):
         self.masks: dict[int, torch.Tensor] = {}
         self.chosen: dict = {}
 
-    def alpha(self, system) -> float:
+    def alpha(self, ctx) -> float:
         a = self.params["alpha"]
-        return float(self.chosen["alpha"]) if is_val(a) else resolve_alpha(a, len(system.ledger))
+        return float(self.chosen["alpha"]) if is_val(a) else resolve_alpha(a, len(ctx.ledger))
 
-    def target(self, system) -> torch.Tensor:
+    def target(self, ctx) -> torch.Tensor:
         """The vector the masks select from: τ̄."""
-        return system.tau_bar
+        return ctx.tau_bar
 
-    def mask(self, system, c) -> torch.Tensor:
-        return unpack(self.masks[c], system.setting.spec.numel)
+    def mask(self, ctx, c) -> torch.Tensor:
+        return unpack(self.masks[c], ctx.setting.spec.numel)
 
-    def weights_for(self, system, task_id):
+    def weights_for(self, ctx, task_id):
         c = self.assignment.get(str(task_id))
         if c is None:
-            return fallback_weights(system)
-        return masked_weights(system.setting.theta0, self.mask(system, c), self.target(system), self.alpha(system))
+            return fallback_weights(ctx)
+        return masked_weights(ctx.setting.theta0, self.mask(ctx, c), self.target(ctx), self.alpha(ctx))
 
-    def served_params(self, system):
-        return {"alpha": self.alpha(system), **{k: v for k, v in self.chosen.items() if k != "alpha"}} \
+    def served_params(self, ctx):
+        return {"alpha": self.alpha(ctx), **{k: v for k, v in self.chosen.items() if k != "alpha"}} \
             if self.masks else {}
 
-    def mask_density(self, system):
+    def mask_density(self, ctx):
         if not self.masks:
             return None
-        d = system.setting.spec.numel
-        return float(sum(int(self.mask(system, c).sum()) for c in self.masks) / (d * len(self.masks)))
+        d = ctx.setting.spec.numel
+        return float(sum(int(self.mask(ctx, c).sum()) for c in self.masks) / (d * len(self.masks)))
 
     def _packed(self) -> torch.Tensor:
         return torch.stack([self.masks[c] for c in self.groups]) if self.masks else torch.zeros((0, 0), dtype=torch.uint8, device="cpu")
 
-    def storage_bytes(self, system):
+    def storage_bytes(self, ctx):
         k = len(self.masks)
-        return storage_bytes(system.setting.spec.numel, 1, k, self.n_scalars()) + self.extra_vector_bytes(system)
+        return storage_bytes(ctx.setting.spec.numel, 1, k, self.n_scalars()) + self.extra_vector_bytes(ctx)
 
     def n_scalars(self) -> int:
         return 0

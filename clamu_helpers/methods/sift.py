@@ -38,6 +38,10 @@ Controls (each a registered method that passes the same audit):
 Storage (``storage_bytes``): the global model (d float32) plus T packed masks (⌈d/8⌉ bytes
 each); the sign vector is not counted because it is regenerated from its seed
 (``storage_breakdown`` lists every part, compressed sizes included).
+
+(Over 300 lines on purpose: SIFT-Masks and its two controls (random masks of the same density,
+the merge of the same sign-fixed vectors) share the sign vector, the count and the serving rule,
+and a control is only honest beside the method it controls.)
 """
 from __future__ import annotations
 
@@ -128,16 +132,16 @@ class SiftMasks(Method):
         self._d = 0
 
     # -- the sign vector v -------------------------------------------------------------------
-    def sign(self, system) -> torch.Tensor:
+    def sign(self, ctx) -> torch.Tensor:
         """v, drawn once per system (before any training) and reused for every (re)train."""
-        seed = system.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
-        d = system.setting.spec.numel
+        seed = ctx.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
+        d = ctx.setting.spec.numel
         if self._sign is None or self._sign_seed != seed or self._sign.numel() != d:
             self._sign, self._sign_seed = sign_vector(d, seed), seed
         return self._sign
 
-    def finetune_kwargs(self, system) -> dict:
-        return {"sign": self.sign(system), "projection": self.params["projection"]}
+    def finetune_kwargs(self, ctx) -> dict:
+        return {"sign": self.sign(ctx), "projection": self.params["projection"]}
 
     # -- masks -------------------------------------------------------------------------------
     def mask(self, task_id: str) -> torch.Tensor | None:
@@ -145,8 +149,8 @@ class SiftMasks(Method):
         packed = self.masks.get(str(task_id))
         return None if packed is None else unpack(packed, self._d)
 
-    def fit(self, system, vectors) -> None:
-        v = self.sign(system)
+    def fit(self, ctx, vectors) -> None:
+        v = self.sign(ctx)
         self._d = v.numel()
         self.masks = {}
         self.count = torch.zeros(self._d, dtype=torch.int32, device="cpu")
@@ -157,63 +161,63 @@ class SiftMasks(Method):
                 raise ExactnessError(
                     f"task vector {tid!r} is not sign-fixed to this system's v ({wrong} coordinates with "
                     f"τ_t ⊙ v < 0): it was finetuned without SIFT's sign constraint or with another sign seed")
-            m = self.task_mask(system, tid, tau)
+            m = self.task_mask(ctx, tid, tau)
             if m is None:
                 continue
             self.masks[tid] = pack(m)
             self.count += m.to(torch.int32)
-        self._choose(system)
+        self._choose(ctx)
 
-    def task_mask(self, system, task_id: str, tau: torch.Tensor) -> torch.Tensor | None:
+    def task_mask(self, ctx, task_id: str, tau: torch.Tensor) -> torch.Tensor | None:
         """m_t = 1{τ_t ≠ 0}, fixed by the task alone (None: the task is served without a mask)."""
         return tau != 0
 
-    def refresh(self, system, removed, retrained) -> None:
+    def refresh(self, ctx, removed, retrained) -> None:
         """Drop m_u and subtract it from c; T ← T − 1 follows from the ledger. No other mask
         moves (with ``scale="val"`` the scale is chosen again on validation data)."""
         for tid in removed:
             packed = self.masks.pop(str(tid), None)
             if packed is not None:
                 self.count -= unpack(packed, self._d).to(torch.int32)
-        self._choose(system)
+        self._choose(ctx)
 
-    def _choose(self, system) -> None:
+    def _choose(self, ctx) -> None:
         self.chosen = {}
-        ids = [t for t in system.task_ids if t in self.masks] or list(system.task_ids)
+        ids = [t for t in ctx.task_ids if t in self.masks] or list(ctx.task_ids)
         if is_val(self.params["scale"]) and ids:
-            c = choose(scale_grid(len(system.ledger)),
-                       lambda a: mean_val_score(system, lambda t: self.serve(system, t, a), ids))
+            c = choose(scale_grid(len(ctx.ledger)),
+                       lambda a: mean_val_score(ctx, lambda t: self.serve(ctx, t, a), ids))
             self.chosen = {"scale": c.value}
 
-    def scale(self, system):
+    def scale(self, ctx):
         """The served scale rule or number (``"val"`` resolved to the chosen α)."""
         sc = self.params["scale"]
         return self.chosen["scale"] if is_val(sc) else sc
 
-    def serve(self, system, task_id, scale) -> torch.Tensor:
-        return serve(system.setting.theta0, system.tau_bar, len(system.ledger), self.mask(task_id), self.count, scale)
+    def serve(self, ctx, task_id, scale) -> torch.Tensor:
+        return serve(ctx.setting.theta0, ctx.tau_bar, len(ctx.ledger), self.mask(task_id), self.count, scale)
 
     # -- serving -----------------------------------------------------------------------------
-    def group_of(self, system, task_id):
+    def group_of(self, ctx, task_id):
         return str(task_id) if str(task_id) in self.masks else "unmasked"
 
-    def weights_for(self, system, task_id):
-        return self.serve(system, str(task_id), self.scale(system))
+    def weights_for(self, ctx, task_id):
+        return self.serve(ctx, str(task_id), self.scale(ctx))
 
-    def served_params(self, system):
-        if not len(system.ledger):
+    def served_params(self, ctx):
+        if not len(ctx.ledger):
             return {}
-        sc = self.scale(system)
-        return {"scale": 1.0 / len(system.ledger) if sc == "1/T" else sc}
+        sc = self.scale(ctx)
+        return {"scale": 1.0 / len(ctx.ledger) if sc == "1/T" else sc}
 
-    def mask_density(self, system):
+    def mask_density(self, ctx):
         if not self.masks:
             return None
         return float(sum(int(unpack(p, self._d).sum()) for p in self.masks.values()) / (self._d * len(self.masks)))
 
     # -- state and storage -------------------------------------------------------------------
-    def state(self, system):
-        v = self.sign(system)
+    def state(self, ctx):
+        v = self.sign(ctx)
         tensors = {f"sift/mask/{tid}": p for tid, p in sorted(self.masks.items())}
         tensors["sift/sign"] = pack(v > 0)
         if self.count is not None:
@@ -224,8 +228,8 @@ class SiftMasks(Method):
             meta["chosen"] = dict(self.chosen)
         return tensors, meta
 
-    def load_state(self, system, tensors, meta) -> None:
-        d = system.setting.spec.numel
+    def load_state(self, ctx, tensors, meta) -> None:
+        d = ctx.setting.spec.numel
         if int(meta.get("d", -1)) != d:
             raise StateError(f"saved SIFT state is for d={meta.get('d')} parameters, the setting has {d}")
         if "sift/sign" not in tensors:
@@ -250,22 +254,22 @@ class SiftMasks(Method):
             count += m.to(torch.int32)
         if "sift/count" in tensors and not torch.equal(tensors["sift/count"], count):
             raise StateError("saved SIFT count vector is not the sum of the saved masks")
-        if len(system.ledger) and set(masks) - set(system.ledger.task_ids):
-            raise StateError(f"SIFT masks of tasks not in the ledger: {sorted(set(masks) - set(system.ledger.task_ids))}")
+        if len(ctx.ledger) and set(masks) - set(ctx.ledger.task_ids):
+            raise StateError(f"SIFT masks of tasks not in the ledger: {sorted(set(masks) - set(ctx.ledger.task_ids))}")
         self._sign, self._sign_seed, self._d = v, meta.get("sign_seed"), d
         self.masks, self.count = masks, count
         self.chosen = dict(meta.get("chosen", {}))
-        if is_val(self.params["scale"]) and len(system.ledger) and "scale" not in self.chosen:
+        if is_val(self.params["scale"]) and len(ctx.ledger) and "scale" not in self.chosen:
             raise StateError("saved SIFT state lacks the scale chosen on validation data")
 
-    def storage_bytes(self, system) -> int:
-        d = system.setting.spec.numel
+    def storage_bytes(self, ctx) -> int:
+        d = ctx.setting.spec.numel
         return 4 * d + len(self.masks) * packed_bytes(d)
 
-    def storage_breakdown(self, system) -> dict:
+    def storage_breakdown(self, ctx) -> dict:
         """Bytes by part: global model, masks packed (1 bit/parameter) and zlib-compressed, the
         sign vector if it were stored; mean mask density and bits per parameter of both forms."""
-        d = system.setting.spec.numel
+        d = ctx.setting.spec.numel
         unpacked = [unpack(p, d) for p in self.masks.values()]
         comp = [len(compress(m)) for m in unpacked]
         n = max(1, len(self.masks))
@@ -289,8 +293,8 @@ class SiftRandomMask(SiftMasks):
     reference = "control for SIFT-Masks (same density, random coordinates); asked for by the project's review"
     control_of = "sift"
 
-    def task_mask(self, system, task_id, tau):
-        seed = system.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
+    def task_mask(self, ctx, task_id, tau):
+        seed = ctx.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
         n = int((tau != 0).sum())
         keep = torch.randperm(tau.numel(), generator=generator(seed, "random-mask", task_id), device="cpu")[:n]
         return torch.zeros(tau.numel(), dtype=torch.bool, device="cpu").index_fill_(0, keep, True)
@@ -310,17 +314,17 @@ class SiftMerge(SiftMasks):
             raise ClamuError('sift-merge has no masks to count: scale must be "1/T", "val" or a number')
         super().__init__(scale=scale, projection=projection, sign_seed=sign_seed)
 
-    def task_mask(self, system, task_id, tau):
+    def task_mask(self, ctx, task_id, tau):
         return None
 
-    def serve(self, system, task_id, scale) -> torch.Tensor:
-        n = len(system.ledger)
+    def serve(self, ctx, task_id, scale) -> torch.Tensor:
+        n = len(ctx.ledger)
         if n == 0:
-            return system.setting.theta0.clone()
-        return system.setting.theta0 + (resolve_alpha("mean", n) if scale == "1/T" else scale) * system.tau_bar
+            return ctx.setting.theta0.clone()
+        return ctx.setting.theta0 + (resolve_alpha("mean", n) if scale == "1/T" else scale) * ctx.tau_bar
 
-    def group_of(self, system, task_id):
+    def group_of(self, ctx, task_id):
         return "global"
 
-    def storage_bytes(self, system) -> int:
-        return 4 * system.setting.spec.numel
+    def storage_bytes(self, ctx) -> int:
+        return 4 * ctx.setting.spec.numel

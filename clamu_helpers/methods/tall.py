@@ -32,17 +32,17 @@ class Tall(Masked):
                          cluster_vector=cluster_vector)
         self.lambdas: dict[int, float] = {}
 
-    def localize(self, system, vectors, costs):
-        setting, tau_bar = system.setting, system.tau_bar
+    def localize(self, ctx, vectors, costs):
+        setting, tau_bar = ctx.setting, ctx.tau_bar
         a = self.params["alpha"]
         self.masks, self.lambdas, self.chosen = {}, {}, {}
         if not self.groups:
             return
-        alphas = scale_grid(len(system.ledger)) if is_val(a) else (self.alpha(system),)
+        alphas = scale_grid(len(ctx.ledger)) if is_val(a) else (self.alpha(ctx),)
         per_alpha = {al: ({}, {}, []) for al in alphas}  # α → (masks, λs, [(val score, |k|)])
-        for c, ids in self._bar(system, list(self.groups.items()), "TALL masks"):
-            tau_k = self.group_vector(system, ids, vectors)
-            xv, yv = self.group_data(system, ids, "val")
+        for c, ids in self._bar(ctx, list(self.groups.items()), "TALL masks"):
+            tau_k = self.group_vector(ctx, ids, vectors)
+            xv, yv = self.group_data(ctx, ids, "val")
             for al in alphas:
                 ch = choose_lambda(tau_k, tau_bar, lambda m: setting.score(
                     masked_weights(setting.theta0, m, tau_bar, al), xv, yv), self.params["lambdas"])
@@ -56,12 +56,12 @@ class Tall(Masked):
     def n_scalars(self):
         return len(self.lambdas)
 
-    def state(self, system):
+    def state(self, ctx):
         return {"masks": self._packed()}, {**self._meta(), "lambdas": [self.lambdas[c] for c in self.groups]}
 
-    def load_state(self, system, tensors, meta):
+    def load_state(self, ctx, tensors, meta):
         self._load_assignment(meta)
-        self.masks = self._load_masks(system, tensors)
+        self.masks = self._load_masks(ctx, tensors)
         self._load_chosen(meta)
         lams = meta.get("lambdas", [])
         if len(lams) != len(self.masks):

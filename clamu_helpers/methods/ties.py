@@ -50,14 +50,14 @@ class Ties(Method):
         self.merged: torch.Tensor | None = None
         self.chosen: dict = {}
 
-    def fit(self, system, vectors):
-        self._build(system, vectors)
+    def fit(self, ctx, vectors):
+        self._build(ctx, vectors)
 
-    def refresh(self, system, removed, retrained):
-        self._build(system, remaining_vectors(system, system.task_ids, self.params["vectors"], self.name))
+    def refresh(self, ctx, removed, retrained):
+        self._build(ctx, remaining_vectors(ctx, ctx.task_ids, self.params["vectors"], self.name))
 
-    def _build(self, system, vectors) -> None:
-        ids = sorted(system.task_ids)
+    def _build(self, ctx, vectors) -> None:
+        ids = sorted(ctx.task_ids)
         self.chosen = {}
         if not ids:
             self.merged = None
@@ -66,9 +66,9 @@ class Ties(Method):
         ks = p["ks"] if is_val(p["k"]) else [p["k"]]
         lams = p["lams"] if is_val(p["lam"]) else [p["lam"]]
         merged = {k: ties_merge(lambda: ((t, vectors[t].values) for t in ids), k) for k in ks}
-        theta0 = system.setting.theta0
+        theta0 = ctx.setting.theta0
         best = choose(list(itertools.product(ks, lams)),
-                      lambda kl: mean_val_score(system, theta0 + kl[1] * merged[kl[0]], ids)).value \
+                      lambda kl: mean_val_score(ctx, theta0 + kl[1] * merged[kl[0]], ids)).value \
             if len(ks) * len(lams) > 1 else (ks[0], lams[0])
         self.merged = merged[best[0]]
         self.chosen = {name: v for name, v in zip(("k", "lam"), best) if is_val(p[name])}
@@ -77,36 +77,36 @@ class Ties(Method):
         p = self.params
         return (self.chosen["k"] if is_val(p["k"]) else p["k"]), (self.chosen["lam"] if is_val(p["lam"]) else p["lam"])
 
-    def weights_for(self, system, task_id):
+    def weights_for(self, ctx, task_id):
         if self.merged is None:
-            return system.setting.theta0
-        return system.setting.theta0 + self.resolved()[1] * self.merged
+            return ctx.setting.theta0
+        return ctx.setting.theta0 + self.resolved()[1] * self.merged
 
-    def served_params(self, system):
+    def served_params(self, ctx):
         if self.merged is None:
             return {}
         k, lam = self.resolved()
         return {"k": k, "lam": lam}
 
-    def state(self, system):
+    def state(self, ctx):
         if self.merged is None:
             return {}, {}
         return {"ties": self.merged}, ({"chosen": dict(self.chosen)} if self.chosen else {})
 
-    def load_state(self, system, tensors, meta):
+    def load_state(self, ctx, tensors, meta):
         self.chosen = dict(meta.get("chosen", {}))
         self.merged = tensors.get("ties")
-        if len(system.ledger) and self.merged is None:
+        if len(ctx.ledger) and self.merged is None:
             raise StateError("saved TIES state lacks its merged vector")
         if self.merged is not None:
-            system.setting.spec.check(self.merged, "saved TIES vector")
+            ctx.setting.spec.check(self.merged, "saved TIES vector")
         for name in ("k", "lam"):
             if is_val(self.params[name]) and self.merged is not None and name not in self.chosen:
                 raise StateError(f"saved TIES state lacks the {name} chosen on validation data")
 
-    def storage_bytes(self, system):
-        d = system.setting.spec.numel
-        return 4 * d + (4 * d * len(system.vectors) if self.keeps_vectors else 0)
+    def storage_bytes(self, ctx):
+        d = ctx.setting.spec.numel
+        return 4 * d + (4 * d * len(ctx.vectors) if self.keeps_vectors else 0)
 
     def unlearning_cost(self, n_before, n_forgotten, steps):
         c = Costs().round(n_forgotten, steps)

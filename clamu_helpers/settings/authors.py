@@ -23,6 +23,9 @@
 * **Feature clustering** (:meth:`AuthorsSetting.cluster_features`): M0's final hidden state (after
   the final layer norm) at the last non-padding token of each row, ``(N, n_embd)``: the draft's
   "hidden features at the last layer and last token of the model".
+
+(Over 300 lines on purpose: the TOFU analog is self-contained: author generator, word tokenizer,
+QA rendering, the small causal LM and the setting that ties them.)
 """
 from __future__ import annotations
 

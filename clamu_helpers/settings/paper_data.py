@@ -24,6 +24,9 @@ authors × 20 consecutive records, so author ``a`` is records ``20a … 20a+19``
 **Images**: each data set is an image folder; class names are the sorted folder names, and
 the global label space concatenates DTD (47), RESISC45 (45) and MNIST (10) = 102 labels, in
 that order. Images are decoded with PIL only for the examples a task uses.
+
+(Over 300 lines on purpose: one loader per published format (LEAF JSON, TOFU, image folders),
+each small, kept together because they share the missing-data messages.)
 """
 from __future__ import annotations
 

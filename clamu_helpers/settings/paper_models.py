@@ -22,6 +22,9 @@ Weights are never downloaded: :func:`load_gpt2` / :func:`load_clip` read a local
 file, ``$CLAMU_DATA/models/…``, or the Hugging Face / open_clip cache, and raise
 :class:`MissingResourceError` saying what to download where. ``tiny_gpt2`` / ``tiny_clip``
 build the same architectures at toy size with seeded random weights (tests, GPU code paths).
+
+(Over 300 lines on purpose: the paper's two model families (GPT-2 heads, CLIP ViT-B-32) with
+their loaders and the tiny random-weight twins the tests use.)
 """
 from __future__ import annotations
 

@@ -36,6 +36,9 @@ Settings (both score accuracy in the global label space):
   labels; each task draws half its examples from each of 2 seeded labels. A global 20% of
   every category is a test pool; train/val examples come from the rest, disjoint across tasks
   until a category's pool runs out, then reused cyclically (``describe()["reused_labels"]``).
+
+(Over 300 lines on purpose: the two text analogs share the encoder, the data loaders and the
+cached sentence embeddings; splitting them would split one profile table.)
 """
 from __future__ import annotations
 

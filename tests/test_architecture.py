@@ -1,0 +1,112 @@
+"""The package's shape: no import cycles (lazy and TYPE_CHECKING imports included), no module
+over ~300 lines without a reason written at its top, methods that never import the system."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "clamu_helpers"
+MAX_LINES = 300
+REASON = re.compile(r"over 300 lines", re.IGNORECASE)
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in PKG.rglob("*.py"):
+        parts = p.relative_to(PKG.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the package modules it imports anywhere in its source (every import statement)."""
+    mods = _modules()
+    graph = {m: set() for m in mods}
+    for m, p in mods.items():
+        base = m if p.name == "__init__.py" else m.rpartition(".")[0]
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                src = node.module or ""
+                if node.level:
+                    b = base
+                    for _ in range(node.level - 1):
+                        b = b.rpartition(".")[0]
+                    src = f"{b}.{node.module}" if node.module else b
+                targets = [src] + [f"{src}.{a.name}" for a in node.names]
+            else:
+                continue
+            # importing one's own package (its __init__) is how submodules register: not a cycle
+            graph[m].update(t for t in targets if t in mods and t != m and not m.startswith(t + "."))
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (iterative Tarjan)."""
+    index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            for w in it:
+                if w not in index:
+                    index[w] = low[w] = counter[0]
+                    counter[0] += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                    break
+                if w in on:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    comp = []
+                    while True:
+                        w = stack.pop()
+                        on.discard(w)
+                        comp.append(w)
+                        if w == v:
+                            break
+                    if len(comp) > 1:
+                        out.append(sorted(comp))
+    return out
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_in_the_package():
+    found = cycles(import_graph())
+    assert not found, f"import cycles in clamu_helpers: {found}"
+
+
+def test_methods_never_import_the_system():
+    graph = import_graph()
+    offenders = sorted(m for m, deps in graph.items()
+                       if m.startswith("clamu_helpers.methods") and "clamu_helpers.system" in deps)
+    assert not offenders, f"methods see a MethodContext, not the system: {offenders}"
+
+
+def test_long_modules_say_why_at_their_top():
+    long_without_reason = []
+    for m, p in sorted(_modules().items()):
+        text = p.read_text()
+        n = len(text.splitlines())
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if n > MAX_LINES and not REASON.search(doc):
+            long_without_reason.append(f"{m} ({n} lines)")
+    assert not long_without_reason, ("modules over 300 lines need a reason in their docstring "
+                                      f"('Over 300 lines ...'), or a split: {long_without_reason}")
