@@ -8,28 +8,25 @@ can recompute masks after τ̄ changes and get the bits a from-scratch fit gets.
 * TALL-masks (Wang et al. 2024): m_t = 1{|τ_t| > λ_t · |τ̄ − τ_t|} with |τ_t| (the original
   formula, not the |θ0 − τ_t| of one popular port); λ_t from {0.2, …, 0.6} by validation score
   (:func:`choose_lambda`). Served M0 + α m_t ⊙ τ̄ (the original: α = 1.0 on the plain sum).
-* EMR-merging (Huang et al. 2024): :func:`emr` (streams over the vectors, never stacks all T;
-  rescalers per parameter tensor as the original code computes them).
+* EMR-merging (Huang et al. 2024) lives in :mod:`clamu_helpers.emr_merging` (one
+  implementation over chunks, shared with the streamed path).
 * ClAMU (draft, Appendix, Algorithm 1 ``Localize``): :func:`optimize_mask` learns a score
   vector s with the straight-through estimator, m = 1{s > 0} (= 1{σ(s) > 0.5}).
 * Storage as the paper counts it: float32 models (4 bytes/parameter) plus 1 bit/parameter per
   mask (:func:`storage_bytes`).
 
-(Over 300 lines on purpose: TALL, EMR and ClAMU's optimized masks are the three mask
-constructions the methods share; each is a handful of pure functions, and the storage count they
-all use lives with them.)
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import torch
 
 from .device import module_device
 from .determinism import deterministic
-from .errors import NonFiniteError, ShapeMismatchError
+from .errors import ShapeMismatchError
 from .packing import pack, packed_bytes, unpack
 from .params import functional
 from .selection import choose
@@ -111,113 +108,6 @@ def choose_lambda(tau_t: torch.Tensor, tau_bar: torch.Tensor, scorer: Callable[[
 
     c = choose([float(v) for v in grid], score)
     return LambdaChoice(c.value, masks[c.value], c.scores)
-
-
-# -- EMR ----------------------------------------------------------------------------------------
-def emr_elect(total: torch.Tensor) -> torch.Tensor:
-    """ε = sign(Σ_t τ_t) with zeros → −1 (float32 ±1)."""
-    _flat(total, "Σ τ_t")
-    one = torch.ones((), dtype=torch.float32, device=total.device)
-    return torch.where(total > 0, one, -one)
-
-
-@dataclass
-class EMRResult:
-    """EMR-merging's served state: ε, τ_uni, packed masks m_t and rescalers λ_t (by key)."""
-
-    epsilon: torch.Tensor
-    tau_uni: torch.Tensor
-    masks: dict = field(default_factory=dict)
-    rescalers: dict = field(default_factory=dict)
-
-    def mask(self, key: Hashable) -> torch.Tensor:
-        return unpack(self.masks[key], self.tau_uni.numel())
-
-    def weights(self, theta0: torch.Tensor, key: Hashable, rescale: bool = True) -> torch.Tensor:
-        """M0 + λ_t m_t ⊙ τ_uni (λ_t = 1 when ``rescale`` is False)."""
-        lam = self.rescalers[key] if rescale else 1.0
-        return masked_weights(theta0, self.mask(key), self.tau_uni, lam)
-
-
-VectorSource = Mapping[Hashable, torch.Tensor] | Callable[[], Iterable[tuple[Hashable, torch.Tensor]]]
-
-
-def _items(vectors: VectorSource) -> Iterable[tuple[Hashable, torch.Tensor]]:
-    if isinstance(vectors, Mapping):
-        return vectors.items()
-    if callable(vectors):
-        return vectors()
-    raise TypeError("vectors must be a mapping key → τ_t or a zero-argument callable yielding (key, τ_t) pairs")
-
-
-#: how EMR's rescalers λ_t are computed (see :func:`emr`)
-RESCALERS = ("per-tensor", "global")
-
-
-def _abs_means(v: torch.Tensor, segments: Sequence[int] | None) -> float:
-    """Σ over parameter tensors of mean |v| on that tensor (float64); one tensor when ``segments``
-    is None, which gives mean |v| over all d parameters."""
-    a = v.abs().to(torch.float64)
-    if segments is None:
-        return float(a.mean())
-    return float(sum(part.mean() for part in torch.split(a, list(segments)) if part.numel()))
-
-
-@timed_function(MASKS)
-def emr(vectors: VectorSource, elect: torch.Tensor | None = None, segments: Sequence[int] | None = None,
-        rescaler: str = "per-tensor") -> EMRResult:
-    """EMR-merging, streaming over the task vectors (memory: O(d) plus 1 bit/param per mask).
-
-    ε = sign(Σ_t τ_t) (zeros → −1); τ_uni = ε ⊙ max_t |τ_t ⊙ 1{τ_t ε > 0}|;
-    m_t = 1{τ_t ⊙ ε > 0}; the rescaler as the original ``emr_merge`` computes it
-    (``rescaler="per-tensor"``, default): λ_t = Σ_l mean|τ_t,l| / Σ_l mean|m_t,l ⊙ τ_uni,l|
-    over the parameter tensors l, whose sizes ``segments`` gives (their order in the flat
-    vector; None: one tensor, where both forms agree); ``"global"``: λ_t = Σ|τ_t| / Σ|m_t ⊙ τ_uni| over all parameters (what the
-    original's flat 30-model script computes). Float64; λ_t = 0 when the mask is empty.
-    ``vectors``: a mapping key → τ_t, or a zero-argument callable yielding (key, τ_t) pairs (read
-    twice when ``elect`` is None). ``elect``: Σ_t τ_t of exactly these vectors when the caller
-    already has it (the system passes the exact ledger τ̄ for per-task EMR: one pass then).
-    """
-    if rescaler not in RESCALERS:
-        raise ValueError(f"rescaler must be one of {RESCALERS}, got {rescaler!r}")
-    if rescaler == "global":
-        segments = None  # one segment: mean/mean over all d parameters = Σ/Σ
-    if elect is None:
-        total = None
-        for key, tau in _items(vectors):
-            _flat(tau, f"τ_{key}")
-            if total is not None:
-                _same_length(tau, total, f"τ_{key} and the others")
-            total = tau.to(torch.float64).clone() if total is None else total.add_(tau.to(torch.float64))
-        if total is None:
-            raise ValueError("EMR needs at least one task vector")
-        elect = total
-    eps = emr_elect(elect)
-    if segments is not None and sum(segments) != eps.numel():
-        raise ShapeMismatchError(f"segments sum to {sum(segments)}, the vectors have {eps.numel()} parameters")
-    absmax = torch.zeros(eps.numel(), dtype=torch.float32, device=eps.device)
-    masks, num = {}, {}
-    zero = torch.zeros((), dtype=torch.float32, device=eps.device)
-    for key, tau in _items(vectors):
-        _flat(tau, f"τ_{key}")
-        _same_length(tau, eps, f"τ_{key} and ε")
-        if not bool(torch.isfinite(tau).all()):
-            raise NonFiniteError(f"τ_{key} has NaN/inf entries")
-        if key in masks:
-            raise ValueError(f"key {key!r} appears twice")
-        pos = tau * eps > 0
-        masks[key] = pack(pos)
-        torch.maximum(absmax, torch.where(pos, tau.abs(), zero), out=absmax)
-        num[key] = _abs_means(tau, segments)
-    if not masks:
-        raise ValueError("EMR needs at least one task vector")
-    tau_uni = eps * absmax
-    d = eps.numel()
-    rescalers = {}
-    for key, packed in masks.items():
-        den = _abs_means(torch.where(unpack(packed, d), absmax, zero), segments)
-        rescalers[key] = num[key] / den if den > 0 else 0.0
-    return EMRResult(eps, tau_uni, masks, rescalers)
 
 
 # -- ClAMU optimized masks ----------------------------------------------------------------------
@@ -355,6 +245,6 @@ def storage_bytes(d: int, models: int = 1, masks: int = 0, scalars: int = 0) -> 
     return 4 * int(d) * int(models) + int(masks) * packed_bytes(d) + 4 * int(scalars)
 
 
-__all__ = ["LAMBDA_GRID", "EMRResult", "LambdaChoice", "MaskConfig", "RESCALERS", "choose_lambda", "emr", "emr_elect",
+__all__ = ["LAMBDA_GRID", "LambdaChoice", "MaskConfig", "choose_lambda",
            "UPDATES", "mask_from_scores", "masked_weights", "optimize_mask", "pack_masks", "ste_score_step",
            "storage_bytes", "tall_masks", "unpack_masks"]

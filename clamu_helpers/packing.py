@@ -28,6 +28,13 @@ def unpack(packed: torch.Tensor, d: int) -> torch.Tensor:
     return torch.from_numpy(bits.astype(bool))
 
 
+def pack_into(out: np.ndarray, off: int, bits: torch.Tensor) -> None:
+    """Pack the bool chunk ``bits`` (starting at flat offset ``off``, a multiple of 8) into the
+    packed mask ``out`` (uint8, ⌈d/8⌉ bytes) in place: how masks are built chunk by chunk."""
+    packed = np.packbits(bits.detach().reshape(-1).to(torch.bool).cpu().numpy(), bitorder="little")
+    out[off // 8: off // 8 + packed.size] = packed
+
+
 _RAW, _ZLIB = b"\x00", b"\x01"
 
 

@@ -5,19 +5,17 @@ folded into an exact :class:`~clamu_helpers.ledger.MergeLedger`, so peak memory 
 (int64, 2× one float32 model) plus one chunk, whatever the number of tasks T. The ledger is
 bit-identical to ``MergeLedger.from_vectors`` of the same vectors (digest included).
 
-Masks whose definition needs τ̄ take two passes over the store:
+Masks whose definition needs τ̄ take two passes over the store, and run the same code as the
+in-memory methods, chunk by chunk (in memory is one chunk):
 
-* **TALL** (:func:`stream_tall_masks`): pass 1 τ̄; pass 2 m_t = 1{|τ_t| > λ|τ̄ − τ_t|} for
-  each λ of a grid, packed 1 bit per parameter as it is computed.
-* **EMR** (:func:`stream_emr`): pass 1 Σ τ_t (the ledger) together with the per-coordinate
-  maxima of positive and of negative τ_t, which give τ_uni = ε ⊙ max_t |τ_t ⊙ 1{τ_t ε > 0}|
-  once ε = sign(Σ τ_t) (zeros → −1) is known; pass 2 m_t = 1{τ_t ⊙ ε > 0} and the rescaler
-  λ_t = Σ_l mean|τ_t,l| / Σ_l mean|m_t,l ⊙ τ_uni,l| over parameter tensors l (``rescaler=
-  "per-tensor"``, as :func:`clamu_helpers.masks.emr`) or Σ|τ_t| / Σ|m_t ⊙ τ_uni| (``"global"``);
-  float64 sums, chunk by chunk.
+* **TALL** (:func:`stream_tall_masks`): pass 1 τ̄; pass 2 :func:`clamu_helpers.masks.tall_masks`
+  m_t = 1{|τ_t| > λ|τ̄ − τ_t|} on each chunk, for each λ of a grid, packed as it is computed.
+* **EMR** (:func:`stream_emr`): pass 1 the ledger (ε = sign of its τ̄, zeros → −1); pass 2
+  :func:`clamu_helpers.emr_merging.emr_chunks`, the one EMR implementation (masks, τ_uni,
+  rescalers per parameter tensor or global).
 
-Masks and τ_uni equal the in-memory :mod:`clamu_helpers.masks` results bit for bit (with ε
-from the exact τ̄); rescalers agree to float64 rounding (summation order differs).
+Masks and τ_uni equal the in-memory results bit for bit (with ε from the exact τ̄); rescalers
+agree to float64 rounding (per-tensor sums are split where chunks split them).
 """
 from __future__ import annotations
 
@@ -28,9 +26,11 @@ import numpy as np
 import torch
 from .progress import tqdm
 
-from .errors import ExactnessError, ShapeMismatchError
+from .errors import ExactnessError
 from .ledger import MergeLedger
-from .masks import LAMBDA_GRID, EMRResult
+from .emr_merging import RESCALERS, EMRResult, emr_chunks, emr_elect
+from .masks import LAMBDA_GRID, tall_masks
+from .packing import pack_into
 from .params import ParamSpec
 from .store import CHUNK, StoredVector, TaskVectorStore, open_all  # open_all re-exported
 
@@ -91,11 +91,6 @@ def _chunks_at(sv: StoredVector, chunk: int) -> Iterator[tuple[int, torch.Tensor
         off += c.numel()
 
 
-def _pack_into(out: np.ndarray, off: int, bits: torch.Tensor) -> None:
-    packed = np.packbits(bits.numpy(), bitorder="little")
-    out[off // 8: off // 8 + packed.size] = packed
-
-
 @dataclass
 class TallStream:
     """TALL masks from the store: ``masks[λ][task_id]`` is a packed mask (or its store key
@@ -122,15 +117,13 @@ def stream_tall_masks(store: TaskVectorStore, keys: Sequence[str], spec: ParamSp
     svs = open_all(store, keys, spec)
     led = _ledger_for(store, svs, spec, chunk, ledger, progress)
     d, digest = spec.numel, led.digest()
-    lam_t = [torch.as_tensor(x, dtype=torch.float32, device="cpu") for x in lams]
     result = TallStream(led, {x: {} for x in lams})
     for sv in _bar(svs, "pass 2: TALL masks", progress):
         outs = [np.zeros((d + 7) // 8, dtype=np.uint8) for _ in lams]
         for off, c in _chunks_at(sv, chunk):
-            ax = c.abs()
-            diff = (led.tau_bar_slice(off, off + c.numel()) - c).abs()
-            for out, lt in zip(outs, lam_t):
-                _pack_into(out, off, ax > lt * diff)
+            bar = led.tau_bar_slice(off, off + c.numel())
+            for out, lam in zip(outs, lams):
+                pack_into(out, off, tall_masks(c, bar, lam))
         for lam, out in zip(lams, outs):
             packed = torch.from_numpy(out)
             if save:
@@ -144,78 +137,33 @@ def stream_tall_masks(store: TaskVectorStore, keys: Sequence[str], spec: ParamSp
 
 @dataclass
 class EmrStream:
-    """EMR-merging from the store: the exact ledger and the :class:`~clamu_helpers.masks.EMRResult`
+    """EMR-merging from the store: the exact ledger and the :class:`~clamu_helpers.emr_merging.EMRResult`
     (ε, τ_uni, packed masks m_t and rescalers λ_t by task id)."""
 
     ledger: MergeLedger
     emr: EMRResult
 
 
-def _segment_abs_sums(c: torch.Tensor, off: int, bounds: Sequence[int], acc: list[float]) -> None:
-    """Add Σ|c| over each parameter tensor (bounds: their cumulative end offsets) to ``acc``,
-    for a chunk ``c`` that starts at flat offset ``off``."""
-    start, end, a = off, off + c.numel(), c.abs().to(torch.float64)
-    lo = 0
-    for i, hi in enumerate(bounds):
-        if hi > start and lo < end:
-            acc[i] += float(a[max(lo, start) - off:min(hi, end) - off].sum())
-        lo = hi
-        if lo >= end:
-            break
-
-
 def stream_emr(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec, chunk: int = CHUNK,
-               progress: bool = False, rescaler: str = "per-tensor") -> EmrStream:
-    """EMR-merging over stored τ_t in two streamed passes (see the module docstring)."""
-    from .masks import RESCALERS
+               progress: bool = False, rescaler: str = "per-tensor", ledger: MergeLedger | None = None) -> EmrStream:
+    """EMR-merging over stored τ_t in two streamed passes: pass 1 the exact ledger (ε = sign of
+    its τ̄; skipped when ``ledger`` already holds exactly these vectors), pass 2
+    :func:`clamu_helpers.emr_merging.emr_chunks` over the vectors chunk by chunk (each chunk's
+    hash checked as it is read)."""
     _check_chunk(chunk)
     if rescaler not in RESCALERS:
         raise ValueError(f"rescaler must be one of {RESCALERS}, got {rescaler!r}")
-    sizes = spec.sizes if rescaler == "per-tensor" else [spec.numel]
-    bounds = np.cumsum(sizes).tolist()
     svs = open_all(store, keys, spec)
     if not svs:
         raise ValueError("EMR needs at least one task vector")
+    led = _ledger_for(store, svs, spec, chunk, ledger, progress)
     d = spec.numel
-    pos = torch.zeros(d, dtype=torch.float32, device="cpu")   # max_t max(τ_t, 0)
-    neg = torch.zeros(d, dtype=torch.float32, device="cpu")   # max_t max(−τ_t, 0)
-    led = MergeLedger(spec)
-
-    def tapped(sv):
-        def gen():
-            off = 0
-            for c in sv.chunks(chunk, verify=False):
-                sl = slice(off, off + c.numel())
-                torch.maximum(pos[sl], c, out=pos[sl])
-                torch.maximum(neg[sl], c.neg(), out=neg[sl])
-                yield c
-                off += c.numel()
-        return gen
-
-    for sv in _bar(svs, "pass 1: Σ τ_t, maxima", progress):
-        led.add_stream(sv.task_id, tapped(sv), sha256=sv.sha256)
-    zero = torch.zeros((), dtype=torch.float32, device="cpu")
     eps = torch.empty(d, dtype=torch.float32, device="cpu")
     for off in range(0, d, chunk):
-        eps[off:off + chunk] = torch.where(led.tau_bar_slice(off, min(off + chunk, d)) > 0, 1.0, -1.0)
-    absmax = torch.where(eps > 0, pos, neg)
-    absmax = torch.where(absmax == 0, zero, absmax)  # +0.0, never −0.0
-    del pos, neg
-    tau_uni = eps * absmax
-    masks, rescalers = {}, {}
-    for sv in _bar(svs, "pass 2: EMR masks", progress):
-        out = np.zeros((d + 7) // 8, dtype=np.uint8)
-        num, den = [0.0] * len(sizes), [0.0] * len(sizes)
-        for off, c in _chunks_at(sv, chunk):
-            sl = slice(off, off + c.numel())
-            m = c * eps[sl] > 0
-            _pack_into(out, off, m)
-            _segment_abs_sums(c, off, bounds, num)
-            _segment_abs_sums(torch.where(m, absmax[sl], zero), off, bounds, den)
-        masks[sv.task_id] = torch.from_numpy(out)
-        n = sum(v / k for v, k in zip(num, sizes))
-        dd = sum(v / k for v, k in zip(den, sizes))
-        rescalers[sv.task_id] = n / dd if dd > 0 else 0.0
-    if tau_uni.numel() != d:
-        raise ShapeMismatchError("internal: τ_uni has the wrong length")
-    return EmrStream(led, EMRResult(eps, tau_uni, masks, rescalers))
+        eps[off:off + chunk] = emr_elect(led.tau_bar_slice(off, min(off + chunk, d)))
+
+    def vectors():
+        for sv in _bar(svs, "pass 2: EMR masks", progress):
+            yield sv.task_id, _chunks_at(sv, chunk)
+
+    return EmrStream(led, emr_chunks(vectors, eps, spec.sizes, rescaler))

@@ -7,7 +7,8 @@ from clamu_helpers.clustering import members, task_vector_clusters
 from clamu_helpers.costs import Costs
 from clamu_helpers.finetune import finetune
 from clamu_helpers.ledger import MergeLedger
-from clamu_helpers.masks import MaskConfig, choose_lambda, emr, masked_weights, optimize_mask, storage_bytes
+from clamu_helpers.emr_merging import emr
+from clamu_helpers.masks import MaskConfig, choose_lambda, masked_weights, optimize_mask, storage_bytes
 from clamu_helpers.determinism import generator
 from clamu_helpers.methods import METHODS, get_method
 from clamu_helpers.methods.clamu import ETA_GRIDS

@@ -9,7 +9,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from clamu_helpers.errors import ShapeMismatchError
-from clamu_helpers.masks import (LAMBDA_GRID, MaskConfig, choose_lambda, emr, mask_from_scores, masked_weights,
+from clamu_helpers.emr_merging import emr
+from clamu_helpers.masks import (LAMBDA_GRID, MaskConfig, choose_lambda, mask_from_scores, masked_weights,
                                  optimize_mask, pack_masks, ste_score_step, storage_bytes, tall_masks,
                                  unpack_masks)
 from clamu_helpers.packing import packed_bytes

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import StateError
-from ..masks import RESCALERS, EMRResult, emr, emr_elect, storage_bytes
+from ..emr_merging import RESCALERS, EMRResult, emr, emr_elect
+from ..masks import storage_bytes
 from .base import register
 from .localized import Localized, fallback_weights
 
@@ -14,7 +15,7 @@ class Emr(Localized):
     """EMR-merging over the vectors it merges: the task vectors τ_t (``clusters`` None) or the
     cluster vectors (τ_k/|k| by default: each cluster's merged model, draft Sec. 4.3). The sign
     ε is elected from exactly those vectors (per task: the exact ledger τ̄; with clusters: the
-    sum of the cluster vectors), then τ_uni, m_k and λ_k as :func:`clamu_helpers.masks.emr`
+    sum of the cluster vectors), then τ_uni, m_k and λ_k as :func:`clamu_helpers.emr_merging.emr`
     computes them: per-parameter-tensor rescalers as the original code does
     (``rescaler="per-tensor"``), or the global-sum form (``"global"``); λ_k = 1 if not
     ``rescale``. Served M0 + λ_k m_k ⊙ τ_uni. Storage: τ_uni and τ̄ (kept for exact unlearning),
