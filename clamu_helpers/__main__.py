@@ -1,4 +1,4 @@
-"""Command line: ``python -m clamu_helpers {audit,settings,reproduce,receipts,verify} ...`` (also ``clamu``)."""
+"""Command line: ``python -m clamu_helpers {audit,methods,settings,reproduce,receipts,verify} ...`` (also ``clamu``)."""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +31,30 @@ def cmd_audit(args) -> int:
                    device=args.device, **_method_params(args.param))
     print(json.dumps(result, indent=2))
     return 0 if result["exact"] else 1
+
+
+def describe_methods() -> list[dict]:
+    """Every registered method as its class declares it: name, reference, control of, counting
+    rule, and its typed parameters with their defaults."""
+    from .methods import METHODS
+    rows = []
+    for name, cls in sorted(METHODS.items()):
+        rows.append({"method": name, "reference": cls.reference, "control_of": cls.control_of,
+                     "cost_rule": cls.cost_rule, "clustered": cls.clustered,
+                     "params": cls.Params().to_json()})
+    return rows
+
+
+def cmd_methods(args) -> int:
+    rows = describe_methods()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        params = ", ".join(f"{k}={v!r}" for k, v in r["params"].items()) or "(no parameters)"
+        ctrl = f"  [control of {r['control_of']}]" if r["control_of"] else ""
+        print(f"{r['method']}{ctrl}  cost rule: {r['cost_rule']}\n    {params}\n    {r['reference']}")
+    return 0
 
 
 def cmd_settings(args) -> int:
@@ -143,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--precision", default="float32", choices=PRECISIONS, help="finetuning precision (bf16: autocast)")
     a.add_argument("--progress", action="store_true")
     a.set_defaults(func=cmd_audit)
+
+    m = sub.add_parser("methods", help="list the methods, their references, counting rules and parameters")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_methods)
 
     s = sub.add_parser("settings", help="list settings, profiles, and whether their data is here")
     s.add_argument("--json", action="store_true")

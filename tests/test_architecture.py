@@ -110,3 +110,36 @@ def test_long_modules_say_why_at_their_top():
             long_without_reason.append(f"{m} ({n} lines)")
     assert not long_without_reason, ("modules over 300 lines need a reason in their docstring "
                                       f"('Over 300 lines ...'), or a split: {long_without_reason}")
+
+
+def test_every_method_declares_typed_parameters():
+    """Each registered method's keywords are the fields of its Params dataclass: the defaults
+    build it, its JSON rebuilds an equal method, an unknown keyword names the method and lists the
+    parameters, and the fast test parameters are among them."""
+    import dataclasses
+
+    import pytest
+
+    from clamu_helpers.methods import METHODS, Params, get_method
+    for name, cls in sorted(METHODS.items()):
+        assert dataclasses.is_dataclass(cls.Params) and issubclass(cls.Params, Params), name
+        assert cls.reference, f"{name} declares no reference"
+        assert set(cls.test_params) <= set(cls.Params.names()), name
+        m = get_method(name)
+        assert m.params == cls.Params().to_json() and get_method(name, **m.params).params == m.params
+        with pytest.raises(TypeError, match=rf"method '{name}' has no parameter 'no_such_knob'.*parameters:"):
+            get_method(name, no_such_knob=1)
+        if cls.clustered:
+            with pytest.raises(ValueError, match="clusters"):
+                get_method(name, clusters=0)
+
+
+def test_methods_command_lists_every_method_with_its_parameters(capsys):
+    import json
+
+    from clamu_helpers.__main__ import main
+    from clamu_helpers.methods import METHODS
+    assert main(["methods", "--json"]) == 0
+    rows = {r["method"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(METHODS)
+    assert rows["consensus"]["params"]["ks"] == [1, 2, 3] and rows["sift-merge"]["control_of"] == "sift"

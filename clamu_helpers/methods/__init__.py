@@ -7,7 +7,7 @@ method is adding its file (and its test): nothing else lists the methods.
 import importlib
 import pkgutil
 
-from .base import METHODS, Method, get_method, register
+from .base import METHODS, Method, Params, get_method, register
 from .context import LedgerView, MethodContext
 
 #: modules of this folder that hold no method
@@ -17,4 +17,4 @@ for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _info.name not in _MACHINERY:
         importlib.import_module(f"{__name__}.{_info.name}")
 
-__all__ = ["METHODS", "LedgerView", "Method", "MethodContext", "get_method", "register"]
+__all__ = ["METHODS", "LedgerView", "Method", "MethodContext", "Params", "get_method", "register"]

@@ -18,9 +18,11 @@ these declarations.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
 
@@ -47,6 +49,28 @@ def get_method(name: str, **params) -> "Method":
     return METHODS[name](**params)
 
 
+@dataclass
+class Params:
+    """A method's parameters, declared once as a typed dataclass (``Method.Params``): its fields
+    are the method's keyword arguments with their defaults. :meth:`validate` checks and
+    normalises them when the method is built, each error naming the parameter; :meth:`to_json`
+    is what ``method.params`` holds (persistence and digests), from which
+    ``get_method(name, **params)`` rebuilds the method."""
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Check and normalise the fields (default: nothing to check)."""
+
+    def to_json(self) -> dict:
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
 class Method:
     name = "method"
     #: where the method comes from (paper, code)
@@ -69,10 +93,18 @@ class Method:
     #: fast parameters for tests (few mask steps and the like); {} when the defaults are fast
     test_params: dict = {}
 
+    #: the method's typed parameters (a :class:`Params` dataclass; none by default)
+    Params: ClassVar[type[Params]] = Params
+
     def __init__(self, **params):
-        if params:
-            raise TypeError(f"method {self.name!r} takes no parameters {sorted(params)}")
-        self.params: dict = {}
+        unknown = sorted(set(params) - set(self.Params.names()))
+        if unknown:
+            raise TypeError(f"method {self.name!r} has no parameter {', '.join(map(repr, unknown))}; its "
+                            f"parameters: {', '.join(self.Params.names()) or 'none'}")
+        #: the typed, validated parameters
+        self.p = self.Params(**params)
+        #: the same as plain JSON (what is saved, hashed and used to rebuild the method)
+        self.params: dict = self.p.to_json()
 
     # -- life cycle ------------------------------------------------------------------------
     def finetune_kwargs(self, ctx: "MethodContext") -> dict:

@@ -2,9 +2,11 @@
 models, the upper reference)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..costs import Costs
 from ..selection import choose, is_val, scale_grid
-from .base import Method, register
+from .base import Method, Params, register
 
 
 def resolve_alpha(alpha, n_tasks: int) -> float:
@@ -39,10 +41,15 @@ class Merge(Method):
     reference = "Task arithmetic: Ilharco et al., Editing models with task arithmetic, ICLR 2023"
     scale_param = "alpha"
 
-    def __init__(self, alpha="mean"):
-        super().__init__()
-        check_alpha(alpha)
-        self.params = {"alpha": alpha}
+    @dataclass
+    class Params(Params):
+        alpha: float | str = "mean"   # "mean" (1/T), "val" or a positive number
+
+        def validate(self):
+            check_alpha(self.alpha)
+
+    def __init__(self, **params):
+        super().__init__(**params)
         self.chosen: dict = {}
 
     def alpha(self, ctx) -> float:

@@ -1,6 +1,8 @@
 """``clamu``: ClAMU's optimized masks (draft, Algorithm 1 ``Localize``), and its supermask control."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..determinism import generator, rng
@@ -24,7 +26,7 @@ def _check_positive_int(value, name):
 class Clamu(Masked):
     """ClAMU optimized masks: per cluster k, scores s_k from 0, m_k = 1{s_k > 0}, ``mask_steps``
     (E_mask) straight-through updates of step ``mask_lr`` (η) on mini-batches of the cluster's
-    training data (batches from a generator seeded by (ctx seed, cluster members)), served
+    training data (batches from a generator seeded by (system seed, cluster members)), served
     M0 + α m_k ⊙ τ̄ (:func:`clamu_helpers.masks.optimize_mask`).
 
     Defaults, and where they come from:
@@ -49,23 +51,29 @@ class Clamu(Masked):
     test_params = {"mask_steps": 20}
     cost_rule = "retrain-and-masks"
 
-    def __init__(self, clusters=None, cluster_by="task-vectors", vectors="retrain", negative="clip",
-                 feature_algorithm="kmeans", alpha="val", mask_lr="val", mask_steps=None, mask_batch_size=None,
-                 update="draft", alphas=None, mask_lrs=None, select_clusters=8):
-        if update not in UPDATES:
-            raise ValueError(f"update must be one of {UPDATES}, got {update!r}")
-        if not is_val(mask_lr):
-            mask_lr = check_grid([mask_lr], "mask_lr (η, a positive number or 'val')")[0]
-        _check_positive_int(mask_steps, "mask_steps (E_mask)")
-        if mask_batch_size != "full":
-            _check_positive_int(mask_batch_size, "mask_batch_size")
-        _check_positive_int(select_clusters, "select_clusters")
-        alphas = None if alphas is None else list(check_grid(alphas, "alphas"))
-        mask_lrs = None if mask_lrs is None else list(check_grid(mask_lrs, "mask_lrs"))
-        super().__init__(clusters=clusters, cluster_by=cluster_by, vectors=vectors, negative=negative,
-                         feature_algorithm=feature_algorithm, alpha=alpha, mask_lr=mask_lr, mask_steps=mask_steps,
-                         mask_batch_size=mask_batch_size, update=update, alphas=alphas, mask_lrs=mask_lrs,
-                         select_clusters=int(select_clusters))
+    @dataclass
+    class Params(Masked.Params):
+        mask_lr: float | str = "val"           # η, a positive number, or "val" (from mask_lrs or ETA_GRIDS)
+        mask_steps: int | None = None          # E_mask (None: the setting's finetuning steps)
+        mask_batch_size: int | str | None = None   # None: the finetuning batch size; "full": all data
+        update: str = "draft"                  # "draft" (the raw rule) or "normalized"
+        alphas: list | None = None             # α grid (None: selection.scale_grid)
+        mask_lrs: list | None = None           # η grid (None: ETA_GRIDS[update])
+        select_clusters: int = 8               # clusters sampled for the validation search
+
+        def validate(self):
+            super().validate()
+            if self.update not in UPDATES:
+                raise ValueError(f"update must be one of {UPDATES}, got {self.update!r}")
+            if not is_val(self.mask_lr):
+                self.mask_lr = check_grid([self.mask_lr], "mask_lr (η, a positive number or 'val')")[0]
+            _check_positive_int(self.mask_steps, "mask_steps (E_mask)")
+            if self.mask_batch_size != "full":
+                _check_positive_int(self.mask_batch_size, "mask_batch_size")
+            _check_positive_int(self.select_clusters, "select_clusters")
+            self.select_clusters = int(self.select_clusters)
+            self.alphas = None if self.alphas is None else list(check_grid(self.alphas, "alphas"))
+            self.mask_lrs = None if self.mask_lrs is None else list(check_grid(self.mask_lrs, "mask_lrs"))
 
     def needs_vectors(self):
         return self.clusters_need_vectors()
@@ -225,9 +233,16 @@ class ClamuSupermask(Clamu):
     reference = "control (Zhou et al. 2019, supermasks); asked for by the project's review"
     control_of = "clamu"
 
-    def __init__(self, sign_seed: int | None = None, **kw):
-        super().__init__(**kw)
-        self.params["sign_seed"] = None if sign_seed is None else int(sign_seed)
+    @dataclass
+    class Params(Clamu.Params):
+        sign_seed: int | None = None           # seed of r (None: the system's seed)
+
+        def validate(self):
+            super().validate()
+            self.sign_seed = None if self.sign_seed is None else int(self.sign_seed)
+
+    def __init__(self, **params):
+        super().__init__(**params)
         self._target: tuple[str, torch.Tensor] | None = None
 
     def signs(self, ctx) -> torch.Tensor:

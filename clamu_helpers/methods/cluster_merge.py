@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 import json
 
 from ..errors import ShapeMismatchError, StateError
@@ -29,15 +30,20 @@ class ClusterMerge(Localized):
     cost_rule = "retrain-one"
     cost_rule_exact = False
 
-    def __init__(self, clusters=None, cluster_by="task-vectors", vectors="retrain", negative="clip",
-                 feature_algorithm="kmeans", alpha="mean"):
-        if alpha != "mean":
-            check_alpha(alpha)
-            if alpha == "val":
-                raise ValueError("cluster-merge serves M0 + α τ̄_k with α = 'mean' (1/|k|) or a number; "
-                                 "'val' is not offered (clusters differ in size)")
-        super().__init__(clusters=clusters, cluster_by=cluster_by, vectors=vectors, negative=negative,
-                         feature_algorithm=feature_algorithm, alpha=alpha)
+    @dataclass
+    class Params(Localized.Params):
+        alpha: float | str = "mean"            # "mean" (1/|k|) or a positive number
+
+        def validate(self):
+            super().validate()
+            if self.alpha != "mean":
+                check_alpha(self.alpha)
+                if self.alpha == "val":
+                    raise ValueError("alpha: cluster-merge serves M0 + α τ̄_k with α = 'mean' (1/|k|) or a "
+                                     "number; 'val' is not offered (clusters differ in size)")
+
+    def __init__(self, **params):
+        super().__init__(**params)
         self.ledgers: dict[int, MergeLedger] = {}
 
     def unlearning_cost(self, n_before, n_forgotten, steps):

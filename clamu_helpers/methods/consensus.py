@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 
 import torch
 
@@ -10,7 +11,7 @@ from ..errors import StateError
 from ..masks import masked_weights, storage_bytes, tall_masks
 from ..packing import pack, unpack
 from ..selection import check_grid, choose, is_val, scale_grid
-from .base import Method, register
+from .base import Method, Params, register
 from .basic import mean_val_score
 from .localized import VECTORS, remaining_vectors
 
@@ -39,20 +40,31 @@ class Consensus(Method):
     scale_param = "alpha"
     cost_rule = "retrain-all"
 
-    def __init__(self, k="val", alpha="val", lam=0.4, ks=K_GRID, vectors="retrain"):
-        super().__init__()
-        if not is_val(k) and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise ValueError(f"k (how many TALL masks must agree) must be an integer ≥ 1 or 'val', got {k!r}")
-        if not is_val(alpha):
-            alpha = check_grid([alpha], "alpha (the served scale, a positive number or 'val')")[0]
-        lam = check_grid([lam], "lam (the TALL λ of the task masks)")[0]
-        if isinstance(ks, (str, bytes)) or not ks or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
-                                                         for v in ks):
-            raise ValueError(f"ks must be a non-empty list of integers ≥ 1, got {ks!r}")
-        if vectors not in VECTORS:
-            raise ValueError(f"vectors must be one of {VECTORS}, got {vectors!r}")
-        self.params = {"k": k, "alpha": alpha, "lam": lam, "ks": list(ks), "vectors": vectors}
-        self.keeps_vectors = vectors == "keep"
+    @dataclass
+    class Params(Params):
+        k: int | str = "val"          # how many TALL masks must agree: an integer ≥ 1, or "val" (from ks)
+        alpha: float | str = "val"    # the served scale, a positive number, or "val"
+        lam: float = 0.4              # λ of the task masks m_t
+        ks: list = field(default_factory=lambda: list(K_GRID))
+        vectors: str = "retrain"      # how a refresh gets every τ_t: "retrain" or "keep"
+
+        def validate(self):
+            if not is_val(self.k) and (isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1):
+                raise ValueError(f"k (how many TALL masks must agree) must be an integer ≥ 1 or 'val', got {self.k!r}")
+            if not is_val(self.alpha):
+                self.alpha = check_grid([self.alpha], "alpha (the served scale, a positive number or 'val')")[0]
+            self.lam = check_grid([self.lam], "lam (the TALL λ of the task masks)")[0]
+            ks = self.ks
+            if isinstance(ks, (str, bytes)) or not ks or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                                                             for v in ks):
+                raise ValueError(f"ks must be a non-empty list of integers ≥ 1, got {ks!r}")
+            self.ks = list(ks)
+            if self.vectors not in VECTORS:
+                raise ValueError(f"vectors must be one of {VECTORS}, got {self.vectors!r}")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.keeps_vectors = self.p.vectors == "keep"
         self.mask: torch.Tensor | None = None  # packed m, 1 bit per parameter
         self.chosen: dict = {}
 

@@ -1,6 +1,8 @@
 """``emr``: EMR-merging (Huang et al. 2024), per task or per cluster."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..errors import StateError
@@ -24,13 +26,20 @@ class Emr(Localized):
     reference = ("Huang et al., EMR-Merging: Tuning-Free High-Performance Model Merging, NeurIPS 2024 "
                  "(harveyhuang18/EMR_Merging)")
 
-    def __init__(self, clusters=None, cluster_by="task-vectors", vectors="retrain", negative="clip",
-                 feature_algorithm="kmeans", rescale=True, rescaler="per-tensor", cluster_vector="mean"):
-        if rescaler not in RESCALERS:
-            raise ValueError(f"rescaler must be one of {RESCALERS}, got {rescaler!r}")
-        super().__init__(clusters=clusters, cluster_by=cluster_by, vectors=vectors, negative=negative,
-                         feature_algorithm=feature_algorithm, rescale=bool(rescale), rescaler=rescaler,
-                         cluster_vector=cluster_vector)
+    @dataclass
+    class Params(Localized.Params):
+        rescale: bool = True                   # serve λ_k m_k ⊙ τ_uni (False: λ_k = 1)
+        rescaler: str = "per-tensor"           # "per-tensor" (the original code) or "global"
+        cluster_vector: str = "mean"           # τ_k of a cluster: its "mean" (default) or "sum"
+
+        def validate(self):
+            super().validate()
+            if self.rescaler not in RESCALERS:
+                raise ValueError(f"rescaler must be one of {RESCALERS}, got {self.rescaler!r}")
+            self.rescale = bool(self.rescale)
+
+    def __init__(self, **params):
+        super().__init__(**params)
         self.result: EMRResult | None = None
 
     def localize(self, ctx, vectors, costs):

@@ -23,6 +23,8 @@ averaging over the T merged tasks; M0 when T = 0).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from ..progress import tqdm
 
@@ -31,7 +33,7 @@ from ..errors import StateError
 from ..masks import masked_weights, storage_bytes
 from ..packing import unpack
 from ..selection import is_val
-from .base import Method
+from .base import Method, Params
 from .basic import check_alpha, resolve_alpha
 
 VECTORS = ("retrain", "keep")
@@ -68,25 +70,29 @@ class Localized(Method):
     clustered = True
     cost_rule = "retrain-all"
 
-    def __init__(self, clusters=None, cluster_by="task-vectors", vectors="retrain", negative="clip",
-                 feature_algorithm="kmeans", **specific):
-        super().__init__()
-        if "cluster_vector" in specific and specific["cluster_vector"] not in CLUSTER_VECTOR:
-            raise ValueError(f"cluster_vector must be one of {CLUSTER_VECTOR}, got {specific['cluster_vector']!r}")
-        if clusters is not None and (isinstance(clusters, bool) or not isinstance(clusters, int) or clusters < 1):
-            raise ValueError(f"clusters must be None (one per task) or an integer K ≥ 1, got {clusters!r}")
-        if cluster_by not in CLUSTER_BY:
-            raise ValueError(f"cluster_by must be one of {CLUSTER_BY}, got {cluster_by!r}")
-        if vectors not in VECTORS:
-            raise ValueError(f"vectors must be one of {VECTORS}, got {vectors!r}")
-        if negative not in NEGATIVE:
-            raise ValueError(f"negative must be one of {NEGATIVE}, got {negative!r}")
-        if feature_algorithm not in ("kmeans", "spectral"):
-            raise ValueError(f"feature_algorithm must be 'kmeans' or 'spectral', got {feature_algorithm!r}")
-        self.params = {"clusters": clusters, "cluster_by": cluster_by, "vectors": vectors, "negative": negative,
-                       "feature_algorithm": feature_algorithm, **specific}
+    @dataclass
+    class Params(Params):
+        clusters: int | None = None            # None: one cluster per task; else K
+        cluster_by: str = "task-vectors"       # "task-vectors", "features" or "random"
+        vectors: str = "retrain"               # how a refresh gets the remaining τ_t: "retrain" or "keep"
+        negative: str = "clip"                 # how cosines map to a non-negative affinity: "clip" or "shift"
+        feature_algorithm: str = "kmeans"      # "kmeans" or "spectral" (feature clusters)
+
+        def validate(self):
+            k = self.clusters
+            if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+                raise ValueError(f"clusters must be None (one per task) or an integer K ≥ 1, got {k!r}")
+            for name, allowed in (("cluster_by", CLUSTER_BY), ("vectors", VECTORS), ("negative", NEGATIVE),
+                                  ("feature_algorithm", ("kmeans", "spectral"))):
+                if getattr(self, name) not in allowed:
+                    raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
+            if getattr(self, "cluster_vector", "sum") not in CLUSTER_VECTOR:
+                raise ValueError(f"cluster_vector must be one of {CLUSTER_VECTOR}, got {self.cluster_vector!r}")
+
+    def __init__(self, **params):
+        super().__init__(**params)
         self.assignment: dict[str, int] = {}
-        self.keeps_vectors = vectors == "keep" and self.needs_vectors()
+        self.keeps_vectors = self.p.vectors == "keep" and self.needs_vectors()
 
     # -- what a refresh needs ------------------------------------------------------------------
     def clusters_need_vectors(self) -> bool:
@@ -197,9 +203,16 @@ class Masked(Localized):
 
     scale_param = "alpha"
 
-    def __init__(self, **kw):
-        check_alpha(kw.get("alpha", 1.0))
-        super().__init__(**kw)
+    @dataclass
+    class Params(Localized.Params):
+        alpha: float | str = "val"             # a positive number, "mean" (1/T) or "val"
+
+        def validate(self):
+            super().validate()
+            check_alpha(self.alpha)
+
+    def __init__(self, **params):
+        super().__init__(**params)
         self.masks: dict[int, torch.Tensor] = {}
         self.chosen: dict = {}
 

@@ -45,6 +45,8 @@ and a control is only honest beside the method it controls.)
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..determinism import generator
@@ -52,7 +54,7 @@ from ..errors import ClamuError, ExactnessError, StateError
 from ..packing import compress, pack, packed_bytes, unpack
 from ..selection import choose, is_val, scale_grid
 from ..taskvector import sha256_tensor
-from .base import Method, register
+from .base import Method, Params, register
 from .basic import mean_val_score, resolve_alpha
 
 SCALES = ("1/T", "count", "val")
@@ -117,13 +119,20 @@ class SiftMasks(Method):
     keeps_vectors = False
     retrains = True
 
-    def __init__(self, scale="1/T", projection: str = "after_step", sign_seed: int | None = None):
-        super().__init__()
-        check_scale(scale)
-        if projection not in PROJECTIONS:
-            raise ClamuError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
-        self.params = {"scale": scale, "projection": projection,
-                       "sign_seed": None if sign_seed is None else int(sign_seed)}
+    @dataclass
+    class Params(Params):
+        scale: float | str = "1/T"             # "1/T" (the paper), "count", "val" or a positive number
+        projection: str = "after_step"         # when τ_t is projected onto v's orthant
+        sign_seed: int | None = None           # seed of v (None: the system's seed)
+
+        def validate(self):
+            check_scale(self.scale)
+            if self.projection not in PROJECTIONS:
+                raise ClamuError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
+            self.sign_seed = None if self.sign_seed is None else int(self.sign_seed)
+
+    def __init__(self, **params):
+        super().__init__(**params)
         self._sign: torch.Tensor | None = None
         self._sign_seed: int | None = None
         self.masks: dict[str, torch.Tensor] = {}      # task id → packed m_t (uint8)
@@ -309,10 +318,12 @@ class SiftMerge(SiftMasks):
     reference = "control for SIFT-Masks (sign-fixed tuning, no masks); asked for by the project's review"
     control_of = "sift"
 
-    def __init__(self, scale="1/T", projection: str = "after_step", sign_seed: int | None = None):
-        if scale == "count":
-            raise ClamuError('sift-merge has no masks to count: scale must be "1/T", "val" or a number')
-        super().__init__(scale=scale, projection=projection, sign_seed=sign_seed)
+    @dataclass
+    class Params(SiftMasks.Params):
+        def validate(self):
+            if self.scale == "count":
+                raise ClamuError('scale: sift-merge has no masks to count; use "1/T", "val" or a number')
+            super().validate()
 
     def task_mask(self, ctx, task_id, tau):
         return None

@@ -1,6 +1,8 @@
 """``tall``: TALL-masks (Wang et al. 2024), per task or per cluster."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from ..errors import StateError
 from ..masks import LAMBDA_GRID, choose_lambda, masked_weights, pack_masks
 from ..selection import check_grid, choose, is_val, scale_grid
@@ -24,12 +26,17 @@ class Tall(Masked):
     reference = ("Wang et al., Localizing Task Information for Improved Model Merging and Compression, ICML 2024 "
                  "(nik-dim/tall_masks)")
 
-    def __init__(self, clusters=None, cluster_by="task-vectors", vectors="retrain", negative="clip",
-                 feature_algorithm="kmeans", alpha="val", lambdas=LAMBDA_GRID, cluster_vector="sum"):
-        lambdas = list(check_grid(lambdas, "lambdas"))
-        super().__init__(clusters=clusters, cluster_by=cluster_by, vectors=vectors, negative=negative,
-                         feature_algorithm=feature_algorithm, alpha=alpha, lambdas=lambdas,
-                         cluster_vector=cluster_vector)
+    @dataclass
+    class Params(Masked.Params):
+        lambdas: list = field(default_factory=lambda: list(LAMBDA_GRID))   # λ grid, chosen per cluster on val
+        cluster_vector: str = "sum"            # τ_k of a cluster: its "sum" (default) or "mean"
+
+        def validate(self):
+            super().validate()
+            self.lambdas = list(check_grid(self.lambdas, "lambdas"))
+
+    def __init__(self, **params):
+        super().__init__(**params)
         self.lambdas: dict[int, float] = {}
 
     def localize(self, ctx, vectors, costs):

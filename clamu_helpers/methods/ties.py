@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
 
 import torch
 
@@ -9,7 +10,7 @@ from ..costs import Costs
 from ..errors import StateError
 from ..merging import ties_merge
 from ..selection import check_grid, choose, is_val
-from .base import Method, register
+from .base import Method, Params, register
 from .basic import mean_val_score
 from .localized import VECTORS, remaining_vectors
 
@@ -32,21 +33,31 @@ class Ties(Method):
     scale_param = "lam"
     cost_rule = "retrain-all"
 
-    def __init__(self, k="val", lam="val", ks=K_GRID, lams=LAMBDA_GRID, vectors="retrain"):
-        super().__init__()
-        if not is_val(k):
-            if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < float(k) <= 1:
-                raise ValueError(f"k (the TIES trim fraction) must be in (0, 1] or 'val', got {k!r}")
-            k = float(k)
-        if not is_val(lam):
-            lam = check_grid([lam], "lam (TIES's λ, a positive number or 'val')")[0]
-        ks = list(check_grid(ks, "ks"))
-        if any(v > 1 for v in ks):
-            raise ValueError(f"ks must lie in (0, 1], got {ks}")
-        if vectors not in VECTORS:
-            raise ValueError(f"vectors must be one of {VECTORS}, got {vectors!r}")
-        self.params = {"k": k, "lam": lam, "ks": ks, "lams": list(check_grid(lams, "lams")), "vectors": vectors}
-        self.keeps_vectors = vectors == "keep"
+    @dataclass
+    class Params(Params):
+        k: float | str = "val"        # the trim fraction in (0, 1], or "val" (from ks)
+        lam: float | str = "val"      # λ, a positive number, or "val" (from lams)
+        ks: list = field(default_factory=lambda: list(K_GRID))
+        lams: list = field(default_factory=lambda: list(LAMBDA_GRID))
+        vectors: str = "retrain"      # how a refresh gets every τ_t: "retrain" or "keep"
+
+        def validate(self):
+            if not is_val(self.k):
+                if isinstance(self.k, bool) or not isinstance(self.k, (int, float)) or not 0 < float(self.k) <= 1:
+                    raise ValueError(f"k (the TIES trim fraction) must be in (0, 1] or 'val', got {self.k!r}")
+                self.k = float(self.k)
+            if not is_val(self.lam):
+                self.lam = check_grid([self.lam], "lam (TIES's λ, a positive number or 'val')")[0]
+            self.ks = list(check_grid(self.ks, "ks"))
+            if any(v > 1 for v in self.ks):
+                raise ValueError(f"ks must lie in (0, 1], got {self.ks}")
+            self.lams = list(check_grid(self.lams, "lams"))
+            if self.vectors not in VECTORS:
+                raise ValueError(f"vectors must be one of {VECTORS}, got {self.vectors!r}")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.keeps_vectors = self.p.vectors == "keep"
         self.merged: torch.Tensor | None = None
         self.chosen: dict = {}
 
