@@ -1,6 +1,12 @@
-"""The streamed merge of T stored task vectors: serial vs processes vs Ray, same digest.
+"""The streamed merge, TALL and EMR builds of T stored task vectors: serial vs processes vs Ray,
+same bits.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_distributed_merge.py [--T 200 --d 4194304]
+
+The merge (``stream_merge``) and, unless ``--merge-only``, the two-pass TALL mask build
+(``stream_tall_masks``, one λ) and EMR build (``stream_emr``): pass 1 is the distributed merge,
+pass 2 is shared by tasks. Every backend must reproduce the serial result bit for bit (a SHA-256
+over the ledger, masks, τ_uni and rescalers).
 
 Writes T random τ_t (float32, d parameters) into a store in a temporary folder, then merges
 them with ``stream_merge`` serially and with ``backend="processes"`` and ``"ray"`` (``workers``
@@ -28,11 +34,34 @@ import torch  # noqa: E402
 from clamu_helpers.params import ParamSpec  # noqa: E402
 from clamu_helpers.partial import shutdown_pools  # noqa: E402
 from clamu_helpers.store import TaskVectorStore  # noqa: E402
-from clamu_helpers.streaming import stream_merge  # noqa: E402
+from clamu_helpers.streaming import stream_emr, stream_merge, stream_tall_masks  # noqa: E402
 from clamu_helpers.taskvector import TaskVector  # noqa: E402
 
 
-def main(T: int, d: int, workers: int, repeat: int, ray_on: bool) -> dict:
+def _digest(*parts) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.numpy().tobytes() if isinstance(p, torch.Tensor) else repr(p).encode())
+    return h.hexdigest()
+
+
+def operations(store, keys, spec, masks: bool) -> dict:
+    """name → (backend, workers) → digest of the result."""
+    ops = {"merge": lambda b, w: stream_merge(store, keys, spec, backend=b, workers=w).digest()}
+    if masks:
+        def tall(b, w):
+            r = stream_tall_masks(store, keys, spec, lambdas=[0.4], backend=b, workers=w)
+            return _digest(r.ledger.digest(), *[r.masks[0.4][t] for t in sorted(r.masks[0.4])])
+
+        def emr(b, w):
+            e = stream_emr(store, keys, spec, backend=b, workers=w).emr
+            return _digest(e.tau_uni, *[e.masks[t] for t in sorted(e.masks)], sorted(e.rescalers.items()))
+        ops.update(tall=tall, emr=emr)
+    return ops
+
+
+def main(T: int, d: int, workers: int, repeat: int, ray_on: bool, masks: bool = True) -> dict:
     torch.set_num_threads(1)
     spec = ParamSpec(("tau",), ((d,),))
     root = Path(tempfile.mkdtemp(prefix="clamu_bench_merge_"))
@@ -45,9 +74,12 @@ def main(T: int, d: int, workers: int, repeat: int, ray_on: bool) -> dict:
             keys.append(k)
         res = {"T": T, "d": d, "workers": workers, "store_gib": T * d * 4 / 2 ** 30,
                "write_seconds": time.perf_counter() - t, "machine": machine()}
-        ref = stream_merge(store, keys, spec).digest()
-        res["serial_seconds"] = best_of(lambda: stream_merge(store, keys, spec), repeat)
-        print(f"T={T} d={d:,} ({res['store_gib']:.1f} GiB stored): serial {res['serial_seconds']:.2f}s")
+        ops = operations(store, keys, spec, masks)
+        refs = {name: op("serial", 1) for name, op in ops.items()}
+        for name, op in ops.items():
+            res[f"{name}_serial_seconds"] = best_of(lambda op=op: op("serial", 1), repeat)
+            print(f"T={T} d={d:,} ({res['store_gib']:.1f} GiB stored): {name} serial {res[f'{name}_serial_seconds']:.2f}s")
+        res["serial_seconds"] = res["merge_serial_seconds"]
         backends = ["processes"] + (["ray"] if ray_on else [])
         for b in backends:
             if b == "ray":
@@ -60,14 +92,16 @@ def main(T: int, d: int, workers: int, repeat: int, ray_on: bool) -> dict:
             t = time.perf_counter()
             stream_merge(store, keys[:workers], spec, backend=b, workers=workers)   # warm-up: workers start
             res[f"{b}_startup_seconds"] = time.perf_counter() - t
-            digest = stream_merge(store, keys, spec, backend=b, workers=workers).digest()
-            if digest != ref:
-                raise SystemExit(f"{b}: digest {digest[:16]}… differs from serial {ref[:16]}…")
-            res[f"{b}_seconds"] = best_of(lambda b=b: stream_merge(store, keys, spec, backend=b, workers=workers),
-                                          repeat)
-            res[f"{b}_speedup"] = res["serial_seconds"] / res[f"{b}_seconds"]
-            print(f"  {b:9s} {res[f'{b}_seconds']:.2f}s = {res[f'{b}_speedup']:.2f}x serial with {workers} "
-                  f"workers (goal ≥ 1.6x), same digest; start-up {res[f'{b}_startup_seconds']:.1f}s apart")
+            for name, op in ops.items():
+                got = op(b, workers)
+                if got != refs[name]:
+                    raise SystemExit(f"{b} {name}: result {got[:16]}… differs from serial {refs[name][:16]}…")
+                sec = best_of(lambda op=op, b=b: op(b, workers), repeat)
+                res[f"{name}_{b}_seconds"], res[f"{name}_{b}_speedup"] = sec, res[f"{name}_serial_seconds"] / sec
+                print(f"  {name:5s} {b:9s} {sec:.2f}s = {res[f'{name}_{b}_speedup']:.2f}x serial with {workers} "
+                      f"workers (goal ≥ 1.6x), same bits")
+            res[f"{b}_seconds"], res[f"{b}_speedup"] = res[f"merge_{b}_seconds"], res[f"merge_{b}_speedup"]
+            print(f"  ({b} start-up {res[f'{b}_startup_seconds']:.1f}s, timed apart)")
         res["digests_equal"] = True
         res["params_per_second_serial"] = T * d / res["serial_seconds"]
     finally:
@@ -90,5 +124,6 @@ if __name__ == "__main__":
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--merge-only", action="store_true", help="skip the TALL and EMR builds")
     a = ap.parse_args()
-    main(a.T, a.d, a.workers, a.repeat, not a.no_ray)
+    main(a.T, a.d, a.workers, a.repeat, not a.no_ray, not a.merge_only)

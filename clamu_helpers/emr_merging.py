@@ -76,14 +76,7 @@ def _abs_mean_sum(acc: list[float], sizes: Sequence[int]) -> float:
     return float(sum(a / k for a, k in zip(acc, sizes) if k))
 
 
-def emr_chunks(vectors: Callable[[], Chunked], eps: torch.Tensor, segments: Sequence[int] | None = None,
-               rescaler: str = "per-tensor") -> EMRResult:
-    """EMR-merging in one pass over ``vectors()`` (see the module docstring) for the elected ε.
-
-    ``segments``: the parameter tensors' sizes in flat order (None: one segment of d). Chunks
-    must start at multiples of 8 (masks are packed 8 bits per byte) and cover each vector in
-    order. Memory: τ_uni and ε (d each), plus one packed mask (d/8 bytes) per vector.
-    """
+def _sizes(eps: torch.Tensor, segments: Sequence[int] | None, rescaler: str) -> list[int]:
     if rescaler not in RESCALERS:
         raise ValueError(f"rescaler must be one of {RESCALERS}, got {rescaler!r}")
     _flat(eps, "ε")
@@ -91,11 +84,19 @@ def emr_chunks(vectors: Callable[[], Chunked], eps: torch.Tensor, segments: Sequ
     sizes = [d] if rescaler == "global" or segments is None else [int(k) for k in segments]
     if sum(sizes) != d:
         raise ShapeMismatchError(f"segments sum to {sum(sizes)}, the vectors have {d} parameters")
+    return sizes
+
+
+def emr_pass(vectors: Chunked, eps: torch.Tensor, sizes: Sequence[int]) -> tuple[dict, torch.Tensor, dict]:
+    """The pass over the vectors: (packed masks m_t, max_t |τ_t ⊙ m_t|, rescaler numerators
+    Σ_l mean|τ_t,l|) for ε. Vectors can be split among workers: masks and numerators are per
+    vector, and the maxima of several passes combine exactly (``torch.maximum``)."""
+    d = eps.numel()
     bounds = np.cumsum(sizes).tolist()
     zero = torch.zeros((), dtype=torch.float32, device=eps.device)
     absmax = torch.zeros(d, dtype=torch.float32, device=eps.device)
     masks, num = {}, {}
-    for key, chunks in vectors():
+    for key, chunks in vectors:
         if key in masks:
             raise ValueError(f"key {key!r} appears twice")
         out, acc, seen = np.zeros((d + 7) // 8, dtype=np.uint8), [0.0] * len(sizes), 0
@@ -113,8 +114,16 @@ def emr_chunks(vectors: Callable[[], Chunked], eps: torch.Tensor, segments: Sequ
         if seen != d:
             raise ShapeMismatchError(f"τ_{key} has {seen} parameters, ε has {d}")
         masks[key], num[key] = torch.from_numpy(out), _abs_mean_sum(acc, sizes)
+    return masks, absmax, num
+
+
+def emr_finish(eps: torch.Tensor, masks: dict, absmax: torch.Tensor, num: dict, sizes: Sequence[int]) -> EMRResult:
+    """τ_uni = ε ⊙ max_t |τ_t ⊙ m_t| and the rescalers, from the pass's results alone (no vector
+    is read again): λ_t = num_t / Σ_l mean|m_t,l ⊙ τ_uni,l|, 0 for an empty mask."""
     if not masks:
         raise ValueError("EMR needs at least one task vector")
+    d, bounds = eps.numel(), np.cumsum(sizes).tolist()
+    zero = torch.zeros((), dtype=torch.float32, device=eps.device)
     rescalers = {}
     for key, packed in masks.items():
         acc = [0.0] * len(sizes)
@@ -122,6 +131,19 @@ def emr_chunks(vectors: Callable[[], Chunked], eps: torch.Tensor, segments: Sequ
         den = _abs_mean_sum(acc, sizes)
         rescalers[key] = num[key] / den if den > 0 else 0.0
     return EMRResult(eps, eps * absmax, masks, rescalers)
+
+
+def emr_chunks(vectors: Callable[[], Chunked], eps: torch.Tensor, segments: Sequence[int] | None = None,
+               rescaler: str = "per-tensor") -> EMRResult:
+    """EMR-merging in one pass over ``vectors()`` (see the module docstring) for the elected ε:
+    :func:`emr_pass` then :func:`emr_finish`.
+
+    ``segments``: the parameter tensors' sizes in flat order (None: one segment of d). Chunks
+    must start at multiples of 8 (masks are packed 8 bits per byte) and cover each vector in
+    order. Memory: τ_uni and ε (d each), plus one packed mask (d/8 bytes) per vector.
+    """
+    sizes = _sizes(eps, segments, rescaler)
+    return emr_finish(eps, *emr_pass(vectors(), eps, sizes), sizes)
 
 
 def _items(vectors: VectorSource) -> Iterable[tuple[Hashable, torch.Tensor]]:
@@ -165,4 +187,4 @@ def emr(vectors: VectorSource, elect: torch.Tensor | None = None, segments: Sequ
     return emr_chunks(whole, eps, segments, rescaler)
 
 
-__all__ = ["EMRResult", "RESCALERS", "emr", "emr_chunks", "emr_elect"]
+__all__ = ["EMRResult", "RESCALERS", "emr", "emr_chunks", "emr_elect", "emr_finish", "emr_pass"]

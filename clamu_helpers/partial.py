@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -194,6 +194,31 @@ def merge_share(root: str, keys: Sequence[str], spec_json: dict, chunk: int, led
     return merge_share_here(root, keys, spec_json, chunk, ledger_kw).to_state()
 
 
+def run_shares(fn: Callable, jobs: Sequence[tuple], backend: str = "processes", ray_address: str | None = None,
+               here: Callable | None = None) -> list:
+    """``[fn(*job) for job in jobs]``, the jobs side by side on ``backend``: "serial" (here, in
+    order), "processes" (this process runs the first job, ``here`` if given, while ``len(jobs) − 1``
+    kept spawned processes run the others) or "ray" (one Ray task of one CPU per job, on a local
+    Ray or the cluster at ``ray_address``). ``fn`` must be importable by name (a module-level
+    function) and return what pickles; results come back in the order of ``jobs``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; available: {BACKENDS}")
+    here = here or fn
+    if backend == "serial" or len(jobs) <= 1:
+        return [here(*j) if i == 0 else fn(*j) for i, j in enumerate(jobs)]
+    if backend == "processes":
+        pending = _pool(len(jobs) - 1).starmap_async(fn, jobs[1:])
+        mine = here(*jobs[0])
+        return [mine, *pending.get()]
+    import ray
+    from .parallel import WORKER_ENV, ray_init
+    if not ray.is_initialized():
+        ray_init(address=ray_address, **({} if ray_address else {"num_cpus": len(jobs)}),
+                 include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(num_cpus=1, runtime_env={"env_vars": dict(WORKER_ENV)})(fn)
+    return ray.get([remote.remote(*j) for j in jobs])
+
+
 def merge_stored(store, keys: Sequence[str], spec: ParamSpec, chunk: int, backend: str = "processes",
                  workers: int = 2, ray_address: str | None = None, **ledger_kw) -> PartialLedger:
     """Σ_t τ_t of stored vectors: ``workers`` shares merged on ``backend`` ("serial";
@@ -206,21 +231,11 @@ def merge_stored(store, keys: Sequence[str], spec: ParamSpec, chunk: int, backen
     jobs = [(str(store.root), share, spec.to_json(), int(chunk), dict(ledger_kw)) for share in shares(keys, workers)]
     if backend == "serial" or len(jobs) <= 1:
         return combine(merge_share_here(*j) for j in jobs)
-    if backend == "processes":   # the driver merges the first share itself while the others run
-        pending = _pool(len(jobs) - 1).starmap_async(merge_share, jobs[1:])
-        mine = merge_share_here(*jobs[0])
-        return combine([mine, *(PartialLedger.from_state(t, m, f"share {i + 1}")
-                                for i, (t, m) in enumerate(pending.get()))])
-    else:
-        import ray
-        from .parallel import WORKER_ENV, ray_init
-        if not ray.is_initialized():
-            ray_init(address=ray_address, **({} if ray_address else {"num_cpus": len(jobs)}),
-                     include_dashboard=False, log_to_driver=False)
-        remote = ray.remote(num_cpus=1, runtime_env={"env_vars": dict(WORKER_ENV)})(merge_share)
-        states = ray.get([remote.remote(*j) for j in jobs])
-    return combine(PartialLedger.from_state(t, m, f"share {i}") for i, (t, m) in enumerate(states))
+    # the driver merges the first share itself (a PartialLedger); the others arrive as states
+    got = run_shares(merge_share, jobs, backend, ray_address, here=merge_share_here)
+    return combine(g if isinstance(g, PartialLedger) else PartialLedger.from_state(*g, f"share {i}")
+                   for i, g in enumerate(got))
 
 
 __all__ = ["BACKENDS", "FORMAT", "PartialLedger", "combine", "common_fingerprint", "merge_share", "merge_share_here", "merge_stored",
-           "shares", "shutdown_pools"]
+           "run_shares", "shares", "shutdown_pools"]

@@ -28,7 +28,7 @@ from .progress import tqdm
 
 from .errors import ExactnessError
 from .ledger import MergeLedger
-from .emr_merging import RESCALERS, EMRResult, emr_chunks, emr_elect
+from .emr_merging import RESCALERS, EMRResult, emr_elect, emr_finish, emr_pass
 from .masks import LAMBDA_GRID, tall_masks
 from .packing import pack_into
 from .params import ParamSpec
@@ -71,12 +71,11 @@ def stream_merge(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec, c
     return led
 
 
-def _ledger_for(store, svs, spec, chunk, ledger, progress) -> MergeLedger:
+def _ledger_for(store, keys, svs, spec, chunk, ledger, progress, backend="serial", workers=2,
+                ray_address=None) -> MergeLedger:
     if ledger is None:
-        led = MergeLedger(spec)
-        for sv in _bar(svs, "pass 1: τ̄", progress):
-            led.add_stream(sv.task_id, lambda sv=sv: sv.chunks(chunk, verify=False), sha256=sv.sha256)
-        return led
+        return stream_merge(store, list(keys), spec, chunk, progress=progress, backend=backend,
+                            workers=workers, ray_address=ray_address)
     want = {sv.task_id: sv.sha256 for sv in svs}
     if ledger.hashes != want:
         raise ExactnessError("the given ledger does not hold exactly these stored task vectors "
@@ -102,37 +101,66 @@ class TallStream:
 
 def stream_tall_masks(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec,
                       lambdas: float | Sequence[float] = LAMBDA_GRID, ledger: MergeLedger | None = None,
-                      chunk: int = CHUNK, save: bool = False, progress: bool = False) -> TallStream:
+                      chunk: int = CHUNK, save: bool = False, progress: bool = False, backend: str = "serial",
+                      workers: int = 2, ray_address: str | None = None) -> TallStream:
     """m_t = 1{|τ_t| > λ|τ̄ − τ_t|} for every stored τ_t and every λ, in two streamed passes.
 
     τ̄ is the ledger's float32 ``tau_bar()`` (pass 1 builds it unless ``ledger`` already holds
     exactly these tasks). ``save``: write each packed mask to the store (key from
     :meth:`TaskVectorStore.mask_key` of "tall", λ, the ledger digest and the task id) and
-    return keys, keeping memory flat in T.
+    return keys, keeping memory flat in T. ``backend="processes"`` or ``"ray"``: both passes are
+    shared among ``workers`` (pass 1 as partial ledgers, pass 2 by tasks, each worker holding τ̄);
+    the masks are the serial ones bit for bit.
     """
     _check_chunk(chunk)
     lams = [float(lambdas)] if isinstance(lambdas, (int, float)) else [float(x) for x in lambdas]
     if not lams or any(not np.isfinite(x) or x < 0 for x in lams):
         raise ValueError(f"λ must be finite and ≥ 0, got {lambdas}")
     svs = open_all(store, keys, spec)
-    led = _ledger_for(store, svs, spec, chunk, ledger, progress)
-    d, digest = spec.numel, led.digest()
+    led = _ledger_for(store, keys, svs, spec, chunk, ledger, progress, backend, workers, ray_address)
     result = TallStream(led, {x: {} for x in lams})
+    if backend == "serial":
+        parts = [_tall_pass(store, svs, led.tau_bar_slice, lams, chunk, save, led.digest(), progress)]
+    else:
+        from .partial import run_shares, shares
+        bar = led.tau_bar()
+        jobs = [(str(store.root), share, spec.to_json(), bar, lams, chunk, save, led.digest())
+                for share in shares(list(keys), workers)]
+        parts = run_shares(tall_share, jobs, backend, ray_address)
+    for part in parts:
+        for lam in lams:
+            result.masks[lam].update(part[lam])
+    return result
+
+
+def _tall_pass(store, svs, bar_of, lams, chunk, save, digest, progress) -> dict:
+    """Pass 2 of TALL over ``svs``: λ → task id → packed mask (or its store key when ``save``)."""
+    d, out = None, {lam: {} for lam in lams}
     for sv in _bar(svs, "pass 2: TALL masks", progress):
-        outs = [np.zeros((d + 7) // 8, dtype=np.uint8) for _ in lams]
+        d = sv.numel
+        packed = [np.zeros((d + 7) // 8, dtype=np.uint8) for _ in lams]
         for off, c in _chunks_at(sv, chunk):
-            bar = led.tau_bar_slice(off, off + c.numel())
-            for out, lam in zip(outs, lams):
-                pack_into(out, off, tall_masks(c, bar, lam))
-        for lam, out in zip(lams, outs):
-            packed = torch.from_numpy(out)
+            bar = bar_of(off, off + c.numel())
+            for buf, lam in zip(packed, lams):
+                pack_into(buf, off, tall_masks(c, bar, lam))
+        for lam, buf in zip(lams, packed):
+            mask = torch.from_numpy(buf)
             if save:
                 key = store.mask_key("tall", lam, digest, sv.task_id)
-                store.put_mask(key, packed, d, sv.task_id, {"method": "tall", "lambda": lam, "ledger": digest})
-                result.masks[lam][sv.task_id] = key
+                store.put_mask(key, mask, d, sv.task_id, {"method": "tall", "lambda": lam, "ledger": digest})
+                out[lam][sv.task_id] = key
             else:
-                result.masks[lam][sv.task_id] = packed
-    return result
+                out[lam][sv.task_id] = mask
+    return out
+
+
+def tall_share(root: str, keys: Sequence[str], spec_json: dict, tau_bar: torch.Tensor, lams: list[float],
+               chunk: int, save: bool, digest: str) -> dict:
+    """Worker: pass 2 of TALL over the stored vectors ``keys`` (each hash-checked as it streams)."""
+    spec = ParamSpec.from_json(spec_json)
+    store = TaskVectorStore(root)
+    return _tall_pass(store, open_all(store, keys, spec), lambda a, b: tau_bar[a:b], lams, chunk, save, digest,
+                      False)
 
 
 @dataclass
@@ -145,25 +173,45 @@ class EmrStream:
 
 
 def stream_emr(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec, chunk: int = CHUNK,
-               progress: bool = False, rescaler: str = "per-tensor", ledger: MergeLedger | None = None) -> EmrStream:
+               progress: bool = False, rescaler: str = "per-tensor", ledger: MergeLedger | None = None,
+               backend: str = "serial", workers: int = 2, ray_address: str | None = None) -> EmrStream:
     """EMR-merging over stored τ_t in two streamed passes: pass 1 the exact ledger (ε = sign of
     its τ̄; skipped when ``ledger`` already holds exactly these vectors), pass 2
-    :func:`clamu_helpers.emr_merging.emr_chunks` over the vectors chunk by chunk (each chunk's
-    hash checked as it is read)."""
+    :func:`clamu_helpers.emr_merging.emr_pass` over the vectors chunk by chunk (each hash
+    checked as it streams), then :func:`~clamu_helpers.emr_merging.emr_finish` here.
+    ``backend="processes"`` or ``"ray"``: both passes are shared among ``workers`` (pass 2 by
+    tasks: masks and numerators are per task, the maxima combine exactly); the result is the
+    serial one bit for bit, rescalers included."""
     _check_chunk(chunk)
     if rescaler not in RESCALERS:
         raise ValueError(f"rescaler must be one of {RESCALERS}, got {rescaler!r}")
     svs = open_all(store, keys, spec)
     if not svs:
         raise ValueError("EMR needs at least one task vector")
-    led = _ledger_for(store, svs, spec, chunk, ledger, progress)
+    led = _ledger_for(store, keys, svs, spec, chunk, ledger, progress, backend, workers, ray_address)
     d = spec.numel
     eps = torch.empty(d, dtype=torch.float32, device="cpu")
     for off in range(0, d, chunk):
         eps[off:off + chunk] = emr_elect(led.tau_bar_slice(off, min(off + chunk, d)))
+    sizes = [d] if rescaler == "global" else list(spec.sizes)
+    if backend == "serial":
+        parts = [emr_pass(((sv.task_id, _chunks_at(sv, chunk)) for sv in _bar(svs, "pass 2: EMR masks", progress)),
+                          eps, sizes)]
+    else:
+        from .partial import run_shares, shares
+        jobs = [(str(store.root), share, spec.to_json(), eps, chunk, sizes) for share in shares(list(keys), workers)]
+        parts = run_shares(emr_share, jobs, backend, ray_address)
+    masks, num, absmax = {}, {}, parts[0][1]
+    for m, a, n in parts:
+        masks.update(m)
+        num.update(n)
+        torch.maximum(absmax, a, out=absmax)
+    return EmrStream(led, emr_finish(eps, masks, absmax, num, sizes))
 
-    def vectors():
-        for sv in _bar(svs, "pass 2: EMR masks", progress):
-            yield sv.task_id, _chunks_at(sv, chunk)
 
-    return EmrStream(led, emr_chunks(vectors, eps, spec.sizes, rescaler))
+def emr_share(root: str, keys: Sequence[str], spec_json: dict, eps: torch.Tensor, chunk: int,
+              sizes: list[int]) -> tuple[dict, torch.Tensor, dict]:
+    """Worker: :func:`~clamu_helpers.emr_merging.emr_pass` over the stored vectors ``keys``."""
+    spec = ParamSpec.from_json(spec_json)
+    svs = open_all(TaskVectorStore(root), keys, spec)
+    return emr_pass(((sv.task_id, _chunks_at(sv, chunk)) for sv in svs), eps, sizes)

@@ -105,6 +105,14 @@ def test_ray_equals_serial(tiny, serial, tmp_path):
         keys = [store.key(tiny, tiny.task(t), 3) for t in tiny.task_ids]
         serial_merge = stream_merge(store, keys, tiny.spec)
         assert stream_merge(store, keys, tiny.spec, backend="ray", workers=3).digest() == serial_merge.digest()
+        # and the TALL and EMR mask builds, shared by tasks among Ray workers: the serial bits
+        from clamu_helpers.streaming import stream_emr, stream_tall_masks
+        tall = stream_tall_masks(store, keys, tiny.spec, lambdas=[0.2, 0.5], chunk=64)
+        tall_ray = stream_tall_masks(store, keys, tiny.spec, lambdas=[0.2, 0.5], chunk=64, backend="ray", workers=2)
+        assert all(torch.equal(tall.masks[lam][t], tall_ray.masks[lam][t]) for lam in tall.masks for t in tiny.task_ids)
+        emr_s, emr_r = stream_emr(store, keys, tiny.spec, chunk=64), stream_emr(store, keys, tiny.spec, chunk=64,
+                                                                                backend="ray", workers=2)
+        assert torch.equal(emr_s.emr.tau_uni, emr_r.emr.tau_uni) and emr_s.emr.rescalers == emr_r.emr.rescalers
     finally:
         shutdown_ray()
 

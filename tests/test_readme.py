@@ -59,3 +59,8 @@ def test_merging_across_machines_example_gives_the_one_machine_digest(tmp_path, 
     exec(compile(block, "README.md", "exec"), ns)
     one_machine = MergeLedger.from_vectors(vecs).digest()
     assert ns["merged"].digest() == one_machine == ns["led"].digest()
+    from clamu_helpers.streaming import stream_emr, stream_tall_masks
+    serial_tall, serial_emr = stream_tall_masks(store, keys, spec), stream_emr(store, keys, spec)
+    assert all(torch.equal(ns["tall"].masks[lam][t], serial_tall.masks[lam][t])
+               for lam in serial_tall.masks for t in serial_tall.masks[lam])
+    assert torch.equal(ns["emr"].emr.tau_uni, serial_emr.emr.tau_uni) and ns["emr"].emr.rescalers == serial_emr.emr.rescalers

@@ -172,3 +172,27 @@ def test_chunk_must_be_multiple_of_8(filled):
     store, _, keys = filled
     with pytest.raises(ValueError, match="multiple of 8"):
         stream_merge(store, keys, SPEC, chunk=100)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_mask_builds_on_worker_processes_equal_serial_bit_for_bit(filled, workers):
+    """Both passes shared among processes (pass 1 as partial ledgers, pass 2 by tasks): the same
+    masks, τ_uni and rescalers as the serial streamed build, to the bit."""
+    store, tvs, keys = filled
+    tall = stream_tall_masks(store, keys, SPEC, lambdas=[0.2, 0.4], chunk=104)
+    par = stream_tall_masks(store, keys, SPEC, lambdas=[0.2, 0.4], chunk=104, backend="processes", workers=workers)
+    assert par.ledger.digest() == tall.ledger.digest()
+    assert list(par.masks[0.2]) == list(tall.masks[0.2]) == [tv.task_id for tv in tvs]
+    assert all(torch.equal(par.masks[lam][t], tall.masks[lam][t]) for lam in (0.2, 0.4) for t in tall.masks[lam])
+    for rescaler in ("per-tensor", "global"):
+        ser = stream_emr(store, keys, SPEC, chunk=40, rescaler=rescaler)
+        got = stream_emr(store, keys, SPEC, chunk=40, rescaler=rescaler, backend="processes", workers=workers)
+        assert torch.equal(got.emr.tau_uni, ser.emr.tau_uni) and torch.equal(got.emr.epsilon, ser.emr.epsilon)
+        assert all(torch.equal(got.emr.masks[k], ser.emr.masks[k]) for k in ser.emr.masks)
+        assert got.emr.rescalers == ser.emr.rescalers        # exactly: each task's sums stay in one worker
+
+
+def test_mask_builds_refuse_an_unknown_backend(filled):
+    store, tvs, keys = filled
+    with pytest.raises(ValueError, match="unknown backend"):
+        stream_emr(store, keys, SPEC, backend="dask")
