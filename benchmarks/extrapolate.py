@@ -10,7 +10,8 @@ subtracts τ_u from the ledger (no pass 1) then reads every remaining τ_t once 
 one CPU core per stream; time = max(compute at the measured params/s, bytes / disk rate).
 Scale-out (``--workers``, default 1, 8 and 64): the merge is split into partial ledgers, one
 per worker (``stream_merge(..., backend="ray")``), each at the measured one-core rate times the
-parallel efficiency measured with 2 workers (bench_distributed_merge.json: speedup / 2),
+parallel efficiency measured with 2 workers (bench_distributed_merge.json: speedup / 2; the TALL
+refresh with the TALL build's own measured speedup, ``stream_tall_masks(..., backend=...)``),
 8 workers per node, each node reading its share at the disk rate, then reduced as a binary
 tree: ⌈log2 W⌉ rounds, each sending one int64 partial sum (8 B/param) over the network at
 ``--net-GBps`` and adding it at the measured int64 rate (taken as the float32 add's).
@@ -53,6 +54,8 @@ def main(d: float, T: int, disk: float, net: float = 1.25, workers: tuple = (1, 
     chunk_bytes = 4 * (1 << 20)
     peak_models = (8 * d + chunk_bytes) / (4 * d)
     eff = min(1.0, max(dist.get("ray_speedup", 0), dist.get("processes_speedup", 0), 1.0) / 2)
+    # the TALL build's pass 2 is shared by tasks (stream_tall_masks(backend=...)): its own measured efficiency
+    eff_tall = min(1.0, max(dist.get("tall_ray_speedup", 0), dist.get("tall_processes_speedup", 0), 0.0) / 2) or eff
     add_rate = led.get("params_per_second", {}).get("float32_add", 1e9)
     scale = {}
     for w in workers:
@@ -62,10 +65,11 @@ def main(d: float, T: int, disk: float, net: float = 1.25, workers: tuple = (1, 
         rounds = (w - 1).bit_length()
         reduce_s = rounds * (8 * d / (net * 1e9) + d / add_rate) if w > 1 else 0.0
         t_merge = max(compute, io) + reduce_s
-        t_tall = max((T - 1) * d / (tall_rate * (1 if w == 1 else w * eff)), (T - 1) * 4 * d / (disk * 1e9 * nodes))
+        t_tall = max((T - 1) * d / (tall_rate * (1 if w == 1 else w * eff_tall)), (T - 1) * 4 * d / (disk * 1e9 * nodes))
         scale[w] = {"nodes": nodes, "merge_seconds": t_merge, "reduce_seconds": reduce_s, "tall_refresh_seconds": t_tall}
     res = {"d": d, "T": T, "disk_GBps_assumed": disk, "net_GBps_assumed": net, "merge_params_per_second": merge_rate,
-           "parallel_efficiency_measured": eff, "scale_out": scale,
+           "parallel_efficiency_measured": eff, "tall_parallel_efficiency_measured": eff_tall,
+           "scale_out": scale,
            "tall_pass2_params_per_second": tall_rate, "bytes_stored": stored, "bytes_read_per_merge": read_merge,
            "merge_seconds_one_core": merge_s, "tall_refresh_bytes_read": read_tall,
            "tall_refresh_seconds_one_core": tall_s, "stream_peak_memory_bytes": peak_models * 4 * d,
@@ -78,7 +82,7 @@ def main(d: float, T: int, disk: float, net: float = 1.25, workers: tuple = (1, 
               f"| peak memory of the streamed merge (~{peak_models:.1f} models) | {gb(peak_models * 4 * d)} |"]
     lines += [f"| merge on {w} worker(s), {v['nodes']} node(s) (extrapolated; reduce {v['reduce_seconds']:.0f} s) | "
               f"{v['merge_seconds'] / 3600:.2f} h |" for w, v in scale.items()]
-    lines += [f"| TALL refresh on {w} worker(s) (extrapolated; the distributed TALL build is not written yet) | "
+    lines += [f"| TALL refresh on {w} worker(s) (extrapolated; pass 2 shared by tasks) | "
               f"{v['tall_refresh_seconds'] / 3600:.2f} h |" for w, v in scale.items()]
     table = "\n".join(lines)
     print(table)
