@@ -76,11 +76,11 @@ def _abs_mean_sum(acc: list[float], sizes: Sequence[int]) -> float:
     return float(sum(a / k for a, k in zip(acc, sizes) if k))
 
 
-def _sizes(eps: torch.Tensor, segments: Sequence[int] | None, rescaler: str) -> list[int]:
+def segment_sizes(d: int, segments: Sequence[int] | None, rescaler: str) -> list[int]:
+    """The parameter segments the rescalers average over: ``segments`` (the parameter tensors'
+    sizes) for ``"per-tensor"``, one segment of d for ``"global"`` or when ``segments`` is None."""
     if rescaler not in RESCALERS:
         raise ValueError(f"rescaler must be one of {RESCALERS}, got {rescaler!r}")
-    _flat(eps, "ε")
-    d = eps.numel()
     sizes = [d] if rescaler == "global" or segments is None else [int(k) for k in segments]
     if sum(sizes) != d:
         raise ShapeMismatchError(f"segments sum to {sum(sizes)}, the vectors have {d} parameters")
@@ -142,7 +142,8 @@ def emr_chunks(vectors: Callable[[], Chunked], eps: torch.Tensor, segments: Sequ
     must start at multiples of 8 (masks are packed 8 bits per byte) and cover each vector in
     order. Memory: τ_uni and ε (d each), plus one packed mask (d/8 bytes) per vector.
     """
-    sizes = _sizes(eps, segments, rescaler)
+    _flat(eps, "ε")
+    sizes = segment_sizes(eps.numel(), segments, rescaler)
     return emr_finish(eps, *emr_pass(vectors(), eps, sizes), sizes)
 
 
@@ -187,4 +188,4 @@ def emr(vectors: VectorSource, elect: torch.Tensor | None = None, segments: Sequ
     return emr_chunks(whole, eps, segments, rescaler)
 
 
-__all__ = ["EMRResult", "RESCALERS", "emr", "emr_chunks", "emr_elect", "emr_finish", "emr_pass"]
+__all__ = ["EMRResult", "RESCALERS", "emr", "emr_chunks", "emr_elect", "emr_finish", "emr_pass", "segment_sizes"]

@@ -11,6 +11,7 @@ atomic, checksummed); neither module imports the system (``restore`` receives it
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,8 +159,6 @@ def _restore_receipts(system, state: SystemState, allow_broken: bool) -> None:
     """The saved system id and receipt chain; a chain that does not verify warns, and (unless
     ``allow_broken``) leaves the system refusing to unlearn. A state saved before receipts
     existed keeps a fresh id and an empty chain."""
-    import warnings
-
     from .receipts import check_chain
     meta = state.meta
     if "system_id" not in meta:

@@ -65,12 +65,6 @@ _DTYPES = {"F32": (np.float32, torch.float32), "U8": (np.uint8, torch.uint8)}
 CHUNK = 1 << 20
 
 
-def atomic_write(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Write a safetensors file under a unique temporary name, fsync, rename into place
-    (:func:`clamu_helpers.atomic.write_safetensors`)."""
-    write_safetensors(tensors, path, metadata)
-
-
 def read_header(path: Path) -> tuple[dict, int]:
     """(safetensors header as a dict, byte offset where the data begins), without reading data."""
     with open(path, "rb") as f:
@@ -194,7 +188,7 @@ class TaskVectorStore:
             return
         meta = {"format": FORMAT, "task_id": tv.task_id, "sha256": tv.sha256, "numel": tv.values.numel(),
                 "spec": tv.spec.digest(), "meta": tv.meta}
-        atomic_write({"tau": tv.values}, path, {"meta": json.dumps(meta, default=str)})
+        write_safetensors({"tau": tv.values}, path, {"meta": json.dumps(meta, default=str)})
 
     def open(self, key: str, spec: ParamSpec | None = None) -> StoredVector:
         """A :class:`StoredVector` for streaming τ_t (``FileNotFoundError`` if absent)."""
@@ -266,7 +260,7 @@ class TaskVectorStore:
                                      f"{tuple(packed.shape)} {packed.dtype}")
         info = {"format": MASK_FORMAT, "task_id": str(task_id), "d": int(d), "sha256": sha256_tensor(packed),
                 "numel": packed.numel(), "meta": meta or {}}
-        atomic_write({"mask": packed}, self.mask_path(key), {"meta": json.dumps(info, default=str)})
+        write_safetensors({"mask": packed}, self.mask_path(key), {"meta": json.dumps(info, default=str)})
 
     def open_mask(self, key: str) -> StoredVector:
         return self._open(self.mask_path(key), "mask", None)

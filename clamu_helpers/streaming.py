@@ -28,7 +28,7 @@ from .progress import tqdm
 
 from .errors import ExactnessError
 from .ledger import MergeLedger
-from .emr_merging import RESCALERS, EMRResult, emr_elect, emr_finish, emr_pass
+from .emr_merging import EMRResult, emr_elect, emr_finish, emr_pass, segment_sizes
 from .masks import LAMBDA_GRID, tall_masks
 from .packing import pack_into
 from .params import ParamSpec
@@ -183,8 +183,7 @@ def stream_emr(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec, chu
     tasks: masks and numerators are per task, the maxima combine exactly); the result is the
     serial one bit for bit, rescalers included."""
     _check_chunk(chunk)
-    if rescaler not in RESCALERS:
-        raise ValueError(f"rescaler must be one of {RESCALERS}, got {rescaler!r}")
+    sizes = segment_sizes(spec.numel, spec.sizes, rescaler)   # checks the rescaler before any pass
     svs = open_all(store, keys, spec)
     if not svs:
         raise ValueError("EMR needs at least one task vector")
@@ -193,7 +192,6 @@ def stream_emr(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec, chu
     eps = torch.empty(d, dtype=torch.float32, device="cpu")
     for off in range(0, d, chunk):
         eps[off:off + chunk] = emr_elect(led.tau_bar_slice(off, min(off + chunk, d)))
-    sizes = [d] if rescaler == "global" else list(spec.sizes)
     if backend == "serial":
         parts = [emr_pass(((sv.task_id, _chunks_at(sv, chunk)) for sv in _bar(svs, "pass 2: EMR masks", progress)),
                           eps, sizes)]

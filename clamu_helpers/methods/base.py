@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 import torch
 
 from ..costs import Costs
+from ..errors import StateError
+from ..selection import is_val
 from ..taskvector import sha256_tensor
 
 if TYPE_CHECKING:
@@ -105,6 +107,20 @@ class Method:
         self.p = self.Params(**params)
         #: the same as plain JSON (what is saved, hashed and used to rebuild the method)
         self.params: dict = self.p.to_json()
+
+    # -- parameters chosen on validation data ----------------------------------------------------
+    def chosen_value(self, name: str):
+        """Parameter ``name`` as served: the value chosen on validation data (``self.chosen``)
+        when the parameter is ``"val"``, else the parameter itself."""
+        value = self.params[name]
+        return self.chosen[name] if is_val(value) else value
+
+    def require_chosen(self, names, what: str) -> None:
+        """Refuse (:class:`StateError`) a loaded state that lacks the value chosen on validation
+        data for one of the ``"val"`` parameters ``names``; ``what`` names the method in the error."""
+        for name in names:
+            if is_val(self.params[name]) and name not in self.chosen:
+                raise StateError(f"saved {what} state lacks the {name} chosen on validation data")
 
     # -- life cycle ------------------------------------------------------------------------
     def finetune_kwargs(self, ctx: "MethodContext") -> dict:

@@ -102,9 +102,7 @@ class Consensus(Method):
 
     # -- what is served --------------------------------------------------------------------------
     def resolved(self) -> tuple[int, float]:
-        p = self.params
-        k = self.chosen["k"] if is_val(p["k"]) else p["k"]
-        return int(k), float(self.chosen["alpha"] if is_val(p["alpha"]) else p["alpha"])
+        return int(self.chosen_value("k")), float(self.chosen_value("alpha"))
 
     def weights_for(self, ctx, task_id):
         if self.mask is None:
@@ -135,9 +133,7 @@ class Consensus(Method):
         if self.mask is not None:
             if self.mask.dtype != torch.uint8 or self.mask.numel() != (ctx.setting.spec.numel + 7) // 8:
                 raise StateError("saved consensus mask has the wrong size or type for this spec")
-            for name in ("k", "alpha"):
-                if is_val(self.params[name]) and name not in self.chosen:
-                    raise StateError(f"saved consensus state lacks the {name} chosen on validation data")
+            self.require_chosen(("k", "alpha"), "consensus")
 
     def storage_bytes(self, ctx):
         d = ctx.setting.spec.numel

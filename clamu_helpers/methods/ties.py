@@ -85,8 +85,7 @@ class Ties(Method):
         self.chosen = {name: v for name, v in zip(("k", "lam"), best) if is_val(p[name])}
 
     def resolved(self) -> tuple[float, float]:
-        p = self.params
-        return (self.chosen["k"] if is_val(p["k"]) else p["k"]), (self.chosen["lam"] if is_val(p["lam"]) else p["lam"])
+        return self.chosen_value("k"), self.chosen_value("lam")
 
     def weights_for(self, ctx, task_id):
         if self.merged is None:
@@ -111,9 +110,8 @@ class Ties(Method):
             raise StateError("saved TIES state lacks its merged vector")
         if self.merged is not None:
             ctx.setting.spec.check(self.merged, "saved TIES vector")
-        for name in ("k", "lam"):
-            if is_val(self.params[name]) and self.merged is not None and name not in self.chosen:
-                raise StateError(f"saved TIES state lacks the {name} chosen on validation data")
+        if self.merged is not None:
+            self.require_chosen(("k", "lam"), "TIES")
 
     def storage_bytes(self, ctx):
         d = ctx.setting.spec.numel
