@@ -33,7 +33,7 @@ def main(profile: str, n: int, workers: int, ray_on: bool) -> dict:
     t = time.perf_counter()
     ref = run_finetunes(setting, ids, seed=0, progress=False)
     res["serial_seconds"] = time.perf_counter() - t
-    hashes = {k: v.sha256 for k, v in ref.items()}
+    hashes = {k: v.digest for k, v in ref.items()}
     print(f"serial: {n / res['serial_seconds']:.2f} finetunes/s")
     backends = ["processes"] + (["ray"] if ray_on else [])
     for b in backends:
@@ -52,7 +52,7 @@ def main(profile: str, n: int, workers: int, ray_on: bool) -> dict:
             t = time.perf_counter()
             got = run_finetunes(setting, ids, seed=0, backend=b, workers=workers, recipe=recipe, progress=False)
             res[f"{b}_seconds"] = time.perf_counter() - t
-            res[f"{b}_same_hashes"] = {k: v.sha256 for k, v in got.items()} == hashes
+            res[f"{b}_same_hashes"] = {k: v.digest for k, v in got.items()} == hashes
             res[f"{b}_speedup"] = res["serial_seconds"] / res[f"{b}_seconds"]
             print(f"{b}: {n / res[f'{b}_seconds']:.2f} finetunes/s = {res[f'{b}_speedup']:.2f}x serial "
                   f"(goal ≥ 1.6x), same bits: {res[f'{b}_same_hashes']}, start-up {res[f'{b}_startup_seconds']:.1f}s")

@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     dev = resolve(args.device)
     if args.retrain:
         s = build(args.retrain, args.tiny, args.tasks, args.examples, config(args.retrain, args), args.seq_len)
-        print(finetune(s.to(dev), s.tasks[0]).sha256)
+        print(finetune(s.to(dev), s.tasks[0]).digest)
         return 0
     env = {"device": str(dev), "torch": torch.__version__, "tiny": args.tiny}
     if dev.type == "cuda":
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
                                                      "digest_unlearned", "digest_from_scratch", "seconds")}
             ok &= a["exact"]
             print(f"{which:8s} audit {method:5s} exact={a['exact']} {a['seconds']:.1f}s", flush=True)
-        here = finetune(s.to(dev), s.tasks[0]).sha256
+        here = finetune(s.to(dev), s.tasks[0]).digest
         there = retrain_in_another_process(args, which, str(dev))
         r["second_process_retrain"] = {"sha256_here": here, "sha256_other_process": there, "equal": here == there}
         ok &= here == there

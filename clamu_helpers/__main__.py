@@ -141,7 +141,7 @@ def _rebuild(directory, meta: dict, chain: list[dict], use_store: bool = False) 
     setting = get_setting(recipe["name"], recipe["profile"], recipe["seed"], **recipe["kwargs"])
     saved = UnlearningSystem.load(directory, setting, store=default_store())
     scratch = UnlearningSystem(setting, meta["method"]["name"], seed=meta["seed"],
-                               store=default_store() if use_store else None,
+                               store=default_store() if use_store else None, digest=saved.ledger.digest_format,
                                **meta["method"]["params"]).fit(meta["task_ids"])
     got = scratch.served_digest()
     want = chain[-1]["served_after"] if chain else meta["digests"]["served"]

@@ -4,8 +4,9 @@ Float addition is not associative, so (τ̄ + τ_u) − τ_u is not τ̄ in floa
 rounds each task vector once, deterministically, to integer multiples of 2^-``scale_bits``
 and sums those integers in int64. Adding and removing in any order then yields exactly the
 integers of a from-scratch merge of the tasks that remain, and τ̄ (and everything served
-from it) is a pure function of that set. The ledger also records the SHA-256 of every merged
-τ_t and refuses to subtract a vector whose bits differ (:class:`ExactnessError`).
+from it) is a pure function of that set. The ledger also records a digest of every merged
+τ_t (in its ``digest`` format, BLAKE3 by default, :mod:`clamu_helpers.digests`) and refuses
+to subtract a vector whose bits differ (:class:`ExactnessError`).
 
 (Over 300 lines on purpose: the exact add has three paths, the fused kernel of
 :mod:`clamu_helpers.ledger_kernel`, chunked torch and batched float64, and each one's
@@ -13,7 +14,6 @@ all-or-nothing rollback has to live beside the integer sum it protects.)
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Callable, Iterable, Mapping
 
@@ -22,7 +22,7 @@ import torch
 
 from .errors import (DuplicateTaskError, ExactnessError, NonFiniteError, ShapeMismatchError,
                      StateError, UnknownTaskError)
-from . import ledger_kernel
+from . import digests, ledger_kernel
 from .params import ParamSpec
 from .taskvector import TaskVector
 
@@ -33,10 +33,14 @@ class MergeLedger:
     ``scale_bits`` sets the grid (2^-40 ≈ 9e-13 by default, far below float32 resolution
     of typical weights). ``max_tasks`` bounds the number of merged tasks so that the int64
     sum cannot overflow: entries of τ_t must satisfy |τ| < 2^(62 − scale_bits − log2 max_tasks).
+    ``digest`` is the format the per-task digests and :meth:`digest` are written in
+    (:data:`clamu_helpers.digests.DEFAULT`; ``"legacy"`` for a ledger saved before digests
+    named their algorithm, which keeps its old digests).
     """
 
-    def __init__(self, spec: ParamSpec, scale_bits: int = 40, max_tasks: int = 4096):
+    def __init__(self, spec: ParamSpec, scale_bits: int = 40, max_tasks: int = 4096, digest: str | None = None):
         self.spec = spec
+        self.digest_format = digests.check_algorithm(digests.DEFAULT if digest is None else digest)
         self.scale_bits = int(scale_bits)
         self.max_tasks = int(max_tasks)
         headroom = 62 - self.scale_bits - max(1, (self.max_tasks - 1).bit_length())
@@ -227,7 +231,7 @@ class MergeLedger:
         if pairs:
             self._accumulate_many([tv for _, tv in pairs], +1)
         for t, tv in pairs:
-            self._hashes[t] = tv.sha256
+            self._hashes[t] = tv.digest_in(self.digest_format)
 
     def remove_many(self, items: Mapping[str, TaskVector] | Iterable[tuple[str, TaskVector]]) -> None:
         """τ̄ ← τ̄ − Σ_u τ_u for several forgotten tasks at once, after checking every hash
@@ -244,14 +248,14 @@ class MergeLedger:
             del self._hashes[t]
 
     def add(self, task_id: str, tv: TaskVector) -> None:
-        """τ̄ ← τ̄ + τ_t, recording SHA-256(τ_t). Raises on a repeated id or a bad vector."""
+        """τ̄ ← τ̄ + τ_t, recording the digest of τ_t. Raises on a repeated id or a bad vector."""
         task_id = str(task_id)
         if task_id in self._hashes:
             raise DuplicateTaskError(f"task {task_id!r} is already merged")
         if len(self._hashes) >= self.max_tasks:
             raise ValueError(f"ledger is full ({self.max_tasks} tasks); create it with a larger max_tasks")
         self._accumulate(tv, +1)
-        self._hashes[task_id] = tv.sha256
+        self._hashes[task_id] = tv.digest_in(self.digest_format)
 
     def remove(self, task_id: str, tv: TaskVector) -> None:
         """τ̄ ← τ̄ − τ_u after checking that τ_u has exactly the bits recorded at merge time."""
@@ -263,30 +267,35 @@ class MergeLedger:
     def _check_removable(self, task_id: str, tv: TaskVector) -> None:
         if task_id not in self._hashes:
             raise UnknownTaskError(f"task {task_id!r} is not merged (merged: {len(self._hashes)} tasks)")
-        if tv.sha256 != self._hashes[task_id]:
+        recorded = self._hashes[task_id]
+        if not tv.matches(recorded):
+            got = tv.digest_in(digests.format_of(recorded))
             raise ExactnessError(
-                f"retrained task vector for {task_id!r} has SHA-256 {tv.sha256[:16]}…, but "
-                f"{self._hashes[task_id][:16]}… was merged: finetuning was not reproduced bit for "
+                f"retrained task vector for {task_id!r} has digest {digests.short(got)}, but "
+                f"{digests.short(recorded)} was merged: finetuning was not reproduced bit for "
                 f"bit (changed thread count, library version, data or hyperparameters?). "
                 f"Nothing was subtracted.")
 
     def check_hashes(self, vectors: Mapping[str, TaskVector], what: str = "task vectors") -> None:
-        """Raise :class:`ExactnessError` unless every τ_t in ``vectors`` has exactly the SHA-256
-        recorded when it was merged: the one check behind every retrain (system, methods)."""
-        bad = sorted(t for t, tv in vectors.items() if tv.sha256 != self._hashes.get(str(t)))
+        """Raise :class:`ExactnessError` unless every τ_t in ``vectors`` has exactly the digest
+        recorded when it was merged (recomputed in the algorithm that digest names): the one
+        check behind every retrain (system, methods)."""
+        bad = sorted(t for t, tv in vectors.items() if str(t) not in self._hashes or not tv.matches(self._hashes[str(t)]))
         if bad:
             raise ExactnessError(
-                f"{what} of {bad[:5]} differ from the ones merged (SHA-256 mismatch): finetuning was "
+                f"{what} of {bad[:5]} differ from the ones merged (digest mismatch): finetuning was "
                 f"not reproduced bit for bit (thread count, library versions, data or hyperparameters "
                 f"changed?). Nothing was unlearned.")
 
     def add_stream(self, task_id: str, chunks: Callable[[], Iterable[torch.Tensor]],
-                   sha256: str | None = None) -> str:
+                   expected: str | None = None) -> str:
         """τ̄ ← τ̄ + τ_t where τ_t arrives as consecutive float32 chunks (e.g. read from disk).
 
         ``chunks`` is a callable returning a fresh iterator over 1-D chunks that together are
-        τ_t in order; SHA-256(τ_t) is computed on the fly (the same value as
-        ``TaskVector.sha256``), compared with ``sha256`` if given, recorded and returned.
+        τ_t in order; the digest of τ_t is computed on the fly (the value
+        ``TaskVector.digest_in(ledger.digest_format)`` gives), recorded and returned, and
+        compared with ``expected`` if given (recomputed in the algorithm ``expected`` names when
+        that differs from the ledger's, e.g. a vector stored before digests were named).
         Peak memory is one chunk. On any failure the chunks already added are re-read and
         subtracted exactly, so the ledger is left as it was. The result is bit-identical to
         :meth:`add` of the whole vector.
@@ -297,7 +306,10 @@ class MergeLedger:
         if len(self._hashes) >= self.max_tasks:
             raise ValueError(f"ledger is full ({self.max_tasks} tasks); create it with a larger max_tasks")
         d = self.spec.numel
-        h = hashlib.sha256(f"{torch.float32}|{(d,)}|".encode())
+        fmt = self.digest_format
+        h = digests.hasher(fmt, torch.float32, (d,))
+        fmt_x = None if expected is None else digests.format_of(expected)
+        hx = digests.hasher(fmt_x, torch.float32, (d,)) if fmt_x not in (None, fmt) else None
         done = 0
         try:
             for chunk in chunks():
@@ -315,14 +327,17 @@ class MergeLedger:
                     for start, stop in self._chunks(chunk.numel()):
                         self._sum[done + start:done + stop].add_(self._quantize_chunk(chunk[start:stop], task_id))
                 h.update(chunk.numpy())   # the buffer itself, not a copy
+                if hx is not None:
+                    hx.update(chunk.numpy())
                 done += chunk.numel()
             if done != d:
                 raise ShapeMismatchError(f"task {task_id!r} streamed {done} values, expected {d}")
-            digest = h.hexdigest()
-            if sha256 is not None and digest != sha256:
+            digest = digests.name(fmt, h)
+            check = digest if hx is None else digests.name(fmt_x, hx)
+            if expected is not None and not digests.same(check, expected):
                 raise ExactnessError(
-                    f"streamed task vector {task_id!r} has SHA-256 {digest[:16]}…, expected "
-                    f"{sha256[:16]}… (corrupt or foreign file?); nothing was added")
+                    f"streamed task vector {task_id!r} has digest {digests.short(check)}, expected "
+                    f"{digests.short(expected)} (corrupt or foreign file?); nothing was added")
         except Exception:
             self._undo_stream(chunks, done, task_id)
             raise
@@ -366,12 +381,13 @@ class MergeLedger:
         return self._sum.to(torch.float64).mul_(2.0 ** -self.scale_bits).to(torch.float32)
 
     def digest(self) -> str:
-        """SHA-256 of the served state: spec, grid, merged ids with their hashes, and the sum."""
-        h = hashlib.sha256()
+        """Digest (in :attr:`digest_format`) of the served state: spec, grid, merged ids with
+        their digests, and the sum."""
+        h = digests.hasher(self.digest_format)
         h.update(json.dumps({"spec": self.spec.digest(), "scale_bits": self.scale_bits,
                              "tasks": sorted(self._hashes.items())}).encode())
         h.update(self._sum.numpy())
-        return h.hexdigest()
+        return digests.name(self.digest_format, h)
 
     def absorb(self, other: "MergeLedger") -> None:
         """τ̄ ← τ̄ + τ̄_other for a ledger over other tasks (a partial merge computed elsewhere):
@@ -384,6 +400,9 @@ class MergeLedger:
         if (other.scale_bits, other.max_tasks) != (self.scale_bits, self.max_tasks):
             raise ExactnessError(f"cannot combine ledgers on different grids: scale_bits/max_tasks "
                                  f"{other.scale_bits}/{other.max_tasks} vs {self.scale_bits}/{self.max_tasks}")
+        if other.digest_format != self.digest_format:
+            raise ExactnessError(f"cannot combine ledgers that record digests in different formats "
+                                 f"({other.digest_format!r} vs {self.digest_format!r})")
         both = sorted(set(other._hashes) & set(self._hashes))
         if both:
             raise DuplicateTaskError(f"tasks {both[:5]} are merged in both ledgers (a task may be merged once)")
@@ -407,13 +426,16 @@ class MergeLedger:
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """(tensors, JSON metadata) for saving with safetensors + JSON."""
-        meta = {"scale_bits": self.scale_bits, "max_tasks": self.max_tasks,
+        meta = {"scale_bits": self.scale_bits, "max_tasks": self.max_tasks, "digest": self.digest_format,
                 "hashes": dict(sorted(self._hashes.items())), "spec": self.spec.to_json()}
         return {"ledger_sum": self._sum.clone()}, meta
 
     @classmethod
     def from_state(cls, tensors: Mapping[str, torch.Tensor], meta: Mapping) -> "MergeLedger":
-        led = cls(ParamSpec.from_json(meta["spec"]), meta["scale_bits"], meta["max_tasks"])
+        # a ledger saved before digests named their algorithm has no "digest" field: it keeps
+        # recording bare SHA-256 hex, so its digest (and every receipt over it) stays the same
+        led = cls(ParamSpec.from_json(meta["spec"]), meta["scale_bits"], meta["max_tasks"],
+                  digest=meta.get("digest", digests.LEGACY))
         s = tensors["ledger_sum"]
         if s.dtype != torch.int64 or s.shape != led._sum.shape:
             raise ShapeMismatchError("saved ledger sum does not match its spec")

@@ -125,7 +125,7 @@ def _finetune_job(ctx: _Context, job: _Job):
                 store.put(job.key, tv)
     else:
         tv = finetune(setting, task, seed=job.seed, **job.kwargs)
-    return tv.task_id, tv.values.numpy(), tv.meta, tv.sha256   # numpy: plain bytes, no shared-memory fds
+    return tv.task_id, tv.values.numpy(), tv.meta, tv.digest   # numpy: plain bytes, no shared-memory fds
 
 
 def _pool_init(ctx: _Context) -> None:
@@ -198,11 +198,11 @@ def run_finetunes(setting: "Setting", task_ids: Sequence[str], seed: int = 0, ba
             jobs = [_Job(tid, tasks[tid].digest(), keys[tid], int(seed), dict(kwargs), root) for tid in todo]
             results = (_run_processes(ctx, jobs, int(workers), setting) if backend == "processes"
                        else _run_ray(ctx, jobs, int(workers), ray_address, setting))
-            for tid, values, meta, sha in results:
+            for tid, values, meta, digest in results:
                 if not values.flags.writeable:   # Ray hands out read-only views of its object store
                     values = values.copy()
                 tv = TaskVector(tid, torch.from_numpy(values), setting.spec, meta)
-                if tv.sha256 != sha:
+                if not tv.matches(digest):
                     raise ExactnessError(f"τ_{tid} arrived with other bits than the worker computed "
                                          f"(transport corruption?)")
                 out[tid] = tv

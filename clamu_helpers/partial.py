@@ -6,7 +6,7 @@ reduction a cluster can share without giving up a bit. A :class:`PartialLedger` 
 :class:`~clamu_helpers.ledger.MergeLedger` plus the environment fingerprint its task vectors
 were trained in (so a combined merge cannot silently mix vectors no single environment can
 retrain). It is saved as one safetensors file (the int64 sum, with the spec, grid, task
-hashes, fingerprint and the sum's SHA-256 as JSON in the header), written atomically.
+hashes, fingerprint and the sum's digest as JSON in the header), written atomically.
 
 :func:`combine` refuses, with a specific error and nothing combined, a task that appears in
 two parts, another parameter spec, another grid (``scale_bits``/``max_tasks``) or another
@@ -26,7 +26,8 @@ from .atomic import write_safetensors
 from .errors import DuplicateTaskError, ExactnessError, StateError
 from .ledger import MergeLedger
 from .params import ParamSpec
-from .taskvector import TaskVector, sha256_tensor
+from . import digests
+from .taskvector import TaskVector
 
 FORMAT = "clamu-partial-ledger-v1"
 #: backends :func:`merge_stored` runs on
@@ -59,15 +60,16 @@ class PartialLedger:
     def to_state(self) -> tuple[dict[str, torch.Tensor], dict]:
         tensors, meta = self.ledger.state()
         meta = {"format": FORMAT, **meta, "fingerprint": self.fingerprint,
-                "sum_sha256": sha256_tensor(tensors["ledger_sum"])}
+                "sum_digest": digests.tensor(tensors["ledger_sum"])}
         return tensors, meta
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict, where: str = "partial ledger") -> "PartialLedger":
         if meta.get("format") != FORMAT:
             raise StateError(f"{where}: not a partial ledger (format {meta.get('format')!r}, expected {FORMAT!r})")
-        if "ledger_sum" not in tensors or sha256_tensor(tensors["ledger_sum"]) != meta.get("sum_sha256"):
-            raise StateError(f"{where}: the sum does not match its recorded SHA-256 (corrupt or truncated)")
+        recorded = meta.get("sum_digest", meta.get("sum_sha256"))   # sum_sha256: written before digests were named
+        if "ledger_sum" not in tensors or not isinstance(recorded, str) or not digests.matches(tensors["ledger_sum"], recorded):
+            raise StateError(f"{where}: the sum does not match its recorded digest (corrupt or truncated)")
         return cls(MergeLedger.from_state(tensors, meta), meta.get("fingerprint"))
 
     def save(self, path: str | Path) -> Path:
@@ -117,7 +119,7 @@ def combine(parts: Iterable[PartialLedger]) -> PartialLedger:
         raise ValueError("combine() needs at least one partial ledger")
     fp = common_fingerprint(parts)
     first = parts[0].ledger
-    out = MergeLedger(first.spec, first.scale_bits, first.max_tasks)
+    out = MergeLedger(first.spec, first.scale_bits, first.max_tasks, digest=first.digest_format)
     seen: dict[str, int] = {}
     for i, p in enumerate(parts):
         for t in p.task_ids:
@@ -183,14 +185,14 @@ def merge_share_here(root: str, keys: Sequence[str], spec_json: dict, chunk: int
     svs = open_all(store, keys, spec)
     led = MergeLedger(spec, **ledger_kw)
     for sv in svs:
-        led.add_stream(sv.task_id, lambda sv=sv: sv.chunks(chunk, verify=False), sha256=sv.sha256)
+        led.add_stream(sv.task_id, lambda sv=sv: sv.chunks(chunk, verify=False), expected=sv.digest)
     fp = _agreeing([(f"task {sv.task_id!r}", (sv.meta.get("meta") or {}).get("fingerprint")) for sv in svs])
     return PartialLedger(led, fp)
 
 
 def merge_share(root: str, keys: Sequence[str], spec_json: dict, chunk: int, ledger_kw: dict) -> tuple[dict, dict]:
     """Worker: :func:`merge_share_here` as (tensors, meta) of :meth:`PartialLedger.to_state`,
-    what crosses the process boundary (checked by its SHA-256 on arrival)."""
+    what crosses the process boundary (checked by its digest on arrival)."""
     return merge_share_here(root, keys, spec_json, chunk, ledger_kw).to_state()
 
 

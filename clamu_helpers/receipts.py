@@ -3,11 +3,15 @@
 Each :meth:`UnlearningSystem.unlearn` appends a receipt to ``system.receipts``::
 
     {"format", "system_id", "index", "request_id", "utc", "forgotten",
-     "tasks": {u: {"retrained_sha256", "merged_sha256"}},   # equal, or unlearning was refused
+     "tasks": {u: {"retrained", "merged"}},                 # digests of τ_u, equal, or unlearning was refused
      "served_before", "served_after",                       # served digests around the request
      "method": {"name", "params"}, "fingerprint", "costs",
      "previous": SHA-256 of the previous receipt (of the system id for the first),
      "sha256": SHA-256 of this receipt without this field}
+
+The task digests name their algorithm (``"blake3:…"``, :mod:`clamu_helpers.digests`);
+receipts of format ``clamu-receipt/1`` (before digests were named) held bare SHA-256 hex under
+``retrained_sha256``/``merged_sha256`` and still verify, also in one chain with newer ones.
 
 A receipt holds ids and hashes only: never data, task vectors or model weights. The chain
 makes a deleted, edited, reordered or foreign receipt detectable (:func:`check_chain`), and
@@ -28,7 +32,11 @@ import json
 import secrets
 from datetime import datetime, timezone
 
-FORMAT = "clamu-receipt/1"
+FORMAT = "clamu-receipt/2"
+#: each format's names of the retrained and merged digests of a forgotten task
+TASK_FIELDS = {"clamu-receipt/1": ("retrained_sha256", "merged_sha256"), FORMAT: ("retrained", "merged")}
+#: what the first receipt's ``previous`` is derived from (fixed with the first format: chains stay anchored)
+_GENESIS = "clamu-receipt/1"
 
 
 def _canonical(obj) -> bytes:
@@ -42,7 +50,7 @@ def receipt_hash(receipt: dict) -> str:
 
 def genesis(system_id: str) -> str:
     """What the first receipt of system ``system_id`` names as its ``previous``."""
-    return hashlib.sha256(f"{FORMAT}:genesis:{system_id}".encode()).hexdigest()
+    return hashlib.sha256(f"{_GENESIS}:genesis:{system_id}".encode()).hexdigest()
 
 
 def new_system_id() -> str:
@@ -57,7 +65,7 @@ def make(chain: list[dict], system_id: str, forgotten: list[str], retrained: dic
         "format": FORMAT, "system_id": system_id, "index": len(chain),
         "request_id": secrets.token_hex(8), "utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "forgotten": list(forgotten),
-        "tasks": {u: {"retrained_sha256": retrained[u], "merged_sha256": merged[u]} for u in forgotten},
+        "tasks": {u: {"retrained": retrained[u], "merged": merged[u]} for u in forgotten},
         "served_before": before, "served_after": after,
         "method": {"name": method["name"], "params": method["params"]},
         "fingerprint": dict(fingerprint), "costs": dict(costs),
@@ -75,9 +83,10 @@ def check_chain(chain: list[dict], system_id: str, served: str | None = None) ->
     previous = genesis(system_id)
     for i, r in enumerate(chain):
         name = f"receipt {i} ({r.get('request_id', '?') if isinstance(r, dict) else '?'})"
-        if not isinstance(r, dict) or r.get("format") != FORMAT:
-            problems.append(f"{name}: not a {FORMAT} receipt")
+        if not isinstance(r, dict) or r.get("format") not in TASK_FIELDS:
+            problems.append(f"{name}: not a receipt of a known format ({', '.join(TASK_FIELDS)})")
             break
+        got, want = TASK_FIELDS[r["format"]]
         try:
             own = receipt_hash(r)
         except (TypeError, ValueError) as e:
@@ -89,7 +98,7 @@ def check_chain(chain: list[dict], system_id: str, served: str | None = None) ->
             problems.append(f"{name}: belongs to another system ({str(r.get('system_id'))[:12]}…, this one is {system_id[:12]}…)")
         if r.get("index") != i or r.get("previous") != previous:
             problems.append(f"{name}: out of chain (a receipt before it was removed, inserted or reordered)")
-        bad = [u for u, h in (r.get("tasks") or {}).items() if h.get("retrained_sha256") != h.get("merged_sha256")]
+        bad = [u for u, h in (r.get("tasks") or {}).items() if h.get(got) is None or h.get(got) != h.get(want)]
         if bad:
             problems.append(f"{name}: retrained hashes differ from the merged ones for {bad}")
         if i and chain[i - 1].get("served_after") != r.get("served_before"):

@@ -89,7 +89,8 @@ def state_of(system) -> SystemState:
         "method": {"name": method.name, "params": method.params, "meta": m_meta},
         "ledger": led_meta,
         "task_ids": merged,
-        "vectors": {tid: {"sha256": tv.sha256, "meta": tv.meta} for tid, tv in vectors.items()},
+        "vectors": {tid: {"digest": tv.digest_in(system.ledger.digest_format), "meta": tv.meta}
+                    for tid, tv in vectors.items()},
         "unlearned": list(system.unlearned),
         "costs": {"fit": asdict(system.fit_costs), "unlearn": asdict(system.unlearn_costs)},
         "fingerprint": system.fingerprint,
@@ -131,7 +132,8 @@ def restore(cls, state: SystemState, setting: "Setting", *, allow_broken_receipt
                              f"{sorted(meta['vectors'])[:8]}")
         for tid, rec in meta["vectors"].items():
             tv = TaskVector(tid, vecs[tid], setting.spec, rec["meta"])
-            if tv.sha256 != rec["sha256"] or (tid in ledger and ledger.hashes[tid] != tv.sha256):
+            recorded = rec["digest"] if "digest" in rec else rec["sha256"]   # "sha256": saved before digests were named
+            if not tv.matches(recorded) or (tid in ledger and not tv.matches(ledger.hashes[tid])):
                 raise StateError(f"{state.where('vectors.safetensors')}: τ of task {tid!r} does not match its hash")
             system.vectors[tid] = tv
         system.unlearned = list(meta["unlearned"])

@@ -34,7 +34,6 @@ make concurrent finetunes run once, and its housekeeping (purge) belong to one o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import struct
@@ -51,6 +50,7 @@ try:
 except ImportError:  # not on Windows: claims always succeed there (runs may repeat work)
     fcntl = None
 
+from . import digests
 from .cache import cache_dir, content_key
 from .determinism import fingerprint_of
 from .atomic import write_safetensors
@@ -84,8 +84,10 @@ def read_header(path: Path) -> tuple[dict, int]:
 class StoredVector:
     """One stored flat tensor (a τ_t or a packed mask), read piece by piece.
 
-    ``sha256`` is the hash recorded at write time; :meth:`chunks` recomputes it while reading
-    and raises :class:`StateError` after the last chunk if the bits differ.
+    ``digest`` is the digest recorded at write time (:mod:`clamu_helpers.digests`; a file written
+    before digests named their algorithm records bare SHA-256 hex under ``sha256``, as masks
+    still do); :meth:`chunks` recomputes it while reading and raises :class:`StateError` after
+    the last chunk if the bits differ.
     """
 
     path: Path
@@ -100,8 +102,8 @@ class StoredVector:
         return self.meta["task_id"]
 
     @property
-    def sha256(self) -> str:
-        return self.meta["sha256"]
+    def digest(self) -> str:
+        return self.meta["digest"] if "digest" in self.meta else self.meta["sha256"]
 
     def read(self, start: int, stop: int) -> torch.Tensor:
         """Values [start, stop) with one positioned read (no memory map, no full load)."""
@@ -119,7 +121,8 @@ class StoredVector:
 
     def chunks(self, chunk: int = CHUNK, verify: bool = True) -> Iterator[torch.Tensor]:
         """Consecutive pieces of ``chunk`` values; the hash is checked after the last one."""
-        h = hashlib.sha256(f"{self.dtype}|{(self.numel,)}|".encode()) if verify else None
+        fmt = digests.format_of(self.digest)
+        h = digests.hasher(fmt, self.dtype, (self.numel,)) if verify else None
         np_dtype = np.float32 if self.dtype == torch.float32 else np.uint8
         with open(self.path, "rb") as f:
             f.seek(self.offset)
@@ -130,8 +133,8 @@ class StoredVector:
                 if h is not None:
                     h.update(memoryview(buf).cast("B"))
                 yield torch.from_numpy(buf)
-        if h is not None and h.hexdigest() != self.sha256:
-            raise StateError(f"{self.path}: SHA-256 of the data does not match the one recorded at write "
+        if h is not None and not digests.same(digests.name(fmt, h), self.digest):
+            raise StateError(f"{self.path}: the digest of the data does not match the one recorded at write "
                              f"time (corrupt file); delete it so that it is recomputed")
 
     def tensor(self, name: str, spec: ParamSpec) -> torch.Tensor:
@@ -147,8 +150,8 @@ class StoredVector:
     def load(self) -> torch.Tensor:
         """All values (hash-checked)."""
         t = self.read(0, self.numel)
-        if sha256_tensor(t) != self.sha256:
-            raise StateError(f"{self.path}: SHA-256 mismatch (corrupt file)")
+        if not digests.matches(t, self.digest):
+            raise StateError(f"{self.path}: digest mismatch (corrupt file)")
         return t
 
 
@@ -186,7 +189,7 @@ class TaskVectorStore:
         path = self.path(key)
         if path.exists():
             return
-        meta = {"format": FORMAT, "task_id": tv.task_id, "sha256": tv.sha256, "numel": tv.values.numel(),
+        meta = {"format": FORMAT, "task_id": tv.task_id, "digest": tv.digest, "numel": tv.values.numel(),
                 "spec": tv.spec.digest(), "meta": tv.meta}
         write_safetensors({"tau": tv.values}, path, {"meta": json.dumps(meta, default=str)})
 
@@ -204,8 +207,8 @@ class TaskVectorStore:
         try:
             sv = self._open(path, "tau", spec)
             tv = TaskVector(sv.task_id, sv.load(), spec, sv.meta.get("meta", {}))
-            if tv.sha256 != sv.sha256:
-                raise StateError("hash mismatch")
+            if not tv.matches(sv.digest):
+                raise StateError("digest mismatch")
             return tv
         except (StateError, ShapeMismatchError, KeyError, ValueError, OSError):
             _remove_if_unchanged(path, stat)

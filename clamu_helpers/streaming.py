@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from .progress import tqdm
 
+from . import digests
 from .errors import ExactnessError
 from .ledger import MergeLedger
 from .emr_merging import EMRResult, emr_elect, emr_finish, emr_pass, segment_sizes
@@ -60,14 +61,14 @@ def stream_merge(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec, c
     if backend != "serial":
         from .partial import merge_stored
         base = ledger if ledger is not None else MergeLedger(spec, **ledger_kw)
-        kw = {"scale_bits": base.scale_bits, "max_tasks": base.max_tasks}
+        kw = {"scale_bits": base.scale_bits, "max_tasks": base.max_tasks, "digest": base.digest_format}
         part = merge_stored(store, list(keys), spec, chunk, backend=backend, workers=workers,
                             ray_address=ray_address, **kw)
         base.absorb(part.ledger)
         return base
     led = ledger if ledger is not None else MergeLedger(spec, **ledger_kw)
     for sv in _bar(open_all(store, keys, spec), "merge (streamed)", progress):
-        led.add_stream(sv.task_id, lambda sv=sv: sv.chunks(chunk, verify=False), sha256=sv.sha256)
+        led.add_stream(sv.task_id, lambda sv=sv: sv.chunks(chunk, verify=False), expected=sv.digest)
     return led
 
 
@@ -76,8 +77,8 @@ def _ledger_for(store, keys, svs, spec, chunk, ledger, progress, backend="serial
     if ledger is None:
         return stream_merge(store, list(keys), spec, chunk, progress=progress, backend=backend,
                             workers=workers, ray_address=ray_address)
-    want = {sv.task_id: sv.sha256 for sv in svs}
-    if ledger.hashes != want:
+    want, have = {sv.task_id: sv.digest for sv in svs}, ledger.hashes
+    if set(have) != set(want) or not all(digests.same(have[t], want[t]) for t in want):
         raise ExactnessError("the given ledger does not hold exactly these stored task vectors "
                              f"({len(ledger)} merged vs {len(want)} stored, or hashes differ)")
     return ledger

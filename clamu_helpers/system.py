@@ -47,11 +47,14 @@ class UnlearningSystem:
     ``backend`` ("serial", "processes", "ray"), ``workers`` and ``ray_address`` choose where
     finetunes run (bit-identical results on every backend); ``store`` caches finished ones.
     ``device`` ("cpu", "cuda", "cuda:1"; default: the setting's): where the system computes
-    (the module docstring says what lives where); M0 is moved there."""
+    (the module docstring says what lives where); M0 is moved there. ``digest``: the format the
+    ledger records τ_t digests in (default :data:`clamu_helpers.digests.DEFAULT`, BLAKE3; a
+    loaded system keeps the one it was saved with)."""
 
     def __init__(self, setting: Setting, method: str | Method = "merge", seed: int = 0, store=None,
                  backend: str = "serial", progress: bool = False, workers: int = 2,
-                 ray_address: str | None = None, device: str | torch.device | None = None, **method_params):
+                 ray_address: str | None = None, device: str | torch.device | None = None, digest: str | None = None,
+                 **method_params):
         self.device = resolve_device(device) if device is not None else setting.device
         self.setting = setting.to(self.device)
         self.method = get_method(method, **method_params) if isinstance(method, str) else method
@@ -60,7 +63,7 @@ class UnlearningSystem:
         self.backend = backend
         self.workers, self.ray_address = int(workers), ray_address  # for backend "processes" / "ray"
         self.progress = progress
-        self.ledger = MergeLedger(setting.spec)
+        self.ledger = MergeLedger(setting.spec, digest=digest)   # digest: the format of τ_t digests (default BLAKE3)
         self.vectors: dict[str, TaskVector] = {}
         self.unlearned: list[str] = []
         self.fit_costs = Costs()
@@ -207,11 +210,12 @@ class UnlearningSystem:
             raise
         self.unlearn_costs.seconds += time.perf_counter() - t0
         after = self.served_digest()
-        receipt = receipts_.make(self.receipts, self.system_id, ids, {t: retrained[t].sha256 for t in ids}, merged,
+        got = {t: retrained[t].digest_in(self.ledger.digest_format) for t in ids}
+        receipt = receipts_.make(self.receipts, self.system_id, ids, got, merged,
                                  before, after, {"name": self.method.name, "params": self.method.params},
                                  self.fingerprint, asdict(self.unlearn_costs.since(spent_before)))
         self.receipts.append(receipt)
-        return {"unlearned": ids, "retrain_hashes_match": True, "hashes": {t: retrained[t].sha256 for t in ids},
+        return {"unlearned": ids, "retrain_hashes_match": True, "hashes": got,
                 "digest": after, "receipt": receipt}
 
     # -- evaluation and report ----------------------------------------------------------------

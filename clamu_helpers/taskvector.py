@@ -5,22 +5,19 @@ In the tone of ``mlfoundations/task_vectors``: task vectors add, negate and scal
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import torch
 
+from . import digests
 from .errors import NonFiniteError, ShapeMismatchError
 from .params import ParamSpec
 
 
 def sha256_tensor(t: torch.Tensor) -> str:
-    """SHA-256 of a tensor's dtype, shape and raw bytes (contiguous, CPU)."""
-    t = t.detach().contiguous().cpu()
-    h = hashlib.sha256(f"{t.dtype}|{tuple(t.shape)}|".encode())
-    if t.numel():
-        h.update(t.reshape(-1).view(torch.uint8).numpy())   # the buffer itself: no copy of the bytes
-    return h.hexdigest()
+    """SHA-256 (bare hex) of a tensor's dtype, shape and raw bytes: for the small tensors whose
+    records say ``sha256`` (masks, sign vectors, θ0); task vectors use :attr:`TaskVector.digest`."""
+    return digests.tensor(t, digests.LEGACY)
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,14 +34,22 @@ class TaskVector:
             raise ShapeMismatchError(f"task vector {self.task_id!r} must be float32, got {self.values.dtype}")
         self.spec.check(self.values, f"task vector {self.task_id!r}")
 
+    def digest_in(self, fmt: str) -> str:
+        """Digest of the exact bits of τ_t in format ``fmt`` (:mod:`clamu_helpers.digests`),
+        computed once per format."""
+        cache = self.__dict__.setdefault("_digests", {})
+        if fmt not in cache:
+            cache[fmt] = digests.tensor(self.values, fmt)
+        return cache[fmt]
+
     @property
-    def sha256(self) -> str:
-        """Hash of the exact bits of τ_t; the ledger records it at merge time."""
-        cached = self.__dict__.get("_sha")
-        if cached is None:
-            cached = sha256_tensor(self.values)
-            object.__setattr__(self, "_sha", cached)
-        return cached
+    def digest(self) -> str:
+        """Digest of the exact bits of τ_t in the default format (e.g. ``"blake3:…"``)."""
+        return self.digest_in(digests.DEFAULT)
+
+    def matches(self, recorded: str) -> bool:
+        """Are these the bits ``recorded`` was computed from (in the algorithm it names)?"""
+        return digests.same(self.digest_in(digests.format_of(recorded)), recorded)
 
     def check_finite(self) -> None:
         if not bool(torch.isfinite(self.values).all()):

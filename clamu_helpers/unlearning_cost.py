@@ -224,7 +224,7 @@ def _measure_scratch(setting, ids, forget, seed, split, mode, progress) -> dict:
             "acc_remaining": setting.mean_score(lambda t: w, remaining, split),
             "acc_forgotten": setting.mean_score(lambda t: w, forget, split),
             "acc_forgotten_never_trained": setting.mean_score(lambda t: theta0 + again.values, forget, split),
-            "exact": again.sha256 == tv.sha256, "digest": tv.sha256}
+            "exact": again.digest == tv.digest, "digest": tv.digest}
 
 
 def measure_unlearning(setting: Setting, methods: Sequence = ("merge", "sift"), k: int = 2, seed: int = 0,

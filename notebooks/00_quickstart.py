@@ -85,7 +85,7 @@ print("unlearning is exact (served digest = a merge that never saw the task):",
 
 # %% [markdown]
 # Every request leaves a **receipt** in the system's saved state: ids and hashes only (the
-# retrained τ_u's SHA-256 beside the one recorded at merge time, the served digest before and
+# retrained τ_u's digest beside the one recorded at merge time, the served digest before and
 # after, the method, the environment, the cost), chained by hash to the receipt before it, so a
 # removed or edited receipt is detected (`python -m clamu_helpers verify DIR`; see SECURITY.md
 # for what a receipt proves and what it does not).

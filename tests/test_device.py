@@ -111,11 +111,11 @@ def test_precision_is_deterministic_recorded_and_part_of_the_key(tiny, precision
     task = tiny.task(tiny.task_ids[0])
     a = finetune(tiny, task, seed=3, config=cfg, device="cpu")
     b = finetune(tiny, task, seed=3, config=cfg)
-    assert a.sha256 == b.sha256 and a.values.dtype == torch.float32 and a.values.device.type == "cpu"
+    assert a.digest == b.digest and a.values.dtype == torch.float32 and a.values.device.type == "cpu"
     assert a.meta["fingerprint"] == fingerprint_of(cfg, "cpu") and a.meta["fingerprint"]["dtype"] == precision
     if precision == "bf16":
         f32 = finetune(tiny, task, seed=3)
-        assert f32.sha256 != a.sha256   # bf16 autocast really ran
+        assert f32.digest != a.digest   # bf16 autocast really ran
 
 
 def test_bf16_audit_is_exact(tiny):

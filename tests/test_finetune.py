@@ -14,7 +14,7 @@ import json, sys
 from clamu_helpers.settings.synthetic import SyntheticSetting
 from clamu_helpers import finetune
 s = SyntheticSetting(tasks=3)
-print(json.dumps([finetune(s, t, seed=7).sha256 for t in s.tasks]))
+print(json.dumps([finetune(s, t, seed=7).digest for t in s.tasks]))
 """
 
 
@@ -27,7 +27,7 @@ def test_stable_seed_is_stable_and_distinct():
 
 
 def test_same_task_same_bits_in_fresh_processes(tiny):
-    here = [finetune(tiny, t, seed=7).sha256 for t in tiny.tasks[:3]]
+    here = [finetune(tiny, t, seed=7).digest for t in tiny.tasks[:3]]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": os.getcwd()}
     outs = [json.loads(subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
                                       env=env, check=True).stdout) for _ in range(2)]
@@ -37,10 +37,10 @@ def test_same_task_same_bits_in_fresh_processes(tiny):
 def test_seed_and_hyperparameters_change_the_bits(tiny):
     t = tiny.tasks[0]
     base = finetune(tiny, t, seed=0)
-    assert finetune(tiny, t, seed=0).sha256 == base.sha256
-    assert finetune(tiny, t, seed=1).sha256 != base.sha256
+    assert finetune(tiny, t, seed=0).digest == base.digest
+    assert finetune(tiny, t, seed=1).digest != base.digest
     cfg = FinetuneConfig(**{**tiny.finetune_config.to_json(), "lr": 0.02})
-    assert finetune(tiny, t, seed=0, config=cfg).sha256 != base.sha256
+    assert finetune(tiny, t, seed=0, config=cfg).digest != base.digest
     assert base.meta["fingerprint"]["threads"] == 1 and base.meta["steps"] == tiny.finetune_config.steps
 
 

@@ -17,11 +17,11 @@ from clamu_helpers.store import TaskVectorStore
 
 @pytest.fixture(scope="module")
 def serial(tiny):
-    return {t: tv.sha256 for t, tv in run_finetunes(tiny, tiny.task_ids, seed=3, progress=False).items()}
+    return {t: tv.digest for t, tv in run_finetunes(tiny, tiny.task_ids, seed=3, progress=False).items()}
 
 
 def _hashes(res):
-    return {t: tv.sha256 for t, tv in res.items()}
+    return {t: tv.digest for t, tv in res.items()}
 
 
 def test_processes_equal_serial_and_fill_store(tiny, serial, tmp_path, monkeypatch):

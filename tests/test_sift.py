@@ -88,7 +88,7 @@ def test_modes_differ_and_bad_parameters(tiny):
     v = sign_vector(tiny.spec.numel, 0)
     a = finetune(tiny, tiny.tasks[0], sign=v, projection="after_step")
     b = finetune(tiny, tiny.tasks[0], sign=v, projection="before_step")
-    assert a.sha256 != b.sha256
+    assert a.digest != b.digest
     with pytest.raises(ClamuError):
         get_method("sift", scale="bogus")
     with pytest.raises(ClamuError):
@@ -112,7 +112,7 @@ def test_masks_are_independent_of_other_tasks(tiny):
         assert torch.equal(other.method.masks["s03"], full.method.masks["s03"])
         assert other.ledger.hashes["s03"] == full.ledger.hashes["s03"]
     direct = finetune(tiny, tiny.task("s03"), seed=0, sign=full.method.sign(full.context()))
-    assert direct.sha256 == full.ledger.hashes["s03"]
+    assert direct.digest == full.ledger.hashes["s03"]
     assert torch.equal(full.method.mask("s03"), direct.values != 0)
 
 

@@ -40,9 +40,9 @@ def test_roundtrip_and_streaming_reads(tmp_path):
     tv = _tv()
     store.put("ab" * 32, tv)
     got = store.get("ab" * 32, SPEC)
-    assert got.sha256 == tv.sha256 and got.meta == {"seed": 0} and got.task_id == "x"
+    assert got.digest == tv.digest and got.meta == {"seed": 0} and got.task_id == "x"
     sv = store.open("ab" * 32, SPEC)
-    assert sv.sha256 == tv.sha256 and sv.numel == SPEC.numel
+    assert sv.digest == tv.digest and sv.numel == SPEC.numel
     assert torch.equal(torch.cat(list(sv.chunks(8))), tv.values)
     assert torch.equal(sv.read(10, 20), tv.values[10:20])
     for name, t in SPEC.unflatten(tv.values).items():
@@ -101,7 +101,7 @@ def test_concurrent_writers_of_one_key(tmp_path):
         p.join()
     assert all(p.exitcode == 0 for p in procs)
     assert store_files(tmp_path) == 1   # no temporary file left behind
-    assert TaskVectorStore(tmp_path).get("aa" * 32, SPEC).sha256 == _tv(5).sha256
+    assert TaskVectorStore(tmp_path).get("aa" * 32, SPEC).digest == _tv(5).digest
 
 
 def store_files(root):
@@ -114,7 +114,7 @@ def test_store_serves_finetune_bits(tmp_path, tiny):
     tv = finetune(tiny, task, seed=0)
     key = store.key(tiny, task, 0)
     store.put(key, tv)
-    assert store.get(key, tiny.spec).sha256 == tv.sha256
+    assert store.get(key, tiny.spec).digest == tv.digest
 
 
 def _hold_claim(root, key, ready, release, tv=None):
@@ -169,7 +169,7 @@ def test_a_run_waits_for_a_task_claimed_elsewhere_instead_of_recomputing_it(tmp_
     got = parallel.run_finetunes(tiny, tiny.task_ids, seed=0, store=store, progress=False)
     p.join(30)
     assert first.task_id not in computed and len(computed) == len(tiny.tasks) - 1
-    assert got[first.task_id].sha256 == tv.sha256 and list(got) == tiny.task_ids
+    assert got[first.task_id].digest == tv.digest and list(got) == tiny.task_ids
 
 
 def _fill(root, out, delay):
@@ -187,7 +187,7 @@ def _fill(root, out, delay):
     parallel.finetune = slow
     res = parallel.run_finetunes(tiny, tiny.task_ids, seed=0, store=TaskVectorStore(root), progress=False)
     with open(out + ".hashes", "a") as f:
-        f.write(",".join(tv.sha256 for tv in res.values()) + "\n")
+        f.write(",".join(tv.digest for tv in res.values()) + "\n")
 
 
 def test_two_runs_on_one_store_split_the_work(tmp_path, tiny):
@@ -202,5 +202,5 @@ def test_two_runs_on_one_store_split_the_work(tmp_path, tiny):
     computed = open(log).read().split()
     assert sorted(computed) == sorted(tiny.task_ids)   # every task once: no finetune was repeated
     hashes = open(log + ".hashes").read().split()
-    serial = ",".join(tv.sha256 for tv in (finetune(tiny, t, seed=0) for t in tiny.tasks))
+    serial = ",".join(tv.digest for tv in (finetune(tiny, t, seed=0) for t in tiny.tasks))
     assert hashes == [serial, serial]

@@ -103,7 +103,7 @@ class Local(Method):
         return ctx.setting.theta0 if tv is None else ctx.setting.theta0 + tv.values
 
     def state(self, ctx):
-        return {}, {"local_models": {k: v.sha256 for k, v in sorted(ctx.vectors.items())}}
+        return {}, {"local_models": {k: v.digest_in(ctx.ledger.digest_format) for k, v in sorted(ctx.vectors.items())}}
 
     def storage_bytes(self, ctx):
         return 4 * ctx.setting.spec.numel * max(1, len(ctx.vectors))

@@ -153,7 +153,7 @@ class ClusterMerge(Localized):
                 self.ledgers[c] = MergeLedger.from_state(
                     {"ledger_sum": tensors[f"cluster_sum/{c}"]},
                     {"spec": ctx.setting.spec.to_json(), "scale_bits": led0.scale_bits,
-                     "max_tasks": led0.max_tasks, "hashes": hs})
+                     "max_tasks": led0.max_tasks, "digest": led0.digest_format, "hashes": hs})
             except ShapeMismatchError as e:
                 raise StateError(f"saved cluster-merge state: {e}") from e
 

@@ -64,6 +64,10 @@ class LedgerView:
     def max_tasks(self) -> int:
         return self._ledger.max_tasks
 
+    @property
+    def digest_format(self) -> str:
+        return self._ledger.digest_format
+
     def digest(self) -> str:
         return self._ledger.digest()
 
@@ -76,7 +80,8 @@ class LedgerView:
 
     def empty_like(self) -> MergeLedger:
         """A new, empty ledger with this one's spec, scale and capacity (a cluster's own sum)."""
-        return MergeLedger(self._ledger.spec, self._ledger.scale_bits, self._ledger.max_tasks)
+        led = self._ledger
+        return MergeLedger(led.spec, led.scale_bits, led.max_tasks, digest=led.digest_format)
 
 
 class _System(Protocol):
