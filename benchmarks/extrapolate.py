@@ -37,10 +37,10 @@ def gb(x: float) -> str:
 def main(d: float, T: int, disk: float, net: float = 1.25, workers: tuple = (1, 8, 64)) -> dict:
     led, mem, masks = _load("bench_ledger"), _load("bench_streaming_memory"), _load("bench_mask_storage")
     merge_rate = max((float(v) for v in mem.get("stream_merge_params_per_second", {}).values()), default=None) \
-        or led.get("params_per_second", {}).get("ledger_add_incl_sha256", 5e7)
+        or led.get("params_per_second", {}).get("ledger_add_incl_digest", 5e7)
     dist = _load("bench_distributed_merge")
     if dist.get("params_per_second_serial"):
-        merge_rate = dist["params_per_second_serial"]   # measured with the fused kernel, incl. SHA-256
+        merge_rate = dist["params_per_second_serial"]   # measured with the fused kernel, incl. the τ_t digest
     tall_rate = mem.get("tall_pass2_params_per_second", merge_rate)
     bits = masks.get("max_packed_bits_per_param", 1.0)
     stored = {"global model (float32)": 4 * d, "exact ledger sum (int64)": 8 * d,
