@@ -4,8 +4,8 @@ Every τ_t is hashed when it is merged and again when it is retrained for unlear
 is what refuses a retrain that is not bit-identical), and the served digest hashes the ledger's
 int64 sum: on a large model these hashes cost about as much as the exact add itself. So the kit
 takes the fastest cryptographic hash it measured (``benchmarks/bench_ledger.py``; results in
-``benchmarks/RESULTS.md``): BLAKE3 from the ``blake3`` package, ≈ 2× faster than hashlib's
-SHA-256 on this machine kind, and BLAKE2b was slower than SHA-256.
+``benchmarks/RESULTS.md``): BLAKE3 from the ``blake3`` package, 2.3× faster than hashlib's
+SHA-256 on one core of this machine kind and 4× on two; BLAKE2b was slower than SHA-256.
 
 A digest is ``"<algorithm>:<hex>"``. A bare 64-hex-digit string is a SHA-256 digest recorded
 before digests named their algorithm (stores, states and receipts written before this module),
@@ -32,12 +32,21 @@ import torch
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+#: threads BLAKE3 may use on a large buffer: ``$CLAMU_DIGEST_THREADS`` ("auto", the default:
+#: every core; or a number). A tree hash: the digest is the same whatever the count (asserted in
+#: tests/test_digests.py); on 2 idle cores "auto" is ≈ 1.8× faster than 1.
+THREADS = os.environ.get("CLAMU_DIGEST_THREADS", "auto")
+
+
 def _blake3():
     try:
         import blake3
     except ImportError:  # pragma: no cover - blake3 is in requirements.txt
         return None
-    return blake3.blake3
+    if THREADS != "auto" and not (THREADS.isdigit() and int(THREADS) >= 1):
+        raise ValueError(f"CLAMU_DIGEST_THREADS must be 'auto' or a positive integer, got {THREADS!r}")
+    threads = blake3.blake3.AUTO if THREADS == "auto" else int(THREADS)
+    return lambda: blake3.blake3(max_threads=threads)
 
 
 #: algorithm name → constructor of a hashlib-style object (``update``, ``hexdigest``)

@@ -49,6 +49,13 @@ def test_the_default_is_blake3_named_and_every_algorithm_hashes_the_same_preimag
     assert not digests.same(digests.tensor(v, "blake3"), digests.tensor(v, "sha256"))
 
 
+def test_blake3_on_every_core_gives_the_one_thread_digest():
+    import blake3
+    v = torch.randn(3_000_001, generator=torch.Generator().manual_seed(5))   # > 1 MiB: the threaded path
+    pre = f"{v.dtype}|{tuple(v.shape)}|".encode() + v.numpy().tobytes()
+    assert digests.tensor(v) == "blake3:" + blake3.blake3(pre, max_threads=1).hexdigest()
+
+
 def test_parse_names_the_algorithm_and_refuses_what_is_not_a_digest():
     h = "ab" * 32
     assert digests.parse(h) == ("sha256", h) and digests.format_of(h) == "legacy"
