@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ks", nargs="+", default=["1", "10%"])
     ap.add_argument("--methods", nargs="+", default=METHODS)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="bench_unlearning_compute", help="results/<name>.json")
     args = ap.parse_args(argv)
     ks = [k if k.endswith("%") else int(k) for k in args.ks]
     setting = get_setting(args.setting, args.profile, args.seed, tasks=max(args.sizes))
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
     print(ratios.to_markdown(index=False, floatfmt=".3g"))
     print()
     print(growth.to_markdown(index=False, floatfmt=".3g"))
-    save("bench_unlearning_compute", {"args": vars(args), "seconds": time.perf_counter() - t0,
+    save(args.name, {"args": vars(args), "seconds": time.perf_counter() - t0,
                                       "cost": cost.to_dict("records"), "ratios": ratios.to_dict("records"),
                                       "growth": growth.to_dict("records")})
     return 0

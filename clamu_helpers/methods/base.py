@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
 
+from .. import digests
 from ..costs import Costs
 from ..errors import StateError
 from ..selection import is_val
-from ..taskvector import sha256_tensor
 
 if TYPE_CHECKING:
     from .context import MethodContext
@@ -160,11 +160,13 @@ class Method:
         JSON-able constructor keyword arguments, so ``get_method(name, **params)`` rebuilds it."""
 
     def state_digest(self, ctx: "MethodContext") -> str:
+        """SHA-256 over the method's JSON state and a digest of each of its tensors, in the
+        ledger's digest format (bare SHA-256 for a system saved before digests were named)."""
         tensors, meta = self.state(ctx)
         h = hashlib.sha256(json.dumps({"method": self.name, "params": self.params, "meta": meta},
                                       sort_keys=True, default=str).encode())
         for k in sorted(tensors):
-            h.update(f"{k}:{sha256_tensor(tensors[k])}".encode())
+            h.update(f"{k}:{digests.tensor(tensors[k], ctx.ledger.digest_format)}".encode())
         return h.hexdigest()
 
     def storage_bytes(self, ctx: "MethodContext") -> int:
