@@ -52,8 +52,9 @@ def _blake3():
 #: algorithm name → constructor of a hashlib-style object (``update``, ``hexdigest``)
 ALGORITHMS: dict[str, Callable] = {"sha256": hashlib.sha256,
                                    "blake2b": lambda: hashlib.blake2b(digest_size=32)}
-if _blake3() is not None:
-    ALGORITHMS["blake3"] = _blake3()
+_BLAKE3 = _blake3()
+if _BLAKE3 is not None:
+    ALGORITHMS["blake3"] = _BLAKE3
 
 #: hex digits of each algorithm's digest (all 256-bit)
 HEX_LENGTH = 64
@@ -67,19 +68,20 @@ DEFAULT = os.environ.get("CLAMU_DIGEST", "blake3" if "blake3" in ALGORITHMS else
 LEGACY = "legacy"
 
 
-def check_algorithm(algorithm: str) -> str:
-    """``algorithm`` if it is a known format (an algorithm, or :data:`LEGACY`), else a ValueError."""
-    if algorithm != LEGACY and algorithm not in ALGORITHMS:
-        hint = " (pip install blake3)" if algorithm == "blake3" else ""
-        raise ValueError(f"unknown or unavailable digest algorithm {algorithm!r}{hint}; "
+def check_algorithm(fmt: str) -> str:
+    """``fmt`` if it is a known format (an algorithm, or :data:`LEGACY`), else a ValueError."""
+    if fmt != LEGACY and fmt not in ALGORITHMS:
+        hint = " (pip install blake3)" if fmt == "blake3" else ""
+        raise ValueError(f"unknown or unavailable digest algorithm {fmt!r}{hint}; "
                          f"available: {sorted(ALGORITHMS)} (or {LEGACY!r}: bare SHA-256 hex)")
-    return algorithm
+    return fmt
 
 
 check_algorithm(DEFAULT)
 
 
-def _algorithm(fmt: str) -> str:
+def algorithm(fmt: str) -> str:
+    """The hash algorithm of format ``fmt`` (:data:`LEGACY` is SHA-256)."""
     return "sha256" if fmt == LEGACY else fmt
 
 
@@ -93,10 +95,6 @@ def parse(digest: str) -> tuple[str, str]:
     if len(hexpart) != HEX_LENGTH or not _HEX.fullmatch(hexpart):
         raise ValueError(f"not a digest: {digest[:80]!r} (expected '<algorithm>:<64 hex digits>')")
     return algorithm, hexpart
-
-
-def algorithm_of(digest: str) -> str:
-    return parse(digest)[0]
 
 
 class _Bytes:
@@ -115,27 +113,27 @@ class _Bytes:
         return self._h.hexdigest()
 
 
-def hasher(algorithm: str = DEFAULT, dtype: torch.dtype | None = None, shape: tuple | None = None) -> _Bytes:
-    """A fresh hash object of ``algorithm`` (a format), fed the preimage header of a tensor of
-    ``dtype`` and ``shape`` when given (then feed it the raw bytes, in order, and call :func:`name`)."""
-    h = _Bytes(ALGORITHMS[_algorithm(check_algorithm(algorithm))]())
+def hasher(fmt: str = DEFAULT, dtype: torch.dtype | None = None, shape: tuple | None = None) -> _Bytes:
+    """A fresh hash object for format ``fmt``, fed the preimage header of a tensor of ``dtype``
+    and ``shape`` when given (then feed it the raw bytes, in order, and call :func:`name`)."""
+    h = _Bytes(ALGORITHMS[algorithm(check_algorithm(fmt))]())
     if dtype is not None:
         h.update(f"{dtype}|{tuple(shape)}|".encode())
     return h
 
 
-def name(algorithm: str, h) -> str:
-    """The digest string of a finished hash object in format ``algorithm`` (bare hex for :data:`LEGACY`)."""
-    return h.hexdigest() if algorithm == LEGACY else f"{algorithm}:{h.hexdigest()}"
+def name(fmt: str, h) -> str:
+    """The digest string of a finished hash object in format ``fmt`` (bare hex for :data:`LEGACY`)."""
+    return h.hexdigest() if fmt == LEGACY else f"{fmt}:{h.hexdigest()}"
 
 
-def tensor(t: torch.Tensor, algorithm: str = DEFAULT) -> str:
+def tensor(t: torch.Tensor, fmt: str = DEFAULT) -> str:
     """Digest of a tensor's dtype, shape and raw bytes (contiguous, CPU), e.g. ``"blake3:…"``."""
     t = t.detach().contiguous().cpu()
-    h = hasher(algorithm, t.dtype, t.shape)
+    h = hasher(fmt, t.dtype, t.shape)
     if t.numel():
         h.update(t.reshape(-1).view(torch.uint8).numpy())   # the buffer itself: no copy of the bytes
-    return name(algorithm, h)
+    return name(fmt, h)
 
 
 def same(a: str, b: str) -> bool:
@@ -162,5 +160,5 @@ def short(digest: str, n: int = 16) -> str:
     return f"{algorithm}:{hexpart[:n]}…"
 
 
-__all__ = ["ALGORITHMS", "DEFAULT", "LEGACY", "algorithm_of", "check_algorithm", "format_of", "hasher", "matches",
+__all__ = ["ALGORITHMS", "DEFAULT", "LEGACY", "algorithm", "check_algorithm", "format_of", "hasher", "matches",
            "name", "parse", "same", "short", "tensor"]

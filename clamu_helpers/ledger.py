@@ -309,7 +309,9 @@ class MergeLedger:
         fmt = self.digest_format
         h = digests.hasher(fmt, torch.float32, (d,))
         fmt_x = None if expected is None else digests.format_of(expected)
-        hx = digests.hasher(fmt_x, torch.float32, (d,)) if fmt_x not in (None, fmt) else None
+        # a second hash only when ``expected`` was made by another algorithm (e.g. a legacy SHA-256 file)
+        hx = (digests.hasher(fmt_x, torch.float32, (d,))
+              if fmt_x is not None and digests.algorithm(fmt_x) != digests.algorithm(fmt) else None)
         done = 0
         try:
             for chunk in chunks():

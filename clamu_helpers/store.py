@@ -206,7 +206,8 @@ class TaskVectorStore:
             return None
         try:
             sv = self._open(path, "tau", spec)
-            tv = TaskVector(sv.task_id, sv.load(), spec, sv.meta.get("meta", {}))
+            # hashed once, by the TaskVector, which keeps the digest for the ledger (not also by sv.load())
+            tv = TaskVector(sv.task_id, sv.read(0, sv.numel), spec, sv.meta.get("meta", {}))
             if not tv.matches(sv.digest):
                 raise StateError("digest mismatch")
             return tv
