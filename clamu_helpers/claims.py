@@ -12,6 +12,11 @@ task sampling, finetuning and forget orders) and the interval into one of three 
   but does not reach the band;
 * **does not reproduce**: the interval includes the null, or lies on the opposite side.
 
+A claim whose quantity is a ratio (``unit="ratio"``) is judged on the log scale: the t interval
+is taken over the seeds' log ratios and transformed back (its centre is the geometric mean),
+because ratios multiply — three seeds at 189×, 545× and 579× give [81, 1878], where a linear
+interval would reach below zero and read as "no effect".
+
 A claim of equality (``direction=0``, e.g. "about equal") reproduces when its interval lies
 inside the band and does not otherwise. A number computed from the paper's own formula (the
 draft's counting of unlearning steps) is not a claim check: :func:`arithmetic` makes such a
@@ -75,22 +80,32 @@ class Interval:
     n: int
     method: str = "t over seeds"
     values: tuple[float, ...] = field(default=(), compare=False)
+    log: bool = False   # taken on the log scale: mean is the geometric mean, lo/hi transformed back
 
     @property
     def half_width(self) -> float:
         return (self.hi - self.lo) / 2
 
+    @property
+    def factor(self) -> float:
+        """For a log-scale interval: hi / mean = mean / lo (the ×/÷ of the interval)."""
+        return math.sqrt(self.hi / self.lo)
+
     def text(self, fmt: str = ".3f", scale: float = 1.0, suffix: str = "") -> str:
-        """``0.123 ± 0.010 [0.113, 0.133], 3 seeds`` (``scale=100, suffix='%'`` for percents)."""
+        """``0.123 ± 0.010 [0.113, 0.133], 3 seeds`` (``scale=100, suffix='%'`` for percents);
+        on the log scale ``391× ×/÷ 4.8 [81, 1878], 3 seeds (geometric mean)``."""
         m, lo, hi = (scale * v for v in (self.mean, self.lo, self.hi))
         if self.n < 2:
             return f"{m:{fmt}}{suffix} (1 seed, no interval)"
+        if self.log:
+            return (f"{m:{fmt}}{suffix} ×/÷ {self.factor:.3g} [{lo:{fmt}}, {hi:{fmt}}], {self.n} seeds "
+                    "(geometric mean)")
         return (f"{m:{fmt}}{suffix} ± {scale * self.half_width:{fmt}} "
                 f"[{lo:{fmt}}, {hi:{fmt}}], {self.n} seeds")
 
     def as_dict(self) -> dict:
         return {"mean": self.mean, "lo": self.lo, "hi": self.hi, "n": self.n, "method": self.method,
-                "values": list(self.values)}
+                "values": list(self.values), "log": self.log}
 
 
 def t_quantile(p: float, df: int) -> float:
@@ -105,14 +120,22 @@ def t_quantile(p: float, df: int) -> float:
         return table.get(df, 1.96)
 
 
-def t_interval(values: Iterable[float], level: float = 0.95) -> Interval:
+def t_interval(values: Iterable[float], level: float = 0.95, log: bool = False) -> Interval:
     """Mean ± t_{(1+level)/2, n-1} · sd/√n over the values (one per seed). With one value the
-    interval is the point itself and ``n=1`` (no verdict is drawn from it)."""
+    interval is the point itself and ``n=1`` (no verdict is drawn from it). ``log=True`` (for
+    ratios, all values > 0): the same over log values, transformed back — geometric mean and
+    bounds exp(mean ± half-width)."""
     vals = [float(v) for v in values]
     if not vals:
         raise ValueError("an interval needs at least one value")
     if any(math.isnan(v) for v in vals):
         raise ValueError(f"an interval over NaN values: {vals}")
+    if log:
+        if any(not 0 < v < INF for v in vals):
+            raise ValueError(f"a log-scale interval needs finite values > 0, got {vals}")
+        iv = t_interval([math.log(v) for v in vals], level)
+        return Interval(math.exp(iv.mean), math.exp(iv.lo), math.exp(iv.hi), iv.n,
+                        "t over seeds of log values", values=tuple(vals), log=True)
     n = len(vals)
     mean = sum(vals) / n
     if n == 1:
@@ -191,9 +214,11 @@ CLAIMS: dict[str, Claim] = _claims(
           note="'5-80%' read as relative to naive merging (averaging)"),
     Claim("sift-compute", "final version, abstract",
           "SIFT-Masks uses up to 250× less compute for exact unlearning than other merging baselines",
-          "the larger of TALL's and EMR's gradient steps executed to unlearn one task ÷ SIFT-Masks', at T=500 "
-          "(log ratio fitted linearly in log T over the measured T)", "up to 250×", (250.0, INF), null=1.0,
-          unit="ratio", note="'up to 250×' read as: the largest baseline ratio at 500 tasks reaches 250"),
+          "the larger of TALL's and EMR's wall seconds to unlearn one task ÷ SIFT-Masks' (served at the paper's "
+          "fixed 1/T), at T=500 (log ratio fitted linearly in log T over the measured T)", "up to 250×", (250.0, INF),
+          null=1.0, unit="ratio",
+          note="'up to 250×' read as: the largest baseline ratio at 500 tasks reaches 250; wall seconds, because the "
+               "executed gradient steps are fixed at T by the cost rules (one deletion) and could not fail"),
     Claim("table2-sent140", "draft Sec. 5, Table 2",
           "accuracy on the remaining tasks does not fall as tasks are unlearned (Sent140 69.8 → 71.9 at 25 of 500 left)",
           "merged accuracy on the remaining tasks at 95% unlearned − at 0% (points)", "+2.1 points",
@@ -240,7 +265,7 @@ def check(key: str, values: Sequence[float], label: str = "", detail: str = "", 
     claim (a setting, a K), ``detail`` lists the numbers behind the quantity, ``why`` says, for a
     claim that does not reproduce, the likeliest reason (measured where the kit can)."""
     c = claim(key)
-    iv = t_interval(values)
+    iv = t_interval(values, log=c.unit == "ratio")
     fmt, scale, suffix = _fmt(c)
     v = verdict(c, iv)
     if v not in (REPRODUCES, NOT_JUDGED):
@@ -292,9 +317,12 @@ def validate_row(row: dict) -> None:
     if "interval" not in row:
         raise ValueError(f"claim row {row.get('claim')!r} has no interval")
     i = row["interval"]
-    iv = Interval(i["mean"], i["lo"], i["hi"], i["n"])
+    log = bool(i.get("log"))   # rows written before log-scale ratios record none: linear
+    if log and claim(row["key"]).unit != "ratio":
+        raise ValueError(f"claim row {row['claim']!r}: a log-scale interval for a claim that is not a ratio")
+    iv = Interval(i["mean"], i["lo"], i["hi"], i["n"], log=log)
     if i.get("values"):
-        again = t_interval(i["values"])
+        again = t_interval(i["values"], log=log)
         if not (math.isclose(again.lo, iv.lo, abs_tol=1e-9) and math.isclose(again.hi, iv.hi, abs_tol=1e-9)):
             raise ValueError(f"claim row {row['claim']!r}: interval {iv.lo, iv.hi} does not follow from its values")
     want = verdict(claim(row["key"]), iv)

@@ -52,6 +52,31 @@ def test_interval_is_student_t_over_seeds():
         C.t_interval([0.1, float("nan")])
 
 
+def test_ratio_claims_are_judged_on_the_log_scale():
+    # three loaded wall-time ratios (notebook 06, cpu): every seed far above 1×
+    values = [578.6, 544.9, 188.5]
+    linear = C.t_interval(values)
+    assert linear.lo < 0                                    # a linear interval would read "no effect"
+    row = C.check("sift-compute", values)
+    iv = row["interval"]
+    assert iv["log"] and iv["lo"] > 1 and iv["hi"] < 2000
+    logs = [math.log(v) for v in values]
+    assert iv["mean"] == pytest.approx(math.exp(sum(logs) / 3))   # the geometric mean
+    assert row["verdict"] == C.DIRECTION_ONLY               # above 1×, not surely above 250×
+    assert "×/÷" in row["ours"] and "geometric mean" in row["ours"]
+    assert C.check("sift-compute", [400.0, 420.0, 390.0])["verdict"] == C.REPRODUCES
+    assert C.check("sift-compute", [0.5, 3.0, 1.2])["verdict"] == C.DOES_NOT
+    C.validate_row(row)
+    # a row may not claim a scale its claim does not have, nor an interval its values do not give
+    with pytest.raises(ValueError, match="not a ratio"):
+        C.validate_row({**C.check("fig4-features", [0.2, 0.21, 0.19]),
+                        "interval": {**C.check("fig4-features", [0.2, 0.21, 0.19])["interval"], "log": True}})
+    with pytest.raises(ValueError, match="does not follow"):
+        C.validate_row({**row, "interval": {**iv, "log": False}})
+    with pytest.raises(ValueError, match="> 0"):
+        C.t_interval([2.0, 0.0, 3.0], log=True)
+
+
 def test_a_wide_interval_straddling_the_band_is_not_reproduced():
     # mean +0.15 is inside the band, but the interval reaches below +0.12: direction only
     row = C.check("fig4-features", [0.05, 0.15, 0.25])
