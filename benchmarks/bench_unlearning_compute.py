@@ -15,7 +15,7 @@ SIFT-Masks (the first of ``--methods``) and the fit log ratio = a + b log T (its
 its value at 500). Exactness is audited at the smallest T. With several ``--seeds`` (each builds
 its own tasks, finetunes and forget draw) it also judges the final version's "up to 250× less
 compute" on *wall seconds* at the largest T — the larger of TALL's and EMR's ratio, one value
-per seed, a 95% t interval, the claim's band from :mod:`clamu_helpers.claims` — beside the
+per seed, a 95% t interval over log ratios (`claims.check`), the claim's band — beside the
 gradient-step ratio, which the cost rules fix at T for one deletion (so it cannot fail, and is
 printed, not judged). Writes ``benchmarks/results/<name>.json``.
 """
