@@ -75,6 +75,23 @@ def test_clamu_equal_budget_defaults_and_search_record(blobs):
     assert s.fit_costs.parallel_steps == E + 3 * 10
 
 
+@pytest.mark.parametrize("params, expect", [({}, None), ({"clusters": 3}, None),
+                                            ({"alpha": 1.0, "mask_lr": 100.0}, (10, 10))])
+def test_clamu_mask_fits_counts_the_masks_a_fit_optimizes(blobs, monkeypatch, params, expect):
+    """``Clamu.mask_fits`` (used by benchmarks/time_floor.py to split mask time into search and
+    served masks) equals the optimize_mask calls a fit makes."""
+    import clamu_helpers.methods.clamu as clamu_module
+    calls = []
+    real = clamu_module.optimize_mask
+    monkeypatch.setattr(clamu_module, "optimize_mask", lambda *a, **k: calls.append(1) or real(*a, **k))
+    s = _fit(blobs, "clamu", mask_steps=2, **params)
+    fits = s.method.mask_fits(len(s.task_ids))
+    assert fits == (len(calls), s.method.n_clusters(len(s.task_ids)))
+    assert s.fit_costs.gradient_steps == len(s.task_ids) * blobs.finetune_config.steps + fits[0] * 2
+    if expect is not None:
+        assert fits == expect                       # nothing chosen: every served mask once, no search
+
+
 def test_supermask_control_optimizes_over_random_signs_of_tau_bar(blobs):
     s = _fit(blobs, "clamu-supermask", mask_steps=10)
     v = s.method.target(s.context())

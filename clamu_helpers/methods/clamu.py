@@ -118,6 +118,15 @@ class Clamu(Masked):
             return [na]
         return [ne] if e_val else []
 
+    def mask_fits(self, n_tasks: int) -> tuple[int, int]:
+        """(masks optimized, masks served) by one fit or refresh on ``n_tasks`` tasks: the search
+        optimizes (candidates of every round) × S sampled clusters, the chosen candidate's S masks
+        are kept and the K − S others optimized once; K are served."""
+        k = self.n_clusters(n_tasks)
+        plan = self.search_plan(n_tasks)
+        s = min(self.params["select_clusters"], k) if plan and k else 0
+        return sum(plan) * s + k - s, k
+
     def refit_cost(self, costs, n_tasks, steps):
         """The search rounds over a sample of S clusters, then the K − S masks left (all K when
         nothing is chosen): E_mask gradient steps per mask, E_mask parallel steps per round."""
