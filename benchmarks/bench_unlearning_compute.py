@@ -43,16 +43,16 @@ def judge(ratios: pd.DataFrame, reference: str) -> list[dict]:
     """One deletion (k = 1) at the largest T measured: per seed, the larger of TALL's and EMR's
     ratio to ``reference``. Wall seconds: judged on the claim's band (needs ≥ 2 seeds);
     gradient steps: a measurement (the cost rules make it T)."""
-    one = ratios[(ratios.k_rule == "1") & ratios.method.isin(["tall", "emr"])]
+    one = ratios[(ratios.k_rule == "1") & ratios.method.isin(uc.CLAIM_BASELINES)]
     if one.empty:
         return []
     top = one[one.tasks == one.tasks.max()]
     t = int(top.tasks.iloc[0])
-    per_seed = top.groupby("seed")[["ratio_seconds", "ratio_gradient_steps"]].max()
-    label = f"wall seconds, one deletion at T={t}, max(TALL, EMR) ÷ {reference}, {len(per_seed)} seed(s)"
-    return [claims.check("sift-compute", per_seed.ratio_seconds.tolist(), label=label),
+    wall = uc.claim_ratios(top, "ratio_seconds")
+    label = f"wall seconds, one deletion at T={t}, max(TALL, EMR) ÷ {reference}, {len(wall)} seed(s)"
+    return [claims.check("sift-compute", wall, label=label),
             claims.measurement(f"gradient steps, one deletion at T={t}, max(TALL, EMR) ÷ {reference} "
-                               "(the cost rules make this T)", per_seed.ratio_gradient_steps.tolist(), fmt=".1f")]
+                               "(the cost rules make this T)", uc.claim_ratios(top, "ratio_gradient_steps"), fmt=".1f")]
 
 
 def main(argv=None) -> int:

@@ -152,8 +152,8 @@ def main(profile: str, repeat: int, figures: Path | None = None) -> dict:
               "floor_wall_min_2_cores": round(total_floor / 2 / 60, 1), "kernel_idle_s": round(idle_kernel, 1), "floor_idle_s": round(total_idle, 1),
               "floor_idle_wall_min_2_cores": round(total_idle / 2 / 60, 1), "goal_wall_min": GOAL_MIN.get(profile)}
     save("time_floor" if profile == "cpu" else f"time_floor_{profile}", result)
-    print(f"\n| notebook | kernel s | mask s measured | mask s predicted | masks optimized / served | "
-          f"search s | floor s | load × | floor s, idle |\n|---|---|---|---|---|---|---|---|---|")
+    print("\n| notebook | kernel s | mask s measured | mask s predicted | masks optimized / served | "
+          "search s | floor s | load × | floor s, idle |\n|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['notebook']} | {r['kernel_s']:.0f} | {r['measured_mask_s']:.0f} | {r['predicted_mask_s']:.0f} | "
               f"{r['masks_optimized']} / {r['masks_served']} | {r['predicted_search_s']:.0f} | {r['floor_s']:.0f} | "
