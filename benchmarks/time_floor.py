@@ -43,9 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 #: issue 14's wall-clock goals for ``reproduce --profile P`` from an empty cache on 2 cores (minutes)
 GOAL_MIN = {"smoke": 8, "cpu": 60}
 
-#: (notebook, setting, setting kwargs, method, params, task counts of every fit or refresh) per
-#: seed, as the notebooks run them at ``cpu`` (see each notebook's source)
 def fits(profile: str) -> list[tuple]:
+    """(notebook, setting, setting kwargs, method, params, task counts of every fit or refresh)
+    per seed, as the notebooks run them (mirrored from each notebook's source, with the profile's
+    knobs; a drift shows as predicted mask seconds far from the measured ones)."""
     from clamu_helpers import experiments as ex, get_setting
     from clamu_helpers.profiles import default, take
 

@@ -151,10 +151,9 @@ for name, sub in top.groupby("setting", sort=False):
                              why=f"merging loses {mean['local'] - mean['averaging']:.3f} to the local models here; "
                                  f"SIFT-Masks − its random-mask control: {sum(rnd) / len(rnd):+.3f}"))
     rows.append(claims.measurement(f"{name}: SIFT-Masks − its random-mask control (does the choice of coordinates matter?)", rnd))
-k1 = wall_growth[(wall_growth.k_rule == "1") & wall_growth.method.isin(["tall", "emr"])]  # the final version's baselines
-largest = [sub["extrapolated_at_500"].max() for _, sub in k1.groupby("seed")]
-rows.append(claims.check("sift-compute", largest, label=f"one deletion, TALL and EMR ÷ {claim_methods[0]}, wall seconds "
-                                                        f"fitted over T = {sizes}",
+k1 = wall_growth[(wall_growth.k_rule == "1") & wall_growth.method.isin(uc.CLAIM_BASELINES)]  # the final version's baselines
+rows.append(claims.check("sift-compute", uc.claim_ratios(wall_growth, "extrapolated_at_500"),
+                         label=f"one deletion, TALL and EMR ÷ {claim_methods[0]}, wall seconds fitted over T = {sizes}",
                          detail=", ".join(f"{m} wall exponent {g.exponent.mean():.2f}" for m, g in k1.groupby("method", sort=False)),
                          why="; ".join(f"{m}: {g.extrapolated_at_500.mean():.0f}× at 500" for m, g in k1.groupby("method", sort=False))
                              + f"; {claim_methods[0]} takes {cost[(cost.method == claim_methods[0]) & (cost.k == 1)].groupby('tasks').unlearn_seconds.mean().iloc[-1]:.2f} s "

@@ -96,3 +96,18 @@ def test_other_methods_when_registered(tiny, name):
     df = measure_unlearning(tiny, [name, "sift"], k=2, seed=1, scratch="count", share_vectors=True).set_index("method")
     assert bool(df.loc[name, "exact"])
     assert df.loc["sift", "unlearn_gradient_steps"] == 2 * tiny.finetune_config.steps
+
+
+def test_claim_ratios_take_the_larger_baseline_per_seed_for_one_deletion():
+    import pandas as pd
+    from clamu_helpers.unlearning_cost import CLAIM_BASELINES, claim_ratios
+    rows = [{"method": m, "seed": sd, "tasks": 200, "k_rule": k, "ratio_seconds": v}
+            for m, sd, k, v in [("tall", 1, "1", 50.0), ("emr", 1, "1", 70.0), ("tall", 0, "1", 30.0),
+                                ("emr", 0, "1", 20.0), ("clamu", 0, "1", 999.0), ("tall", 0, "10%", 500.0)]]
+    frame = pd.DataFrame(rows)
+    assert CLAIM_BASELINES == ("tall", "emr")
+    assert claim_ratios(frame, "ratio_seconds") == [30.0, 70.0]           # seed order; not ClAMU, not k = 10%
+    assert claim_ratios(frame, "ratio_seconds", baselines=("clamu",)) == [999.0]
+    two_T = pd.concat([frame, frame.assign(tasks=100)])
+    with pytest.raises(ValueError, match="one T"):
+        claim_ratios(two_T, "ratio_seconds")
