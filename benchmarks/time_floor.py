@@ -7,7 +7,7 @@ Issue 14 asks for the ``cpu`` profile (3 seeds) in under 60 minutes on 2 cores. 
 most of it. This script splits that category into ClAMU's validation search and the masks that
 are served, and asks what is left if the search cost nothing:
 
-1. every ClAMU fit the notebooks make at the profile (:data:`FITS`, mirroring notebooks 03, 04,
+1. every ClAMU fit the notebooks make at the profile (:func:`fits`, mirroring notebooks 03, 04,
    05 and 08; 05 counts every fit and refresh of ``experiments.unlearning_orders``), counted
    with the method's own ``Clamu.mask_fits`` (masks optimized, masks served);
 2. the seconds of one mask optimisation per setting, measured here (``optimize_mask`` at the
@@ -42,6 +42,9 @@ from _common import machine, save
 ROOT = Path(__file__).resolve().parents[1]
 #: issue 14's wall-clock goals for ``reproduce --profile P`` from an empty cache on 2 cores (minutes)
 GOAL_MIN = {"smoke": 8, "cpu": 60}
+#: a notebook's ClAMU masks: counts and predicted seconds (none for a notebook without ClAMU)
+NO_MASKS = {"optimized": 0, "served": 0, "optimized_s": 0.0, "served_s": 0.0}
+
 
 def fits(profile: str) -> list[tuple]:
     """(notebook, setting, setting kwargs, method, params, task counts of every fit or refresh)
@@ -125,7 +128,7 @@ def main(profile: str, repeat: int, figures: Path | None = None) -> dict:
         for n in sizes:
             o, s = m.mask_fits(n)
             optimized, served = optimized + o, served + s
-        row = per_nb.setdefault(nb, {"optimized": 0, "served": 0, "optimized_s": 0.0, "served_s": 0.0})
+        row = per_nb.setdefault(nb, dict(NO_MASKS))
         row["optimized"] += optimized * seeds
         row["served"] += served * seeds
         row["optimized_s"] += optimized * seeds * units[key]
@@ -134,7 +137,7 @@ def main(profile: str, repeat: int, figures: Path | None = None) -> dict:
     rows, total_kernel, total_floor, total_idle, idle_kernel = [], 0.0, 0.0, 0.0, 0.0
     for nb, sec in kernel.items():
         t = measured.get(nb, {})
-        r = per_nb.get(nb, {"optimized": 0, "served": 0, "optimized_s": 0.0, "served_s": 0.0})
+        r = per_nb.get(nb, NO_MASKS)
         search_s = r["optimized_s"] - r["served_s"]
         floor = max(0.0, sec - search_s)
         load = max(1.0, t.get("mask optimisation", 0.0) / r["optimized_s"]) if r["optimized_s"] else 1.0

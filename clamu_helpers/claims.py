@@ -14,7 +14,7 @@ task sampling, finetuning and forget orders) and the interval into one of three 
 
 A claim whose quantity is a ratio (``unit="ratio"``) is judged on the log scale: the t interval
 is taken over the seeds' log ratios and transformed back (its centre is the geometric mean),
-because ratios multiply — three seeds at 189×, 545× and 579× give [81, 1878], where a linear
+because ratios multiply — three seeds at 189×, 545× and 579× give [82, 1867], where a linear
 interval would reach below zero and read as "no effect".
 
 A claim of equality (``direction=0``, e.g. "about equal") reproduces when its interval lies
@@ -93,7 +93,7 @@ class Interval:
 
     def text(self, fmt: str = ".3f", scale: float = 1.0, suffix: str = "") -> str:
         """``0.123 ± 0.010 [0.113, 0.133], 3 seeds`` (``scale=100, suffix='%'`` for percents);
-        on the log scale ``391× ×/÷ 4.8 [81, 1878], 3 seeds (geometric mean)``."""
+        on the log scale ``391× ×/÷ 4.78 [82, 1867], 3 seeds (geometric mean)``."""
         m, lo, hi = (scale * v for v in (self.mean, self.lo, self.hi))
         if self.n < 2:
             return f"{m:{fmt}}{suffix} (1 seed, no interval)"

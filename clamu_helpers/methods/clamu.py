@@ -118,14 +118,18 @@ class Clamu(Masked):
             return [na]
         return [ne] if e_val else []
 
+    def search_sample(self, n_tasks: int) -> int:
+        """S, the clusters the validation search optimizes masks for on ``n_tasks`` tasks: up to
+        ``select_clusters`` of the K, none when nothing is chosen."""
+        k = self.n_clusters(n_tasks)
+        return min(self.params["select_clusters"], k) if self.search_plan(n_tasks) and k else 0
+
     def mask_fits(self, n_tasks: int) -> tuple[int, int]:
         """(masks optimized, masks served) by one fit or refresh on ``n_tasks`` tasks: the search
         optimizes (candidates of every round) × S sampled clusters, the chosen candidate's S masks
         are kept and the K − S others optimized once; K are served."""
-        k = self.n_clusters(n_tasks)
-        plan = self.search_plan(n_tasks)
-        s = min(self.params["select_clusters"], k) if plan and k else 0
-        return sum(plan) * s + k - s, k
+        k, s = self.n_clusters(n_tasks), self.search_sample(n_tasks)
+        return sum(self.search_plan(n_tasks)) * s + k - s, k
 
     def refit_cost(self, costs, n_tasks, steps):
         """The search rounds over a sample of S clusters, then the K − S masks left (all K when
@@ -134,9 +138,8 @@ class Clamu(Masked):
         if not k:
             return costs
         e_mask = steps if self.params["mask_steps"] is None else self.params["mask_steps"]
-        plan = self.search_plan(n_tasks)
-        s = min(self.params["select_clusters"], k) if plan else 0
-        for n_candidates in plan:
+        s = self.search_sample(n_tasks)
+        for n_candidates in self.search_plan(n_tasks):
             if n_candidates:
                 costs.add(gradient_steps=n_candidates * s * e_mask, parallel_steps=e_mask)
         return costs.round(k - s, e_mask, trainings=False)
