@@ -1,49 +1,34 @@
-"""How fast could ``reproduce --profile cpu`` be without ClAMU's validation search?
+"""The ``cpu`` reproduction predicted from unit costs, beside the measured whole run.
 
-    .venv/bin/python benchmarks/time_floor.py [--profile cpu] [--figures figures/cpu] [--repeat 3]
-
-Issue 14 asks for the ``cpu`` profile (3 seeds) in under 60 minutes on 2 cores. REPORT.md's
-"Where the time went" measures each notebook kernel's seconds by category; mask optimisation is
-most of it. This script splits that category into ClAMU's validation search and the masks that
-are served, and asks what is left if the search cost nothing:
+    .venv/bin/python benchmarks/time_floor.py [--profile cpu] [--figures figures/cpu] [--units benchmarks/results/flops.json]
 
 1. every ClAMU fit the notebooks make at the profile (:func:`fits`, mirroring notebooks 03, 04,
-   05 and 08; 05 counts every fit and refresh of ``experiments.unlearning_orders``), counted
-   with the method's own ``Clamu.mask_fits`` (masks optimized, masks served);
-2. the seconds of one mask optimisation per setting, measured here (``optimize_mask`` at the
-   setting's equal budget; its cost does not depend on the cluster's size, the batches are
-   mini-batches);
-3. predicted mask seconds per notebook (optimized masks × seconds) beside the measured
-   category: the check that the count explains the measurement;
-4. the floor: each notebook's measured kernel seconds minus its predicted search seconds
-   (finetuning, evaluation, served masks and the rest as measured), and the wall clock of the
-   whole profile on 2 cores if the notebooks packed perfectly (sum ÷ 2), beside the goal;
-5. the same on an idle machine: where a notebook's measured mask seconds exceed the prediction
-   (REPORT.md's ``cpu`` kernels mostly ran beside other jobs), its kernel seconds are divided by
-   that factor first (load slows every category alike; a ClAMU fit measured alone on an idle
-   machine took the predicted time to 1%).
+   05 and 08; 05 counts every fit and refresh of ``experiments.unlearning_orders``), counted with
+   the method's own ``Clamu.mask_fits`` in full-budget masks (the successive-halving search
+   included): the search, and the masks served;
+2. the unit costs of ``benchmarks/bench_flops.py`` (its JSON ``--units``, measured on this
+   machine): seconds and FLOPs per mask step of each setting;
+3. predicted mask seconds per notebook (mask steps × seconds per step) beside the measured
+   "mask optimisation" seconds of its report (its kernel and its seed workers, REPORT.md's
+   "Where the time went"): the check that the count explains the measurement;
+4. the whole run: every notebook's compute seconds (all categories) beside the run's wall clock
+   × cores (``timings.json``'s ``last_full_run``), the packing the CPU slots achieved, and the
+   run's measured CPU utilisation;
+5. the floor of the masks: their FLOPs ÷ (the machine's measured one-thread peak × cores).
 
-What it leaves out makes the floor lower than a real run: finetunes that were cached when
-REPORT.md was measured (from an empty cache they add time), the search's own validation
-scoring (counted under evaluation), and imperfect packing of notebooks on the cores.
 Writes ``benchmarks/results/time_floor.json`` (``time_floor_<profile>.json`` for another profile).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
-
-import torch
 
 from _common import machine, save
 
 ROOT = Path(__file__).resolve().parents[1]
-#: issue 14's wall-clock goals for ``reproduce --profile P`` from an empty cache on 2 cores (minutes)
-GOAL_MIN = {"smoke": 8, "cpu": 60}
-#: a notebook's ClAMU masks: counts and predicted seconds (none for a notebook without ClAMU)
-NO_MASKS = {"optimized": 0, "served": 0, "optimized_s": 0.0, "served_s": 0.0}
+#: wall-clock goals of ``reproduce --profile P`` from an empty cache on 2 cores (minutes; issue 28)
+GOAL_MIN = {"smoke": 8, "cpu": 90}
 
 
 def fits(profile: str) -> list[tuple]:
@@ -85,88 +70,83 @@ def fits(profile: str) -> list[tuple]:
     return out
 
 
-def seconds_per_mask(name: str, kwargs: dict, profile: str, repeat: int) -> float:
-    """Fastest of ``repeat`` mask optimisations at the setting's equal budget (ClAMU's defaults)."""
-    from clamu_helpers import get_setting
-    from clamu_helpers.determinism import generator
-    from clamu_helpers.masks import MaskConfig, optimize_mask
-    from clamu_helpers.methods import get_method
-
-    s = get_setting(name, profile, 0, **kwargs)
-    steps, batch = get_method("clamu").budget(s)
-    tau = 1e-3 * torch.randn(s.spec.numel, generator=torch.Generator().manual_seed(0))
-    data = s.task(s.task_ids[0]).split("train")
-    cfg = MaskConfig(steps, 100.0, batch, 1.0, "draft", s.finetune_config.threads)
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        optimize_mask(s, tau, data, cfg, generator(0, "floor"))
-        best = min(best, time.perf_counter() - t)
-    return best
+def unit_costs(units: Path) -> dict[str, dict]:
+    """Setting → seconds and FLOPs per mask step (``bench_flops.py``'s JSON)."""
+    data = json.loads(Path(units).read_text())
+    out = {}
+    for r in data["settings"]:
+        if "skipped" in r:
+            continue
+        row = next(x for x in r["rows"] if x["work"].startswith("mask step"))
+        out[r["setting"]] = {"seconds": r["seconds_per_mask_step"], "flops": r["flops_per_mask_step"],
+                             "steps": row["steps"]}
+    return {"peak_gflops": data["peak"]["peak_gflops"], "settings": out}
 
 
-def main(profile: str, repeat: int, figures: Path | None = None) -> dict:
+def main(profile: str, figures: Path | None = None, units: Path | None = None) -> dict:
     from clamu_helpers.methods import get_method
     from clamu_helpers.profiles import seeds_for
 
     seeds = len(seeds_for(profile))
     figures = Path(figures or ROOT / "figures" / profile)
-    measured = {}
-    for f in sorted((figures / "report").glob("*.json")):
-        measured[f.stem] = json.loads(f.read_text())["time"]
+    units = Path(units or Path(__file__).parent / "results" / ("flops.json" if profile == "cpu" else f"flops_{profile}.json"))
+    cost = unit_costs(units)
+    measured = {f.stem: json.loads(f.read_text()).get("time", {}) for f in sorted((figures / "report").glob("*.json"))}
     timings = json.loads((figures / "timings.json").read_text())
-    kernel = {r["notebook"]: r["seconds"] for r in timings["notebooks"]}
 
-    units, per_nb = {}, {}
+    per_nb: dict[str, dict] = {}
     for nb, name, kw, method, params, sizes in fits(profile):
-        key = (name, kw.get("head", "label-name"))
-        if key not in units:
-            units[key] = seconds_per_mask(name, kw, profile, repeat)
-            print(f"one mask optimisation on {name} ({key[1]} head): {units[key]:.2f} s", flush=True)
+        # the reviews run the same MiniLM layer and head as the fortunes: one unit cost serves both
+        unit = cost["settings"].get(name) or cost["settings"].get({"reviews-by-movie": "fortunes-label-subsets"}.get(name, name))
+        if unit is None:
+            continue
         m = get_method(method, **params)
-        optimized = served = 0
+        e = m.params["mask_steps"] or unit["steps"]      # E_mask: the setting's finetuning steps
+        row = per_nb.setdefault(nb, {"masks_optimized": 0.0, "masks_served": 0, "mask_steps": 0.0, "search_steps": 0.0,
+                                     "predicted_mask_s": 0.0, "mask_tflop": 0.0})
         for n in sizes:
-            o, s = m.mask_fits(n)
-            optimized, served = optimized + o, served + s
-        row = per_nb.setdefault(nb, dict(NO_MASKS))
-        row["optimized"] += optimized * seeds
-        row["served"] += served * seeds
-        row["optimized_s"] += optimized * seeds * units[key]
-        row["served_s"] += served * seeds * units[key]
+            optimized, served = m.mask_fits(n, e)
+            row["masks_optimized"] += optimized * seeds
+            row["masks_served"] += served * seeds
+            row["mask_steps"] += optimized * e * seeds
+            row["search_steps"] += (optimized - served) * e * seeds
+            row["predicted_mask_s"] += optimized * e * seeds * unit["seconds"]
+            row["mask_tflop"] += optimized * e * seeds * unit["flops"] / 1e12
 
-    rows, total_kernel, total_floor, total_idle, idle_kernel = [], 0.0, 0.0, 0.0, 0.0
-    for nb, sec in kernel.items():
+    rows, compute = [], 0.0
+    for nb in sorted(set(measured) | set(per_nb)):
         t = measured.get(nb, {})
-        r = per_nb.get(nb, NO_MASKS)
-        search_s = r["optimized_s"] - r["served_s"]
-        floor = max(0.0, sec - search_s)
-        load = max(1.0, t.get("mask optimisation", 0.0) / r["optimized_s"]) if r["optimized_s"] else 1.0
-        idle = max(0.0, sec / load - search_s)
-        total_kernel, total_floor, total_idle = total_kernel + sec, total_floor + floor, total_idle + idle
-        idle_kernel += sec / load
-        rows.append({"notebook": nb, "kernel_s": round(sec, 1),
+        spent = sum(v for k, v in t.items() if k not in ("wall", "workers"))
+        compute += spent
+        r = per_nb.get(nb, {})
+        rows.append({"notebook": nb, "compute_s": round(spent, 1), "kernel_wall_s": round(t.get("wall", 0.0), 1),
                      "measured_mask_s": round(t.get("mask optimisation", 0.0), 1),
-                     "predicted_mask_s": round(r["optimized_s"], 1), "masks_optimized": r["optimized"],
-                     "masks_served": r["served"], "predicted_search_s": round(search_s, 1),
-                     "finetuning_s": round(t.get("finetuning", 0.0), 1), "evaluation_s": round(t.get("evaluation", 0.0), 1),
-                     "floor_s": round(floor, 1), "load_factor": round(load, 2), "floor_idle_s": round(idle, 1)})
+                     **{k: round(v, 1) for k, v in r.items()}})
+    run = timings.get("last_full_run") or timings.get("last_run") or {}
+    wall, cores = run.get("wall_seconds"), run.get("cpus") or 2
+    tflop = sum(r.get("mask_tflop", 0.0) for r in per_nb.values())
+    floor_s = tflop * 1e3 / (cost["peak_gflops"] * cores)
     result = {"profile": profile, "figures": str(figures), "seeds": seeds, "machine": machine(),
-              "seconds_per_mask": {f"{n} ({h} head)": round(v, 3) for (n, h), v in units.items()},
-              "notebooks": rows, "kernel_s": round(total_kernel, 1), "floor_s": round(total_floor, 1),
-              "floor_wall_min_2_cores": round(total_floor / 2 / 60, 1), "kernel_idle_s": round(idle_kernel, 1), "floor_idle_s": round(total_idle, 1),
-              "floor_idle_wall_min_2_cores": round(total_idle / 2 / 60, 1), "goal_wall_min": GOAL_MIN.get(profile)}
+              "units": str(units), "peak_gflops_one_thread": cost["peak_gflops"], "notebooks": rows,
+              "compute_s": round(compute, 1), "run_wall_s": wall, "cores": cores,
+              "packing": round(compute / (wall * cores), 3) if wall else None,
+              "utilisation": run.get("utilisation"), "mask_tflop": round(tflop, 1),
+              "mask_floor_wall_min": round(floor_s / 60, 1), "goal_wall_min": GOAL_MIN.get(profile)}
     save("time_floor" if profile == "cpu" else f"time_floor_{profile}", result)
-    print("\n| notebook | kernel s | mask s measured | mask s predicted | masks optimized / served | "
-          "search s | floor s | load × | floor s, idle |\n|---|---|---|---|---|---|---|---|---|")
+    print("\n| notebook | compute s | mask s measured | mask s predicted | masks optimized / served | "
+          "search share of mask steps | mask TFLOP |\n|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['notebook']} | {r['kernel_s']:.0f} | {r['measured_mask_s']:.0f} | {r['predicted_mask_s']:.0f} | "
-              f"{r['masks_optimized']} / {r['masks_served']} | {r['predicted_search_s']:.0f} | {r['floor_s']:.0f} | "
-              f"{r['load_factor']:.2f} | {r['floor_idle_s']:.0f} |")
-    goal = GOAL_MIN.get(profile)
-    print(f"\nkernel time {total_kernel / 3600:.2f} h; without the search {total_floor / 3600:.2f} h "
-          f"→ at best {total_floor / 2 / 60:.1f} min wall on 2 cores; on an idle machine {idle_kernel / 3600:.2f} h "
-          f"({idle_kernel / 2 / 60:.1f} min wall at best), without the search {total_idle / 3600:.2f} h "
-          f"→ {total_idle / 2 / 60:.1f} min (goal: {goal} min)")
+        steps = r.get("mask_steps", 0.0)
+        share = f"{r.get('search_steps', 0.0) / steps:.0%}" if steps else "–"
+        print(f"| {r['notebook']} | {r['compute_s']:.0f} | {r['measured_mask_s']:.0f} | "
+              f"{r.get('predicted_mask_s', 0):.0f} | {r.get('masks_optimized', 0):.0f} / {r.get('masks_served', 0):.0f} | "
+              f"{share} | {r.get('mask_tflop', 0):.1f} |")
+    if wall:
+        print(f"\ncompute {compute / 3600:.2f} h in a run of {wall / 60:.1f} min on {cores} cores: the notebooks kept "
+              f"{result['packing']:.0%} of the cores computing (measured CPU utilisation "
+              f"{run.get('utilisation')}); goal {GOAL_MIN.get(profile)} min")
+    print(f"the masks alone: {tflop:.1f} TFLOP, at least {floor_s / 60:.1f} min on {cores} cores at the measured "
+          f"one-thread peak of {cost['peak_gflops']:.1f} GFLOP/s")
     return result
 
 
@@ -174,6 +154,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--figures", type=Path, default=None, help="a reproduce output folder (default figures/<profile>)")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--units", type=Path, default=None, help="bench_flops.py's JSON (default results/flops.json)")
     a = ap.parse_args()
-    main(a.profile, a.repeat, a.figures)
+    main(a.profile, a.figures, a.units)

@@ -77,7 +77,9 @@ def cmd_settings(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from .reproduce import reproduce
+    from .reproduce import report_only, reproduce
+    if args.report_only:
+        return report_only(profile=args.profile, out=args.out)
     return reproduce(profile=args.profile, only=args.only, out=args.out, notebooks_dir=args.notebooks,
                      timeout=args.timeout, write_back=args.write_back, jobs=args.jobs)
 
@@ -133,12 +135,15 @@ def _rebuild(directory, meta: dict, chain: list[dict], use_store: bool = False) 
     import time
 
     from .experiments import default_store
-    from .settings import get_setting
+    from .settings import FinetuneConfig, get_setting
     from .system import UnlearningSystem
     t0 = time.perf_counter()
     s = meta["setting"]
     recipe = meta.get("recipe") or {"name": s["name"], "profile": s["profile"], "seed": s["seed"], "kwargs": {}}
-    setting = get_setting(recipe["name"], recipe["profile"], recipe["seed"], **recipe["kwargs"])
+    kwargs = dict(recipe["kwargs"])
+    # the finetuning config the state was fitted with (one saved before FinetuneConfig.fused read as fused=False)
+    kwargs.setdefault("finetune", FinetuneConfig.from_json(s["finetune"]))
+    setting = get_setting(recipe["name"], recipe["profile"], recipe["seed"], **kwargs)
     saved = UnlearningSystem.load(directory, setting, store=default_store())
     scratch = UnlearningSystem(setting, meta["method"]["name"], seed=meta["seed"],
                                store=default_store() if use_store else None, digest=saved.ledger.digest_format,
@@ -183,9 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--notebooks", default=None, help="notebook folder (default notebooks/)")
     r.add_argument("--timeout", type=int, default=None, help="seconds per notebook cell")
     r.add_argument("--jobs", type=int, default=None,
-                   help="notebooks run at once (default: one per core, at most 4; 1: one after another)")
+                   help="notebooks run at once (default: one more than the cores, at most 4; 1: one after another)")
     r.add_argument("--write-back", action="store_true",
                    help="copy executed notebooks back into notebooks/ (to commit their outputs)")
+    r.add_argument("--report-only", action="store_true",
+                   help="write REPORT.md again from the saved rows, timings and benchmark results; run nothing")
     r.set_defaults(func=cmd_reproduce)
 
     rc = sub.add_parser("receipts", help="list the unlearning receipts of a saved system")

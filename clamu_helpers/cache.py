@@ -2,10 +2,12 @@
 
 The folder is ``$CLAMU_CACHE`` or ``~/.cache/clamu_helpers``. A key is the SHA-256 of
 everything the artefact depends on; files are written to a temporary name, fsynced and
-renamed, so a crash never leaves a half-written entry.
+renamed, so a crash never leaves a half-written entry; one process builds an entry while the
+others that want it wait (a lock file per key).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,6 +16,11 @@ from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Linux: entries may be built twice, never corrupted
+    fcntl = None
 
 
 def cache_dir() -> Path:
@@ -36,14 +43,47 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
     os.replace(tmp, path)
 
 
-def cached_tensors(kind: str, key: str, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Load ``kind/key.safetensors`` from the cache, or build, save and return it."""
-    path = cache_dir() / kind / f"{key}.safetensors"
+@contextlib.contextmanager
+def _key_lock(path: Path):
+    """Hold ``path``'s lock file while it is built: a second process asking for the same entry
+    waits and then reads it instead of building it again (the seeds and notebooks of a run start
+    at once). The lock is a ``flock``, released by the kernel when its holder dies."""
+    if fcntl is None:
+        yield
+        return
+    lock = path.with_name(f".{path.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:   # a file system without flock: build without waiting
+            pass
+        yield
+    finally:
+        os.close(fd)
+
+
+def _load(path: Path) -> dict[str, torch.Tensor] | None:
     if path.exists():
         try:
             return load_file(str(path))
         except Exception:  # a corrupt entry is rebuilt, never trusted
             path.unlink(missing_ok=True)
-    tensors = build()
-    atomic_save(tensors, path)
+    return None
+
+
+def cached_tensors(kind: str, key: str, build: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Load ``kind/key.safetensors`` from the cache, or build, save and return it (one process
+    builds a given entry at a time; the others wait for it)."""
+    path = cache_dir() / kind / f"{key}.safetensors"
+    found = _load(path)
+    if found is not None:
+        return found
+    with _key_lock(path):
+        found = _load(path)          # built by another process while this one waited
+        if found is not None:
+            return found
+        tensors = build()
+        atomic_save(tensors, path)
     return tensors

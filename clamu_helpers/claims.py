@@ -3,22 +3,28 @@
 Each :class:`Claim` names its source (draft section, figure or table, or the final version's
 abstract), the quantity this kit measures for it, the paper's value or band in that quantity's
 units, and the direction the paper claims. A notebook measures the quantity once per seed,
-:func:`check` turns the values into a 95% interval (Student t over seeds: the seed changes
-task sampling, finetuning and forget orders) and the interval into one of three verdicts:
+:func:`check` turns the values into a 95% interval [lo, hi] (Student t over seeds: the seed
+changes task sampling, finetuning and forget orders) and the interval into one of four
+outcomes. For a claim in the positive direction with null n (no effect) and a band starting at
+L (mirrored for the negative direction; a directional claim with no size has L = n):
 
-* **reproduces**: the interval lies inside the paper's band, or beyond it in the claimed
-  direction;
-* **direction only**: the interval excludes the null (no effect) in the claimed direction,
-  but does not reach the band;
-* **does not reproduce**: the interval includes the null, or lies on the opposite side.
+* **reproduces**: lo ≥ L — the paper's effect size is established;
+* **direction only**: n < lo and hi < L — an effect in the paper's direction, confidently
+  short of its band;
+* **does not reproduce**: hi < L and lo ≤ n — the paper's effect size is ruled out and no
+  effect in its direction is established (the opposite direction included);
+* **inconclusive**: lo < L ≤ hi — the band is not ruled out; the row says whether an effect is
+  at least present and how many seeds would settle it at the observed spread
+  (:func:`seeds_to_settle`).
 
 A claim whose quantity is a ratio (``unit="ratio"``) is judged on the log scale: the t interval
 is taken over the seeds' log ratios and transformed back (its centre is the geometric mean),
 because ratios multiply — three seeds at 189×, 545× and 579× give [82, 1867], where a linear
 interval would reach below zero and read as "no effect".
 
-A claim of equality (``direction=0``, e.g. "about equal") reproduces when its interval lies
-inside the band and does not otherwise. A number computed from the paper's own formula (the
+A claim of equality (``direction=0``, e.g. "about equal", "flat") reproduces when its interval
+lies inside the band, does not reproduce when it lies entirely outside it, and is inconclusive
+when it overlaps an edge. A number computed from the paper's own formula (the
 draft's counting of unlearning steps) is not a claim check: :func:`arithmetic` makes such a
 row, labelled as arithmetic, without a verdict. :func:`measurement` records a measured
 quantity with its interval and no paper claim (the controls).
@@ -40,8 +46,11 @@ from typing import Iterable, Sequence
 REPRODUCES = "reproduces"
 DIRECTION_ONLY = "direction only"
 DOES_NOT = "does not reproduce"
+INCONCLUSIVE = "inconclusive"
 NOT_JUDGED = "not judged (one seed)"
-VERDICTS = (REPRODUCES, DIRECTION_ONLY, DOES_NOT)
+VERDICTS = (REPRODUCES, DIRECTION_ONLY, DOES_NOT, INCONCLUSIVE)
+#: at most this many seeds are proposed to settle an inconclusive claim (more reads "over 100")
+MAX_SEEDS = 100
 
 INF = math.inf
 
@@ -145,20 +154,50 @@ def t_interval(values: Iterable[float], level: float = 0.95, log: bool = False) 
     return Interval(mean, mean - hw, mean + hw, n, values=tuple(vals))
 
 
+def edge(claim: Claim) -> float:
+    """L, where the paper's band starts in the claimed direction (its lower end for +1, its
+    upper end for −1)."""
+    return claim.band[0] if claim.direction >= 0 else claim.band[1]
+
+
 def verdict(claim: Claim, interval: Interval) -> str:
-    """The verdict the interval gives on the claim (see the module docstring)."""
+    """The outcome the interval gives on the claim (see the module docstring)."""
     if interval.n < 2:
         return NOT_JUDGED
     lo, hi = claim.band
     if claim.direction == 0:
-        return REPRODUCES if lo <= interval.lo and interval.hi <= hi else DOES_NOT
-    if claim.direction == 1:
-        if interval.lo >= lo:
+        if lo <= interval.lo and interval.hi <= hi:
             return REPRODUCES
-        return DIRECTION_ONLY if interval.lo > claim.null else DOES_NOT
-    if interval.hi <= hi:
+        return DOES_NOT if interval.hi < lo or interval.lo > hi else INCONCLUSIVE
+    # mirror a negative claim onto the positive side: x → −x
+    d = claim.direction
+    L, n = d * edge(claim), d * claim.null
+    i_lo, i_hi = sorted((d * interval.lo, d * interval.hi))
+    if i_lo >= L:
         return REPRODUCES
-    return DIRECTION_ONLY if interval.hi < claim.null else DOES_NOT
+    if i_hi >= L:
+        return INCONCLUSIVE
+    return DIRECTION_ONLY if i_lo > n else DOES_NOT
+
+
+def seeds_to_settle(interval: Interval, target: float, level: float = 0.95) -> int | None:
+    """The fewest seeds whose interval, at the observed mean and spread, would leave ``target``
+    (a band's edge) outside it; None when more than :data:`MAX_SEEDS` (or the mean sits on it)."""
+    vals = interval.values
+    if interval.n < 2 or len(vals) < 2:
+        return None
+    xs = [math.log(v) for v in vals] if interval.log else list(vals)
+    if interval.log:
+        target = math.log(target) if target > 0 else -INF
+    mean = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+    gap = abs(mean - target)
+    if sd == 0:
+        return len(xs)
+    for n in range(2, MAX_SEEDS + 1):
+        if t_quantile((1 + level) / 2, n - 1) * sd / math.sqrt(n) < gap:
+            return max(n, len(xs))
+    return None
 
 
 def _claims(*cs: Claim) -> dict[str, Claim]:
@@ -192,6 +231,13 @@ CLAIMS: dict[str, Claim] = _claims(
           "feature clusters offer a 12–30% increase in accuracy over random clusters",
           "feature − random cluster accuracy (points)", "+12–30 points", (0.12, 0.30),
           note="'12–30%' read as accuracy points, as Table 4 reports them"),
+    Claim("table1-recovery", "draft Sec. 4.3, Table 1",
+          "ClAMU's optimized masks recover most of what merging loses (TOFU, GPT2-Small)",
+          "recovery share (ClAMU − Global) / (Local − Global) of answer probability at the largest author count",
+          "0.31 at 200 authors ((0.35 − 0.06) / (1.00 − 0.06)); 0.36 at 50", (0.31, INF), unit="fraction",
+          note="the share of the local models' lead over the merge that ClAMU wins back (not a difference to "
+               "TALL/EMR, whose own recovery leaves ClAMU little headroom); the band starts at the paper's "
+               "smallest share, at 200 authors"),
     Claim("table1-clamu", "draft Sec. 4.3, Table 1",
           "ClAMU's optimized masks recover most of what merging loses (TOFU, GPT2-Small)",
           "ClAMU − max(TALL, EMR) answer probability at the largest author count",
@@ -260,41 +306,74 @@ def _fmt(c: Claim) -> tuple[str, float, str]:
     return ".3f", 1.0, ""
 
 
-def check(key: str, values: Sequence[float], label: str = "", detail: str = "", why: str = "") -> dict:
+def check(key: str, values: Sequence[float], label: str = "", detail: str = "",
+          why: str | Sequence[tuple[bool, str]] = "") -> dict:
     """A report row: the claim ``key`` judged on ``values`` (one per seed). ``label`` narrows the
-    claim (a setting, a K), ``detail`` lists the numbers behind the quantity, ``why`` says, for a
-    claim that does not reproduce, the likeliest reason (measured where the kit can)."""
+    claim (a setting, a K), ``detail`` lists the numbers behind the quantity. ``why`` is what a
+    notebook measured about a claim that does not reproduce: a sentence, or (condition, sentence)
+    pairs of which only those whose condition holds are kept (a reason is built from the row's
+    own numbers, never a fixed sentence that could be false). :func:`reading` adds what the
+    interval itself says. ``row["detectable"]`` is the interval's half-width: the smallest
+    effect (from the null) that these seeds could have told from none."""
     c = claim(key)
     iv = t_interval(values, log=c.unit == "ratio")
     fmt, scale, suffix = _fmt(c)
     v = verdict(c, iv)
+    if not isinstance(why, str):
+        why = "; ".join(text for holds, text in why if holds)
     if v not in (REPRODUCES, NOT_JUDGED):
         why = "; ".join(x for x in (reading(c, iv), why) if x)
     return {"kind": "claim", "key": key, "claim": c.statement + (f" [{label}]" if label else ""),
             "source": c.source, "quantity": c.quantity, "paper": c.paper,
             "ours": iv.text(fmt, scale, suffix) + (f"; {detail}" if detail else ""),
-            "interval": iv.as_dict(), "verdict": v, "why": why if v != REPRODUCES else ""}
+            "interval": iv.as_dict(), "verdict": v, "why": why if v != REPRODUCES else "",
+            "seeds": iv.n, "detectable": detectable(iv)}
+
+
+def detectable(iv: Interval) -> float | None:
+    """The smallest effect the interval could tell from none: its half-width (on the log scale,
+    the factor ×/÷); None for one seed."""
+    if iv.n < 2:
+        return None
+    return iv.factor if iv.log else iv.half_width
 
 
 def reading(c: Claim, iv: Interval) -> str:
-    """What the interval itself says about a claim that does not fully reproduce."""
+    """What the interval itself says about a claim that does not fully reproduce, from its own
+    numbers: where the mean and the interval lie against the null and the band's edge L, and
+    for an inconclusive claim whether an effect is present and the seeds that would settle it."""
+    fmt, scale, suffix = _fmt(c)
+    f = lambda x: f"{scale * x:{fmt}}{suffix}"  # noqa: E731
+    ivs = f"[{f(iv.lo)}, {f(iv.hi)}]"
+    v = verdict(c, iv)
     if c.direction == 0:
-        inside = c.band[0] <= iv.mean <= c.band[1]
-        return ("the mean is inside the band but the interval is wider than it" if inside
-                else "the mean lies outside the band")
-    toward = (iv.mean - c.null) * c.direction > 0
-    straddles = iv.lo <= c.null <= iv.hi
-    if toward and straddles:
-        return f"the mean points the paper's way, but the interval over {iv.n} seeds includes no effect"
-    if toward:
-        return "the effect is there, smaller than the paper's band"
-    return "on this analog the effect goes the other way" if not straddles else \
-        f"the mean points against the paper's direction; the interval over {iv.n} seeds includes no effect"
+        a, b = c.band
+        if v == DOES_NOT:
+            return f"the interval {ivs} lies entirely outside the band [{f(a)}, {f(b)}]"
+        side = a if iv.lo < a else b
+        n = seeds_to_settle(iv, side)
+        return (f"the interval {ivs} crosses the band's edge {f(side)} (mean {f(iv.mean)}); "
+                + (f"about {n} seeds would settle it at this spread" if n else f"more than {MAX_SEEDS} seeds would be needed"))
+    L, d = edge(c), c.direction
+    present = (iv.lo - c.null) * d > 0 if d > 0 else (iv.hi - c.null) * d > 0
+    if v == DIRECTION_ONLY:
+        return (f"an effect in the paper's direction (interval {ivs} excludes {f(c.null)}), "
+                f"but short of the band's {f(L)} (mean {f(iv.mean)})")
+    if v == DOES_NOT:
+        against = (iv.mean - c.null) * d < 0
+        return (f"the interval {ivs} rules out the band's {f(L)} and does not exclude {f(c.null)}"
+                + ("; the mean points the other way" if against else ""))
+    n = seeds_to_settle(iv, L)
+    where = "inside the band" if (iv.mean - L) * d >= 0 else f"short of the band's {f(L)}"
+    return (f"the interval {ivs} still holds the band's {f(L)} (mean {f(iv.mean)}, {where}); "
+            + ("an effect is present" if present else f"no effect is excluded either ({f(c.null)} is inside)")
+            + "; " + (f"about {n} seeds would settle it at this spread" if n else f"more than {MAX_SEEDS} seeds would be needed"))
 
 
-def measurement(title: str, values: Sequence[float], detail: str = "", fmt: str = ".3f") -> dict:
-    """A measured quantity with its interval and no paper claim (a control gap, a ratio)."""
-    iv = t_interval(values)
+def measurement(title: str, values: Sequence[float], detail: str = "", fmt: str = ".3f", log: bool = False) -> dict:
+    """A measured quantity with its interval and no paper claim (a control gap, a ratio; ``log``:
+    the interval over log values, for ratios)."""
+    iv = t_interval(values, log=log)
     return {"kind": "measurement", "claim": title, "paper": "", "ours": iv.text(fmt) + (f"; {detail}" if detail else ""),
             "interval": iv.as_dict(), "verdict": None}
 
@@ -325,9 +404,24 @@ def validate_row(row: dict) -> None:
         again = t_interval(i["values"], log=log)
         if not (math.isclose(again.lo, iv.lo, abs_tol=1e-9) and math.isclose(again.hi, iv.hi, abs_tol=1e-9)):
             raise ValueError(f"claim row {row['claim']!r}: interval {iv.lo, iv.hi} does not follow from its values")
-    want = verdict(claim(row["key"]), iv)
+    # rows written before the four outcomes (no "seeds" field) were judged by the three-verdict rule
+    want = verdict(claim(row["key"]), iv) if "seeds" in row else _three_verdicts(claim(row["key"]), iv)
     if v != want:
         raise ValueError(f"claim row {row['claim']!r}: verdict {v!r}, but its interval gives {want!r}")
+
+
+def _three_verdicts(c: Claim, iv: Interval) -> str:
+    """The rule of rows written before :data:`INCONCLUSIVE` existed: reproduces / direction only
+    (the null excluded, the band not reached) / does not reproduce (the null included, or the
+    band missed for an equivalence claim)."""
+    if iv.n < 2:
+        return NOT_JUDGED
+    lo, hi = c.band
+    if c.direction == 0:
+        return REPRODUCES if lo <= iv.lo and iv.hi <= hi else DOES_NOT
+    if c.direction == 1:
+        return REPRODUCES if iv.lo >= lo else DIRECTION_ONLY if iv.lo > c.null else DOES_NOT
+    return REPRODUCES if iv.hi <= hi else DIRECTION_ONLY if iv.hi < c.null else DOES_NOT
 
 
 def summary(rows: Sequence[dict]) -> list[dict]:

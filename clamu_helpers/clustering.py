@@ -180,13 +180,24 @@ def hidden_features(setting, x: torch.Tensor, batch: int = 4096) -> torch.Tensor
 
 
 def task_features(setting, ids: Sequence[str], split: str = "train") -> np.ndarray:
-    """Mean hidden feature per task over its ``split`` inputs: (T, h) float64, rows in ``ids`` order."""
+    """Mean hidden feature per task over its ``split`` inputs: (T, h) float64, rows in ``ids`` order.
+
+    A task's row depends only on M0 and the task's inputs, both fixed for the life of a setting,
+    so it is computed once per setting (kept on it, keyed by M0's and the task's identity and the
+    split; :meth:`Setting.subset` copies share it) and reused by every clustered fit and refresh:
+    the same bits, without M0's forward pass over every task at every fit."""
+    memo = setting.__dict__.setdefault("_task_feature_rows", {})
+    model = getattr(setting, "model", None)
     rows = []
     for tid in ids:
-        x, _ = setting.task(tid).split(split)
-        if len(x) == 0:
-            raise ValueError(f"task {tid!r} has no {split} inputs to take features from")
-        rows.append(hidden_features(setting, x).to(torch.float64).mean(0))
+        task = setting.task(tid)
+        key = (id(model), id(task), split)
+        if key not in memo:
+            x, _ = task.split(split)
+            if len(x) == 0:
+                raise ValueError(f"task {tid!r} has no {split} inputs to take features from")
+            memo[key] = (model, task, hidden_features(setting, x).to(torch.float64).mean(0))
+        rows.append(memo[key][2])
     return torch.stack(rows).numpy()
 
 

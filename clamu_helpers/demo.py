@@ -135,7 +135,13 @@ class UnlearningDemo:
         import matplotlib.pyplot as plt
         from IPython.display import display
 
+        from .progress import static_widgets
         names = self.task_names()
+        if static_widgets():   # headless: say what the widget offers; the next cells replay two clicks
+            print(f"(the demo's widgets run in JupyterLab: pick any of these {len(names)} tasks, a method "
+                  f"({', '.join(DEMO_METHODS)}) and clusters, then press Forget)")
+            display(pd.Series(names, name="task").to_frame())
+            return None
         tasks = w.SelectMultiple(options=[(names[t], t) for t in self.setting.task_ids],
                                  value=tuple(self.setting.task_ids[:1]), description="forget", rows=10,
                                  layout=w.Layout(width="420px"))

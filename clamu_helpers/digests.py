@@ -46,7 +46,16 @@ def _blake3():
     if THREADS != "auto" and not (THREADS.isdigit() and int(THREADS) >= 1):
         raise ValueError(f"CLAMU_DIGEST_THREADS must be 'auto' or a positive integer, got {THREADS!r}")
     threads = blake3.blake3.AUTO if THREADS == "auto" else int(THREADS)
-    return lambda: blake3.blake3(max_threads=threads)
+    return lambda: blake3.blake3(max_threads=1 if _FORKED[0] else threads)
+
+
+#: set in a child made by ``os.fork()``: BLAKE3's threads come from a Rayon pool that a forked
+#: child inherits without its threads, so hashing there with several threads would wait forever
+#: for workers that do not exist (a hang seen once in the SIGKILL crash tests, whose zygote forks
+#: after hashing). The child hashes on one thread: the same digest (a tree hash), never a hang.
+_FORKED = [False]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _FORKED.__setitem__(0, True))
 
 
 #: algorithm name → constructor of a hashlib-style object (``update``, ``hexdigest``)

@@ -17,7 +17,6 @@ from .progress import tqdm
 
 from .audit import choose_forget_set
 from .ledger import MergeLedger
-from .settings import get_setting
 from .settings.base import Setting
 from .store import TaskVectorStore
 from .system import UnlearningSystem
@@ -37,11 +36,16 @@ from .profiles import SEEDS, seeds_for  # noqa: E402,F401  (declared with the ot
 
 
 def over_seeds(run: Callable[[int], pd.DataFrame], seeds: Sequence[int], desc: str = "seeds") -> pd.DataFrame:
-    """``run(seed)`` for every seed, concatenated with a ``seed`` column (progress bar over seeds)."""
+    """``run(seed)`` for every seed, concatenated with a ``seed`` column (progress bar over
+    seeds). The seeds run side by side in one-thread worker processes
+    (:func:`clamu_helpers.workers.run_units`; ``CLAMU_WORKERS=1`` runs them here, one after
+    another): the rows are bit-identical either way."""
+    from .workers import run_units
+    seeds = list(seeds)
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"repeated seeds: {list(seeds)}")
-    frames = [run(s).assign(seed=s) for s in tqdm(seeds, desc=desc, leave=False)]
-    return pd.concat(frames, ignore_index=True)
+        raise ValueError(f"repeated seeds: {seeds}")
+    frames = run_units(run, seeds, desc=desc)
+    return pd.concat([f.assign(seed=s) for f, s in zip(frames, seeds)], ignore_index=True)
 
 
 def per_seed(frame: pd.DataFrame, quantity: Callable[[pd.DataFrame], float]) -> list[float]:
@@ -291,8 +295,3 @@ def dataset_table(settings: Sequence[Setting]) -> pd.DataFrame:
                      "train size min": min(sizes), "train size max": max(sizes), "parameters": s.spec.numel,
                      "steps": s.finetune_config.steps})
     return pd.DataFrame(rows)
-
-
-def load(name: str, profile: str, seed: int = 0, **kw) -> Setting:
-    """``get_setting`` for notebooks (one import)."""
-    return get_setting(name, profile, seed, **kw)

@@ -51,10 +51,39 @@ class Explorer:
         out["seeds"] = g.size() if "seed" not in sub else g["seed"].nunique()
         return out.sort_values("accuracy", ascending=False)
 
+    def plot(self, table: pd.DataFrame, at):
+        """The bar chart the widget draws: mean accuracy per method, min–max over seeds."""
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 0.3 * len(table) + 1))
+        ax.barh(table.index[::-1], table["accuracy"][::-1],
+                xerr=[(table["accuracy"] - table["accuracy min"])[::-1],
+                      (table["accuracy max"] - table["accuracy"])[::-1]])
+        ax.set_xlabel(f"accuracy at {self.along} = {at} (mean; bars: min–max over seeds)")
+        return fig
+
+    def static(self):
+        """What :meth:`widget` shows at its largest ``along`` and first choices, without widgets
+        (headless runs: :func:`clamu_helpers.progress.static_widgets`)."""
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+        at = self.values(self.along)[-1]
+        chosen = {c: self.values(c)[0] for c in self.choose}
+        table = self.table(at, **chosen)
+        print(f"{self.along} = {at}" + "".join(f", {c} = {v}" for c, v in chosen.items())
+              + " (run the cell in JupyterLab for the sliders)")
+        self.plot(table, at)
+        plt.show()
+        display(table.round(3))
+        return None
+
     def widget(self):
         import ipywidgets as w
         import matplotlib.pyplot as plt
         from IPython.display import display
+
+        from .progress import static_widgets
+        if static_widgets():
+            return self.static()
 
         slider = w.SelectionSlider(options=self.values(self.along), description=self.along,
                                    continuous_update=False)
@@ -69,11 +98,7 @@ class Explorer:
                 except ValueError as e:
                     print(e)
                     return
-                fig, ax = plt.subplots(figsize=(7, 0.3 * len(table) + 1))
-                ax.barh(table.index[::-1], table["accuracy"][::-1],
-                        xerr=[(table["accuracy"] - table["accuracy min"])[::-1],
-                              (table["accuracy max"] - table["accuracy"])[::-1]])
-                ax.set_xlabel(f"accuracy at {self.along} = {slider.value} (mean; bars: min–max over seeds)")
+                self.plot(table, slider.value)
                 plt.show()
                 display(table.round(3))
 

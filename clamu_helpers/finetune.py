@@ -38,13 +38,19 @@ PROJECTIONS = ("after_step", "before_step")
 
 
 def _optimizer(params, cfg: "FinetuneConfig") -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` names, with its fused kernel (``cfg.fused``, the default; CPU and
+    CUDA) or the per-tensor loop (``foreach=False``): deterministic either way, other bits."""
     kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.fused:
+        kw["fused"] = True
+    else:
+        kw["foreach"] = False
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, foreach=False, **kw)
+        return torch.optim.Adam(params, **kw)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, foreach=False, **kw)
+        return torch.optim.AdamW(params, **kw)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, foreach=False, **kw)
+        return torch.optim.SGD(params, **kw)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use adam, adamw or sgd")
 
 
@@ -97,7 +103,7 @@ def finetune(setting: "Setting", task: "Task", seed: int = 0, config: "FinetuneC
         for idx in batches(len(y), cfg.batch_size, cfg.steps, g):
             opt.zero_grad(set_to_none=True)
             with device_.autocast(dev, cfg.precision):
-                loss = setting.loss(model(x[idx].to(dev)), y[idx].to(dev))
+                loss = setting.batch_loss(model, x[idx].to(dev), y[idx].to(dev))
             loss.backward()
             if signs is not None and projection == "before_step":
                 _project(params, inits, signs)

@@ -36,8 +36,11 @@ in the loaded state are skipped, not an error).
 **Compatibility checks on load.** The manifest (truncation, bit flips, missing or extra
 files → :class:`StateError` naming the file), the parameter spec (→
 :class:`ShapeMismatchError`), the setting (name, profile, seed, finetuning config, the
-SHA-256 of M0's weights and of every merged task's training data → :class:`StateError`), the
-environment fingerprint (→ :class:`StateError` listing the fields that differ), and finally
+SHA-256 of M0's weights and of every merged task's training data → :class:`StateError`; a
+finetuning config saved before ``FinetuneConfig.fused`` existed reads as ``fused=False``), the
+environment fingerprint (→ :class:`StateError` listing the fields that differ, both values;
+fields the saved fingerprint lacks, such as the CPU kernel fields of states saved before they
+were recorded, are not compared), and finally
 that the rebuilt system's ``served_digest()`` equals the one saved.
 ``allow_fingerprint_mismatch=True`` loads a state produced in another environment **for
 serving only**: the served bits are the saved ones, but retraining there may not reproduce
@@ -64,6 +67,7 @@ from safetensors.torch import load_file, save_file
 from .atomic import checkpoint, fsync_dir, fsync_file, locked, sha256_file, write_bytes
 from .determinism import fingerprint_diff, fingerprint_of
 from .errors import DuplicateTaskError, ShapeMismatchError, StateError
+from .settings.base import FinetuneConfig
 from .state import FORMAT, TENSOR_FILES, SystemState
 from .taskvector import sha256_tensor
 
@@ -264,10 +268,16 @@ def _check_setting(meta: dict, setting: "Setting", where: Path) -> None:
             f"{len(setting.spec.names)} tensors (digest {setting.spec.digest()[:12]}…): another architecture "
             f"or set of trained parameters")
     problems = []
-    for key, here in (("name", setting.name), ("profile", setting.profile), ("seed", setting.seed),
-                      ("finetune", setting.finetune_config.to_json())):
+    for key, here in (("name", setting.name), ("profile", setting.profile), ("seed", setting.seed)):
         if s[key] != here:
             problems.append(f"{key}: saved {s[key]!r}, here {here!r}")
+    saved_cfg, here_cfg = FinetuneConfig.from_json(s["finetune"]).to_json(), setting.finetune_config.to_json()
+    if saved_cfg != here_cfg:
+        problems.append(f"finetune: saved {saved_cfg!r}, here {here_cfg!r}")
+        if "fused" not in s["finetune"] and {**saved_cfg, "fused": here_cfg.get("fused")} == here_cfg:
+            problems.append("it was saved before FinetuneConfig.fused existed and finetuned with fused=False: "
+                            "build the setting with finetune=FinetuneConfig(..., fused=False) "
+                            "(FinetuneConfig.from_json of the saved config)")
     if s["theta0_sha256"] != sha256_tensor(setting.theta0):
         problems.append("the pretrained weights M0 differ")
     known = set(setting.task_ids)

@@ -1,7 +1,9 @@
 """Figures and tables from the experiment frames, and saving them with their provenance.
 
-Every saved figure or table gets a ``<name>.meta.json`` beside it recording the profile and
-the environment fingerprint, so a reader knows what produced it.
+Every saved figure or table gets a ``<name>.meta.json`` beside it recording the profile, the
+environment fingerprint, the commit and the digest of the sources that ran
+(:mod:`clamu_helpers.provenance`), so a reader knows what produced it; every file is written
+atomically.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import pandas as pd
 import seaborn as sns
 
 from .claims import t_interval, validate_row
+from . import provenance
+from .atomic import replace_with
 from .determinism import fingerprint
 from .timing import snapshot
 
@@ -35,22 +39,33 @@ def output_dir(profile: str, out: str | os.PathLike | None = None) -> Path:
     return d
 
 
+def _write_text(path: Path, text: str) -> None:
+    """A text file written atomically (a run killed half-way leaves the old file or the new one)."""
+    replace_with(path, lambda tmp: tmp.write_text(text))
+
+
 def _meta(path: Path, profile: str, extra: dict | None) -> None:
-    meta = {"profile": profile, "fingerprint": fingerprint(), **(extra or {})}
-    path.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    meta = {"profile": profile, "fingerprint": fingerprint(), **provenance.record(), **(extra or {})}
+    _write_text(path.with_suffix(".meta.json"), json.dumps(meta, indent=2, default=str) + "\n")
 
 
 def save_figure(fig, name: str, profile: str, out=None, **extra) -> Path:
+    """``<name>.png`` (written atomically) and its ``.meta.json`` (profile, fingerprint, commit and
+    source digest: :func:`clamu_helpers.provenance.record`)."""
     path = output_dir(profile, out) / f"{name}.png"
-    fig.savefig(path, dpi=130, bbox_inches="tight")
+    replace_with(path, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png"))
     _meta(path, profile, extra)
     return path
 
 
 def save_table(df: pd.DataFrame, name: str, profile: str, out=None, floatfmt: str = ".3f", **extra) -> Path:
+    """``<name>.csv`` (the rows, plus the ``commit`` and ``source_digest`` they ran at),
+    ``<name>.md`` (the rows as a table) and ``<name>.meta.json``, each written atomically."""
     d = output_dir(profile, out)
-    df.to_csv(d / f"{name}.csv", index=False)
-    (d / f"{name}.md").write_text(df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    rec = provenance.record()
+    _write_text(d / f"{name}.csv", df.assign(commit=rec["commit"], source_digest=rec["source_digest"])
+                .to_csv(index=False))
+    _write_text(d / f"{name}.md", df.to_markdown(index=False, floatfmt=floatfmt) + "\n")
     _meta(d / f"{name}.csv", profile, extra)
     return d / f"{name}.md"
 
@@ -148,5 +163,7 @@ def report_rows(notebook: str, rows: list[dict], profile: str, out=None) -> Path
     d = output_dir(profile, out) / "report"
     d.mkdir(exist_ok=True)
     path = d / f"{notebook}.json"
-    path.write_text(json.dumps({"rows": rows, "time": snapshot()}, indent=2, default=str) + "\n")
+    rec = provenance.record()
+    rows = [{**row, "source_digest": rec["source_digest"]} for row in rows]
+    _write_text(path, json.dumps({"rows": rows, "time": snapshot(), **rec}, indent=2, default=str) + "\n")
     return path

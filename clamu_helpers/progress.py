@@ -1,4 +1,5 @@
-"""Progress bars: tqdm's notebook widgets in an interactive kernel, plain text under ``reproduce``.
+"""Progress bars and widgets: tqdm's notebook widgets and live ipywidgets in an interactive
+kernel, plain text bars and static views under ``reproduce``.
 
 ``reproduce`` sets ``CLAMU_TEXT_PROGRESS=1`` for the kernels it starts: their bars are then text
 on the kernel's stderr, which papermill writes into the notebook's log, where ``reproduce``
@@ -20,4 +21,13 @@ def tqdm(*args, **kwargs):
     return bar(*args, **kwargs)
 
 
-__all__ = ["tqdm"]
+def static_widgets() -> bool:
+    """Whether widget cells show a static view instead of live widgets: ``$CLAMU_STATIC_WIDGETS``,
+    which ``reproduce`` sets for its kernels. Nobody can move a slider in a headless run, a
+    static figure and table are what a reader of the committed notebook can see, and widget
+    messages in a headless kernel can leave papermill waiting forever for a cell that has
+    finished (jupyter/nbclient#312: seen here on the widget cells of 04 and 06)."""
+    return bool(os.environ.get("CLAMU_STATIC_WIDGETS"))
+
+
+__all__ = ["static_widgets", "tqdm"]

@@ -4,8 +4,9 @@ Each notebook runs in its own kernel with the profile injected as a parameter an
 ``CLAMU_FIGURES`` pointing at the output folder, where it saves its figures and tables (with
 provenance) and a ``report/<notebook>.json`` of paper-vs-ours rows. A notebook that fails
 stops nothing else: the summary names it and the command exits non-zero. ``jobs`` notebooks
-run at once (default: one per core, at most 4), longest first by the last recorded times; they
-share the finetune store without repeating each other's work. At the end ``REPORT.md`` is
+run at once (default: one more than the cores, at most 4; their seeds share one CPU slot per
+core), longest first by the last recorded times; they share the finetune store without
+repeating each other's work. At the end ``REPORT.md`` is
 assembled from the rows, and the wall clock and per-notebook times are printed and written to
 ``timings.json``.
 
@@ -59,9 +60,29 @@ def _missing_dependencies() -> list[str]:
 
 
 def default_jobs() -> int:
-    """Notebooks run at once by default: one per core, at most 4 (each kernel holds a model,
-    its data and cached features: about 1–3 GB at the ``cpu`` profile)."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Notebooks run at once by default: one more than the cores, at most 4. A kernel mostly
+    waits for its seeds' workers, which compute only while they hold one of the run's CPU slots
+    (one per core, :mod:`clamu_helpers.workers`): the extra notebook keeps the slots busy while
+    another is between its seeds. Each kernel and worker holds a model, its data and cached
+    features (about 1 GB at the ``cpu`` profile), which is what caps it."""
+    return max(1, min(4, (os.cpu_count() or 1) + 1))
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds the machine has been busy since boot (all cores, /proc/stat), or None."""
+    try:
+        fields = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)   # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process and every descendant it has reaped."""
+    import resource
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _order(notebooks: list[Path], timings: Path, profile: str) -> list[Path]:
@@ -200,6 +221,20 @@ def _run_notebook(nb: Path, out_dir: Path, profile: str, timeout: int | None) ->
     return {"notebook": nb.stem, "ok": ok, "seconds": round(time.perf_counter() - t0, 1), "error": error}
 
 
+def report_only(profile: str = "cpu", out: str | None = None) -> int:
+    """Write REPORT.md again from the notebooks' saved rows and ``timings.json`` (and the
+    benchmarks' results beside them), running nothing."""
+    out_dir = Path(out) if out else ROOT / "figures" / profile
+    path = out_dir / "timings.json"
+    if not path.exists():
+        print(f"no {path}: run `reproduce --profile {profile}` first")
+        return 2
+    timings = json.loads(path.read_text())
+    runs = {k: timings.get(k) for k in ("last_run", "last_full_run")}
+    print(f"wrote {write_report(out_dir, profile, timings['notebooks'], runs=runs)}")
+    return 0
+
+
 def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = None,
               notebooks_dir: str | None = None, timeout: int | None = None, write_back: bool = False,
               jobs: int | None = None) -> int:
@@ -224,13 +259,24 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
     env = {"CLAMU_PROFILE": profile, "CLAMU_FIGURES": str(out_dir.resolve()), "OMP_WAIT_POLICY": "PASSIVE",
            "MPLBACKEND": "module://matplotlib_inline.backend_inline", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "CLAMU_TEXT_PROGRESS": "1",   # bars the log (and the status lines) see
+           "CLAMU_STATIC_WIDGETS": "1",   # widget cells draw a static view (clamu_helpers.progress.static_widgets)
            "TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL", "10")}
     if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # no oversubscription of the cores
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    import tempfile
+
+    from .workers import SLOTS_ENV, make_slots
+    given = os.environ.get(SLOTS_ENV)
+    if given and list(Path(given).glob("slot-*")):   # slots shared with other jobs (e.g. a benchmark)
+        slots = None
+    else:
+        slots = tempfile.TemporaryDirectory(prefix="clamu-slots-")
+        env[SLOTS_ENV] = str(make_slots(slots.name, os.cpu_count() or 1))   # one CPU slot per core
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)   # inherited by the workers and kernels; restored when done
     results = []
     t_start, wall_start = time.perf_counter(), time.time()
+    cpu_start, busy_start = _children_cpu(), _busy_seconds()
     expected = _last_seconds(out_dir / "timings.json", profile)
     bar = tqdm(total=len(notebooks), desc=f"reproduce ({profile}, {jobs} at once)", unit="notebook")
     lines = [tqdm(total=0, position=i + 1, bar_format="{desc}", leave=False) for i in range(jobs)]
@@ -256,18 +302,26 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
         for line in lines:
             line.close()
         bar.close()
+        if slots is not None:
+            slots.cleanup()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
     wall = time.perf_counter() - t_start
+    cores = os.cpu_count() or 1
+    busy_end = _busy_seconds()
+    usage = {"cpu_seconds": round(_children_cpu() - cpu_start, 1),
+             "machine_busy_seconds": round(busy_end - busy_start, 1) if busy_start is not None and busy_end else None}
+    usage["utilisation"] = round(usage["cpu_seconds"] / (wall * cores), 3) if wall > 0 else None
     results.sort(key=lambda r: r["notebook"])
     total = sum(r["seconds"] for r in results)
-    merged, runs = _merge_timings(out_dir / "timings.json", profile, results, wall=wall, jobs=jobs)
+    merged, runs = _merge_timings(out_dir / "timings.json", profile, results, wall=wall, jobs=jobs, usage=usage)
     write_report(out_dir, profile, merged, runs=runs)
     print(f"\nreproduce --profile {profile}: {sum(r['ok'] for r in results)}/{len(results)} notebooks ok, "
-          f"{wall / 60:.1f} min wall clock ({jobs} at once; {total / 60:.1f} min of notebook time)")
+          f"{wall / 60:.1f} min wall clock ({jobs} at once; {total / 60:.1f} min of notebook time; "
+          f"CPU utilisation {usage['utilisation']:.0%} of {cores} cores)")
     for r in results:
         print(f"  {'ok ' if r['ok'] else 'FAIL'} {r['notebook']:<32} {r['seconds']:>7.1f} s  {r['error']}")
     print(f"figures, tables and REPORT.md in {out_dir}")
@@ -293,7 +347,7 @@ def _write_back(executed: Path, source: Path, profile: str) -> None:
 
 
 def _merge_timings(path: Path, profile: str, results: list[dict], wall: float | None = None,
-                   jobs: int = 1) -> tuple[list[dict], dict]:
+                   jobs: int = 1, usage: dict | None = None) -> tuple[list[dict], dict]:
     """timings.json keeps the latest result of every notebook run into this folder (an
     ``--only`` run updates its notebooks and keeps the others), sorted by notebook, the wall
     clock and job count of the last run (``last_run``) and of the last run of every notebook
@@ -304,9 +358,10 @@ def _merge_timings(path: Path, profile: str, results: list[dict], wall: float | 
     rows = {r["notebook"]: r for r in old.get("notebooks", []) if same}
     rows.update({r["notebook"]: r for r in results})
     merged = [rows[k] for k in sorted(rows)]
-    last = {"notebooks": [r["notebook"] for r in results], "jobs": jobs,
+    from . import provenance
+    last = {"notebooks": [r["notebook"] for r in results], "jobs": jobs, **provenance.record(),
             "wall_seconds": round(wall, 1) if wall is not None else None, "cpus": os.cpu_count(),
-            "notebook_seconds": round(sum(r["seconds"] for r in results), 1)}
+            "notebook_seconds": round(sum(r["seconds"] for r in results), 1), **(usage or {})}
     full = last if {r["notebook"] for r in results} >= set(rows) else (old.get("last_full_run") if same else None)
     runs = {"last_run": last, "last_full_run": full}
     path.write_text(json.dumps({"profile": profile, "total_seconds": round(sum(r["seconds"] for r in merged), 1),
@@ -314,14 +369,22 @@ def _merge_timings(path: Path, profile: str, results: list[dict], wall: float | 
     return merged, runs
 
 
-def _report_data(out_dir: Path, notebook: str) -> tuple[list[dict], dict] | None:
+def _report_data(out_dir: Path, notebook: str) -> tuple[list[dict], dict, str | None] | None:
+    """(rows, time, source digest) of a notebook's report file (None: not there; the digest is
+    None for a file written before provenance was recorded)."""
     path = out_dir / "report" / f"{notebook}.json"
     if not path.exists():
         return None
     data = json.loads(path.read_text())
     if isinstance(data, list):   # written before the claims module: rows without intervals
-        return [{**r, "kind": "legacy", "verdict": None} for r in data], {}
-    return data["rows"], data.get("time", {})
+        return [{**r, "kind": "legacy", "verdict": None} for r in data], {}, None
+    return data["rows"], data.get("time", {}), data.get("source_digest")
+
+
+def stale_notebooks(data: dict, current: str) -> dict[str, str | None]:
+    """Notebook → the source digest its rows ran at, for every notebook whose rows come from
+    another source than ``current`` (None: not recorded)."""
+    return {nb: d[2] for nb, d in data.items() if d and d[2] != current}
 
 
 def _cell(text) -> str:
@@ -333,25 +396,41 @@ def write_report(out_dir: Path, profile: str, results: list[dict], runs: dict | 
     interval over seeds, the verdict, and for a claim that does not reproduce the likeliest
     reason), the wall clock and where the time went, then each notebook's claims,
     measurements and cost-model arithmetic (the last without verdicts)."""
+    from . import provenance
     from .claims import NOT_JUDGED, REPRODUCES
     lines = [f"# Reproduction report ({profile} profile)", "",
-             "Each claim of the paper is measured once per seed and judged on the 95% interval over seeds "
-             "(Student t; `clamu_helpers.claims`): **reproduces** (the interval lies in the paper's band or beyond "
-             "it in the claimed direction), **direction only** (it excludes no-effect in the claimed direction but "
-             "falls short of the band), **does not reproduce** (it includes no-effect or the opposite). The "
-             "embedded settings are small offline analogs of the paper's (README, Settings): bands are the "
+             "Each claim of the paper is measured once per seed and judged on the 95% interval [lo, hi] over "
+             "seeds (Student t; `clamu_helpers.claims`), against the null n (no effect) and the edge L where "
+             "the paper's band starts: **reproduces** (lo ≥ L), **direction only** (an effect in the paper's "
+             "direction, confidently short of its band: n < lo, hi < L), **does not reproduce** (the band ruled "
+             "out and no effect established: hi < L, lo ≤ n), **inconclusive** (the band not ruled out: "
+             "lo < L ≤ hi; the reason says whether an effect is present and how many seeds would settle it). "
+             "*Detectable* is the interval's half-width: the smallest effect these seeds could tell from none. "
+             "The embedded settings are small offline analogs of the paper's (README, Settings): bands are the "
              "paper's, read as stated in each claim's note.", ""]
     data = {r["notebook"]: _report_data(out_dir, r["notebook"]) for r in results}
+    current = provenance.source_digest()
+    stale = stale_notebooks(data, current)
+    lines += [f"Source: commit `{provenance.commit()}`, source digest `{current[:16]}` "
+              "(`clamu_helpers.provenance`: the library and notebook sources)."
+              + (" Every notebook's rows come from this source." if not stale else ""), ""]
+    if stale:
+        lines += ["**Rows from another source** (re-run these notebooks to bring them to this one): "
+                  + ", ".join(f"{nb} (`{(d or 'not recorded')[:16]}`)" for nb, d in stale.items()) + ".", ""]
     claim_rows = [(nb, row) for nb, d in data.items() if d for row in d[0] if row.get("kind") == "claim"]
     lines += ["## Summary", ""]
     if claim_rows:
-        lines += ["| claim | source | paper | ours (mean ± 95% half-width [interval], seeds) | verdict | likeliest reason |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["| claim | source | paper | ours (mean ± 95% half-width [interval], seeds) | detectable | verdict | reason, from the row's numbers |",
+                  "|---|---|---|---|---|---|---|"]
         for nb, row in claim_rows:
             v = row["verdict"]
             shown = f"**{v}**" if v not in (REPRODUCES, NOT_JUDGED) else v
+            if nb in stale:
+                shown += " (other source)"
+            det = row.get("detectable")
+            det = "" if det is None else (f"×/÷ {det:.3g}" if row.get("interval", {}).get("log") else f"± {det:.3g}")
             lines.append(f"| {_cell(row['claim'])} | {_cell(row.get('source', ''))} | {_cell(row['paper'])} | "
-                         f"{_cell(row['ours'].split('; ')[0])} | {shown} | {_cell(row.get('why', ''))} |")
+                         f"{_cell(row['ours'].split('; ')[0])} | {det} | {shown} | {_cell(row.get('why', ''))} |")
         counts = {}
         for _, row in claim_rows:
             counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
@@ -365,18 +444,32 @@ def write_report(out_dir: Path, profile: str, results: list[dict], runs: dict | 
     for label, run in (("Last run of every notebook", full), ("Last run", last if last != full else None)):
         if run and run.get("wall_seconds") is not None:
             which = "" if run is full else f" ({', '.join(run['notebooks'])})"
+            util = (f"; CPU utilisation {run['utilisation']:.0%} ({run['cpu_seconds'] / 60:.1f} CPU-min ÷ "
+                    f"(wall × {run['cpus']} cores))" if run.get("utilisation") is not None else "")
             lines += [f"{label}{which}: **{run['wall_seconds'] / 60:.1f} min wall clock**, {run['jobs']} "
                       f"notebook{'s' if run['jobs'] > 1 else ''} at once on {run['cpus']} cores "
-                      f"({run.get('notebook_seconds', 0) / 60:.1f} min of notebook time).", ""]
+                      f"({run.get('notebook_seconds', 0) / 60:.1f} min of notebook time{util}).", ""]
+    from .bench_results import search_agreement_rows
+    beside = search_agreement_rows(profile)
+    if beside:
+        lines += ["## Measured by benchmarks beside the run", "",
+                  "| measurement (benchmarks/, their JSON under benchmarks/results/) | result |", "|---|---|"]
+        lines += [f"| {_cell(row['claim'])} | {_cell(row['ours'])} |" for row in beside]
+        lines.append("")
     times = {nb: d[1] for nb, d in data.items() if d and d[1]}
     if times:
         cats = ["finetuning", "mask optimisation", "evaluation", "other"]
-        lines += ["## Where the time went (seconds, per notebook kernel)", "",
-                  "| notebook | " + " | ".join(cats) + " | kernel wall |", "|---" * (len(cats) + 2) + "|"]
+        lines += ["## Where the time went (seconds of compute, per notebook: its kernel and its seed workers)", "",
+                  "| notebook | " + " | ".join(cats) + " | seed workers | kernel wall |", "|---" * (len(cats) + 3) + "|"]
         for nb, t in times.items():
-            lines.append(f"| {nb} | " + " | ".join(f"{t.get(c, 0):.0f}" for c in cats) + f" | {t.get('wall', 0):.0f} |")
-        tot = {c: sum(t.get(c, 0) for t in times.values()) for c in cats + ["wall"]}
-        lines += [f"| **all** | " + " | ".join(f"**{tot[c]:.0f}**" for c in cats) + f" | **{tot['wall']:.0f}** |", ""]
+            lines.append(f"| {nb} | " + " | ".join(f"{t.get(c, 0):.0f}" for c in cats)
+                         + f" | {t.get('workers', 0):.0f} | {t.get('wall', 0):.0f} |")
+        tot = {c: sum(t.get(c, 0) for t in times.values()) for c in cats + ["workers", "wall"]}
+        lines += [f"| **all** | " + " | ".join(f"**{tot[c]:.0f}**" for c in cats)
+                  + f" | **{tot['workers']:.0f}** | **{tot['wall']:.0f}** |", "",
+                  "The categories count the seconds of the kernel and of its seed workers (which run side by side, "
+                  "`clamu_helpers.workers`); *seed workers* is their wall seconds (waits for a CPU slot excluded), "
+                  "*kernel wall* the notebook's own.", ""]
     lines += ["Each notebook's own time is in its heading and in `timings.json`.", ""]
     for r in results:
         d = data[r["notebook"]]

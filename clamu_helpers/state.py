@@ -21,7 +21,7 @@ import torch
 from .costs import Costs
 from .errors import ClamuError, StateError
 from .ledger import MergeLedger
-from .methods import get_method
+from .methods.base import saved_method
 from .taskvector import TaskVector, sha256_tensor
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ def restore(cls, state: SystemState, setting: "Setting", *, allow_broken_receipt
     try:
         m = meta["method"]
         try:
-            method = get_method(m["name"], **m["params"])
+            method = saved_method(m["name"], m["params"])
         except (TypeError, ValueError) as e:
             raise StateError(f"{state.where()}: cannot rebuild method {m['name']!r} with params {m['params']}: "
                              f"{e}") from None

@@ -3,9 +3,10 @@
 **The key.** ``key(setting, task, seed, ...)`` is the SHA-256 of everything τ_t depends on:
 the setting's name, its parameter spec (digest of names and shapes), the task's training data
 (``Task.digest``: id plus SHA-256 of every training tensor), the finetuning hyperparameters
-(``FinetuneConfig``: steps, lr, batch size, optimizer, weight decay, threads), the seed, the
-SIFT sign vector v (its SHA-256) and projection when sign-fixed, and the environment
-fingerprint (torch/numpy/python versions, machine, device, threads). Anything that could
+(``FinetuneConfig``: steps, lr, batch size, optimizer, weight decay, threads, precision, fused
+optimizer or not), the seed, the SIFT sign vector v (its SHA-256) and projection when
+sign-fixed, and the environment fingerprint (torch/numpy/python versions, machine, device,
+threads; on the CPU its kernel family: instruction set, vendor, BLAS, oneDNN). Anything that could
 change a bit of τ_t changes the key, so a finished finetune is never recomputed and a stale
 one is never reused.
 
@@ -167,10 +168,12 @@ class TaskVectorStore:
                   projection: str = "after_step", config=None, device=None) -> list:
         """What the key hashes, in order (see the module docstring)."""
         cfg = config or setting.finetune_config
-        return ["tv-v1", setting.name, setting.spec.digest(), task.digest(), cfg.to_json(),
-                int(seed), sha256_tensor(sign) if sign is not None else None,
-                projection if sign is not None else None,
-                fingerprint_of(cfg, device if device is not None else setting.device)]
+        parts = ["tv-v1", setting.name, setting.spec.digest(), task.digest(), cfg.to_json(),
+                 int(seed), sha256_tensor(sign) if sign is not None else None,
+                 projection if sign is not None else None,
+                 fingerprint_of(cfg, device if device is not None else setting.device)]
+        revision = getattr(setting, "revision", "")
+        return parts + [revision] if revision else parts
 
     def key(self, setting, task, seed: int, sign: torch.Tensor | None = None,
             projection: str = "after_step", config=None, device=None) -> str:

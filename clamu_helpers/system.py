@@ -168,14 +168,18 @@ class UnlearningSystem:
     def check_environment(self) -> None:
         """Refuse (:class:`ExactnessError`) to retrain where the environment differs from the one
         the merged τ_t were trained in (another GPU model, CUDA, cuDNN, torch, thread count,
-        precision...): the retrain would not reproduce them bit for bit. Checked before any work."""
+        precision, a processor whose instruction set or vendor makes ATen, MKL or oneDNN pick
+        other kernels...): the retrain would not reproduce them bit for bit. Checked before any
+        work; every differing field is named with both values. Fields the recorded fingerprint
+        lacks (a system saved before they were recorded) are not compared
+        (:func:`~clamu_helpers.determinism.fingerprint_diff`)."""
         diff = fingerprint_diff(self.fingerprint, fingerprint_of(self.setting.finetune_config, self.device))
         if diff:
             listing = ", ".join(f"{k}: merged with {a!r}, here {b!r}" for k, (a, b) in diff.items())
             raise ExactnessError(f"refusing to retrain: this system's task vectors were trained in another "
                                  f"environment ({listing}), so retrained τ_u would not match the merged ones. "
                                  f"Unlearn where they were trained (same device model, CUDA, torch, threads, "
-                                 f"precision). Nothing was unlearned.")
+                                 f"precision, processor instruction set). Nothing was unlearned.")
 
     def unlearn(self, task_ids: Iterable[str]) -> dict:
         """Forget ``task_ids``: retrain each τ_u deterministically, verify its hash, subtract it

@@ -74,8 +74,9 @@ for name, sub in fig4.groupby("setting", sort=False):
     for k in sorted(sub["K"].dropna().unique()):
         at_k = sub[sub.K == k]
         mean = at_k.groupby("clustering")["accuracy"].mean()
-        why = (f"clusters by the tasks' own updates reach {mean['task-vectors']:.3f}: what separates tasks here is "
-               f"less visible in the encoder's features ({mean['features']:.3f}) than in the updates")
+        why = [(mean["task-vectors"] > mean["features"],
+                f"clusters by the tasks' own updates reach {mean['task-vectors']:.3f}: what separates tasks here is "
+                f"less visible in the encoder's features ({mean['features']:.3f}) than in the updates")]
         rows.append(claims.check("fig4-features", ex.per_seed(at_k, gain), label=f"{name}, K={int(k)}",
                                  detail=f"features {mean['features']:.3f}, random {mean['random']:.3f}, "
                                         f"task-vectors {mean['task-vectors']:.3f}", why=why))

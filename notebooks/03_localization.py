@@ -61,7 +61,20 @@ display(Markdown(f"Mean answer probability over {len(seeds)} seeds (per-seed row
 wide
 
 
+# %% [markdown]
+# The claim is judged on the **recovery share** (ClAMU − Global) / (Local − Global): how much of
+# the local models' lead over the merge ClAMU wins back (the draft's 0.31 at 200 authors). Its
+# supermask control gets the same share beside it, and the difference to the best of TALL and EMR
+# is kept as a measurement (EMR alone already recovers most of it here, which leaves ClAMU little
+# headroom over it).
+
 # %%
+def recovery(label):
+    def share(sub):
+        acc = sub[sub.tasks == sub.tasks.max()].set_index("label")[metric]
+        return (acc[label] - acc["Global"]) / (acc["Local"] - acc["Global"])
+    return share
+
 def clamu_gain(sub):
     acc = sub[sub.tasks == sub.tasks.max()].set_index("label")[metric]
     return acc["ClAMU"] - max(acc["TALL"], acc["EMR"])
@@ -71,15 +84,21 @@ def degradation(sub):
     return g[g.index.max()] / g[g.index.min()]
 
 big, small = wide.index.max(), wide.index.min()
-control = ex.per_seed(table1[table1.tasks == big], lambda s: s.set_index("label")[metric].pipe(
-    lambda a: a["ClAMU"] - a["ClAMU supermask (control)"]))
-rows = [claims.check("table1-clamu", ex.per_seed(table1, clamu_gain), label=f"{big} authors",
-                     detail=" / ".join(f"{c} {wide.loc[big, c]:.2f}" for c in ("Global", "TALL", "EMR", "ClAMU", "Local")),
-                     why=f"ClAMU beats its supermask control by {sum(control) / len(control):+.3f} only"),
+share, share_control = ex.per_seed(table1, recovery("ClAMU")), ex.per_seed(table1, recovery("ClAMU supermask (control)"))
+control = [a - b for a, b in zip(share, share_control)]
+gap = sum(control) / len(control)
+rows = [claims.check("table1-recovery", share, label=f"{big} authors",
+                     detail=" / ".join(f"{c} {wide.loc[big, c]:.2f}" for c in ("Global", "TALL", "EMR", "ClAMU", "Local"))
+                     + f"; supermask control's share {sum(share_control) / len(share_control):.3f}",
+                     why=[(abs(gap) < 0.05, f"the supermask control recovers about as much ({gap:+.3f} of the lead): "
+                                            "the masks train on the authors' own data more than they recover the merge"),
+                          (gap >= 0.05, f"ClAMU recovers {gap:+.3f} of the lead more than its supermask control")]),
         claims.check("table1-degrades", ex.per_seed(table1, degradation), label=f"{small} → {big} authors",
                      detail=f"Global {wide.loc[small, 'Global']:.2f} → {wide.loc[big, 'Global']:.2f}"),
-        claims.measurement(f"ClAMU − its supermask control at {big} authors (does ClAMU recover the merge, or train a supermask?)",
-                           control)]
+        claims.measurement(f"recovery share: ClAMU − its supermask control at {big} authors (does ClAMU recover the "
+                           "merge, or train a supermask?)", control),
+        claims.measurement(f"ClAMU − max(TALL, EMR) answer probability at {big} authors (the draft's comparison)",
+                           ex.per_seed(table1, clamu_gain))]
 rows = [r for r in rows if r]
 plots.report_rows(NOTEBOOK, rows, profile)
 display(Markdown(f"**What this run shows** ({len(seeds)} seeds; 95% t interval over seeds):\n\n" + "\n".join(

@@ -132,11 +132,18 @@ def control_gap(sub):
 
 mean3 = fig3.groupby("label")["accuracy"].mean()
 sm3 = ex.per_seed(fig3, control_gap)
+fit = fig3.groupby("label")["fit_gradient_steps"].mean()
+finetunes = fit["local"]
 rows = [claims.check("fig3-clamu", ex.per_seed(fig3, clamu_gain), label=f"{setting_name}, T={T}, per-task masks",
                      detail=f"ClAMU {mean3['ClAMU']:.3f}, TALL {mean3['TALL']:.3f}, EMR {mean3['EMR']:.3f}, "
                             f"local {mean3['local']:.3f}, averaging {mean3['averaging']:.3f}",
                      why=f"ClAMU − its supermask control: {sum(sm3) / len(sm3):+.3f}"),
-        claims.measurement("Fig 3: ClAMU − its supermask control (optimising a mask over |τ̄| with random signs)", sm3)]
+        claims.measurement("Fig 3: ClAMU − its supermask control (optimising a mask over |τ̄| with random signs)", sm3),
+        claims.measurement(f"Fig 3: ClAMU's fit compute, gradient steps ÷ the {T} finetunes' (its α/η search and "
+                           "masks included)", ex.per_seed(fig3, lambda s: s.set_index("label").pipe(
+                               lambda t: t.loc["ClAMU", "fit_gradient_steps"] / t.loc["local", "fit_gradient_steps"])),
+                           detail=f"ClAMU {fit['ClAMU']:,.0f} steps, TALL {fit['TALL']:,.0f}, finetunes alone {finetunes:,.0f}",
+                           fmt=".2f")]
 feat = fig5[fig5.clustering == "features"]
 for k, at_k in feat.groupby("K"):
     mean = at_k.groupby("label")["accuracy"].mean()

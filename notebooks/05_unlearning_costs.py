@@ -81,10 +81,13 @@ rows = []
 for name, sub in table2.groupby("setting", sort=False):
     d_merged, d_local = ex.per_seed(sub, change("accuracy")), ex.per_seed(sub, change("local"))
     d_gap = ex.per_seed(sub, change("gap"))
+    dm, dl = sum(d_merged) / len(d_merged), sum(d_local) / len(d_local)
     rows.append(claims.check(claim_of[name], d_merged, label=f"{name}, {orders} orders per seed",
-                             detail=f"local models on the same remaining tasks: {sum(d_local) / len(d_local):+.3f}",
-                             why=f"the local models on the same remaining tasks move by {sum(d_local) / len(d_local):+.3f}: "
-                                 f"the change follows which tasks remain"))
+                             detail=f"local models on the same remaining tasks: {dl:+.3f}",
+                             why=[(abs(dl) >= 0.01 and dl * dm > 0 and abs(dl) >= abs(dm) / 2,
+                                   f"the local models on the same remaining tasks move by {dl:+.3f} too: the change "
+                                   f"follows which tasks remain"),
+                                  (abs(dl) < 0.01, f"the local models on the same remaining tasks barely move ({dl:+.3f})")]))
     rows.append(claims.measurement(f"Table 2, {name}: change of the merged − local gap at 95% unlearned "
                                    f"(> 0: interference fell)", d_gap))
 fig = plots.lines(table2.melt(id_vars=["setting", "seed", "order", "unlearned"], value_vars=["accuracy", "local"],
@@ -132,9 +135,13 @@ def ratio_to_sift(label, column="gradient_steps"):
 
 tall3 = table3[table3.label == "TALL"]
 d_tall, d_local = ex.per_seed(tall3, change("accuracy", 1.0)), ex.per_seed(tall3, change("local", 1.0))
+t0 = tall3[tall3.unlearned == 0]
+start_gap = float((t0.local - t0.accuracy).mean())
 rows += [claims.check("table3-tall", d_tall, label=f"{name3}, {n3} tasks, {last} unlearned",
                       detail=f"local models on the same remaining tasks: {sum(d_local) / len(d_local):+.3f}",
-                      why=f"the local models on the same remaining tasks move by {sum(d_local) / len(d_local):+.3f}"),
+                      why=[(True, f"the local models on the same remaining tasks move by {sum(d_local) / len(d_local):+.3f}"),
+                           (start_gap < 0.186, f"TALL starts {start_gap:.3f} below the local models at {n3} tasks, so a "
+                                               f"rise of the paper's 0.186 is out of reach here")]),
          claims.measurement(f"Table 3: ClAMU ÷ SIFT-Masks gradient steps executed to unlearn {last} of {n3} tasks "
                             f"(one request per checkpoint)", ratio_to_sift("ClAMU"), fmt=".1f"),
          claims.measurement(f"Table 3: ClAMU ÷ SIFT-Masks parallel steps executed", ratio_to_sift("ClAMU", "parallel_steps"), fmt=".1f")]

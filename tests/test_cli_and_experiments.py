@@ -101,7 +101,7 @@ def test_report_puts_paper_and_ours_side_by_side(tmp_path):
                                            {"notebook": "02_y", "ok": False, "seconds": 2.0, "error": "boom"}]).read_text()
     section = text.split("## 01_x")[1]
     assert "| ClAMU > TALL, EMR | 0.060 ± 0.025" in section and section.count("| reproduces |") == 1
-    assert "| does not reproduce |" in section
+    assert "| inconclusive |" in section           # fig3 has no size: lo < 0 ≤ hi
     assert "FAILED: boom" in text
 
 

@@ -83,6 +83,22 @@ def test_hidden_features_fall_back_to_input_of_last_linear(tiny):
     np.testing.assert_allclose(feats[1], expect1.numpy(), atol=1e-6)
 
 
+def test_task_features_are_computed_once_per_setting_with_the_same_bits(monkeypatch):
+    import clamu_helpers.clustering as clustering
+    from clamu_helpers.settings import get_setting
+    s = get_setting("synthetic", "smoke", 3, tasks=4)
+    fresh = np.stack([hidden_features(s, s.task(t).train[0]).double().mean(0).numpy() for t in s.task_ids])
+    calls = []
+    real = clustering.hidden_features
+    monkeypatch.setattr(clustering, "hidden_features", lambda st, x, **k: calls.append(len(x)) or real(st, x, **k))
+    first = task_features(s, s.task_ids)
+    again = task_features(s.subset(3), s.task_ids[:3])      # a subset shares M0, the tasks and the memo
+    assert np.array_equal(first, fresh) and np.array_equal(again, fresh[:3])
+    assert len(calls) == 4
+    task_features(s, s.task_ids, "val")                     # another split is other inputs
+    assert len(calls) == 8
+
+
 class _FeatureSetting:
     """A setting whose ``cluster_features`` hook returns inputs as they are; planted task means."""
 

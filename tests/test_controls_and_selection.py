@@ -5,6 +5,7 @@ import torch
 
 from clamu_helpers.experiments import served_columns
 from clamu_helpers.merging import ties_merge
+from clamu_helpers.methods.clamu import HALVING
 from clamu_helpers.methods import METHODS, get_method
 from clamu_helpers.selection import choose, scale_grid
 from clamu_helpers.settings.synthetic import SyntheticSetting
@@ -68,28 +69,84 @@ def test_clamu_equal_budget_defaults_and_search_record(blobs):
     served = s.method.served_params(s.context())
     assert served["alpha"] in scale_grid(10) and served["mask_lr"] in (10.0, 100.0, 1000.0, 10000.0)
     assert 0.0 < s.method.mask_density(s.context()) < 1.0
-    # fit: the finetunes, the search (α round + η round over a sample of S = 8 of the 10 tasks),
-    # then the 2 masks left with the chosen (α, η)
+    # fit: the finetunes, the search (α round + η round over a sample of S = 8 of the 10 tasks,
+    # each a successive halving over rungs of 2, 4 and 10 steps), then the 2 masks left
     T, E, S = 10, blobs.finetune_config.steps, 8
-    assert s.fit_costs.gradient_steps == T * E + (len(scale_grid(T)) + 3) * S * 10 + (T - S) * 10
+    assert HALVING.rungs(10) == [2, 4, 10]
+    search = HALVING.steps(len(scale_grid(T)), 10) + HALVING.steps(3, 10)
+    assert s.fit_costs.gradient_steps == T * E + search * S + (T - S) * 10
     assert s.fit_costs.parallel_steps == E + 3 * 10
+    full = _fit(blobs, "clamu", mask_steps=10, search="full")     # the search as first written
+    assert full.fit_costs.gradient_steps == T * E + (len(scale_grid(T)) + 3) * S * 10 + (T - S) * 10
+    assert search < (len(scale_grid(T)) + 3) * 10
 
 
-@pytest.mark.parametrize("params, expect", [({}, None), ({"clusters": 3}, None),
+@pytest.mark.parametrize("params, expect", [({}, None), ({"clusters": 3}, None), ({"search": "full"}, None),
                                             ({"alpha": 1.0, "mask_lr": 100.0}, (10, 10))])
-def test_clamu_mask_fits_counts_the_masks_a_fit_optimizes(blobs, monkeypatch, params, expect):
+def test_clamu_mask_fits_counts_the_mask_steps_a_fit_trains(blobs, monkeypatch, params, expect):
     """``Clamu.mask_fits`` (used by benchmarks/time_floor.py to split mask time into search and
-    served masks) equals the optimize_mask calls a fit makes."""
-    import clamu_helpers.methods.clamu as clamu_module
-    calls = []
-    real = clamu_module.optimize_mask
-    monkeypatch.setattr(clamu_module, "optimize_mask", lambda *a, **k: calls.append(1) or real(*a, **k))
-    s = _fit(blobs, "clamu", mask_steps=2, **params)
+    served masks) equals the mask steps a fit trains, in full-budget masks."""
+    from clamu_helpers.masks import MaskRun
+    trained = []
+    real = MaskRun.advance
+    monkeypatch.setattr(MaskRun, "advance", lambda self, n: trained.append(min(n, self.config.steps - self.done))
+                        or real(self, n))
+    s = _fit(blobs, "clamu", mask_steps=9, **params)
     fits = s.method.mask_fits(len(s.task_ids))
-    assert fits == (len(calls), s.method.n_clusters(len(s.task_ids)))
-    assert s.fit_costs.gradient_steps == len(s.task_ids) * blobs.finetune_config.steps + fits[0] * 2
+    assert fits == (sum(trained) / 9, s.method.n_clusters(len(s.task_ids)))
+    assert s.fit_costs.gradient_steps == len(s.task_ids) * blobs.finetune_config.steps + sum(trained)
     if expect is not None:
         assert fits == expect                       # nothing chosen: every served mask once, no search
+
+
+def test_successive_halving_keeps_the_best_third_and_resumes_them():
+    from clamu_helpers.selection import Halving, search, search_steps
+    h = Halving(3, 1 / 9)
+    assert h.rungs(20) == [3, 7, 20] and h.rungs(1) == [1] and Halving(2, 1 / 4).rungs(40) == [10, 20, 40]
+    quality = {"a": 0.2, "b": 0.9, "c": 0.5, "d": 0.9, "e": float("nan"), "f": 0.1}
+    seen = []
+
+    def evaluate(c, steps):
+        seen.append((c, steps))
+        return quality[c] * steps           # the better candidate leads at every rung
+
+    best = search(list(quality), evaluate, 20, h)
+    assert best.value == "b"                # ties go to the earlier candidate, NaN is never kept
+    assert [c for c, b in seen if b == 3] == list(quality)
+    assert sorted(c for c, b in seen if b == 7) == ["b", "d"] and [c for c, b in seen if b == 20] == ["b"]
+    assert h.steps(6, 20) == 6 * 3 + 2 * 4 + 1 * 13 == search_steps(6, 20, h)
+    assert search(list(quality), evaluate, 20).value == "b" and search_steps(6, 20) == 120
+    for bad in (dict(reduction=1), dict(min_fraction=0), dict(reduction=2.5)):
+        with pytest.raises(ValueError, match="halving"):
+            Halving(**bad)
+
+
+def test_clamu_refuses_an_unknown_search():
+    with pytest.raises(ValueError, match="search must be one of"):
+        get_method("clamu", search="grid")
+
+
+def test_a_clamu_state_saved_before_halving_loads_as_the_full_search(blobs, tmp_path):
+    """A saved state without ``search`` (written before it existed) rebuilds with the full
+    search and keeps its digest: a parameter at its legacy value is not hashed."""
+    import hashlib
+    import json
+    s = _fit(blobs, "clamu", mask_steps=4, search="full")
+    s.save(tmp_path / "sys")
+    state = next((tmp_path / "sys").glob("state-*/state.json"))
+    meta = json.loads(state.read_text())
+    assert meta["method"]["params"].pop("search") == "full"
+    state.write_bytes(json.dumps(meta).encode())
+    manifest = state.with_name("manifest.json")          # as the older version wrote it
+    listed = json.loads(manifest.read_text())
+    listed["files"]["state.json"] = {"bytes": state.stat().st_size, "sha256": hashlib.sha256(state.read_bytes()).hexdigest()}
+    manifest.write_text(json.dumps(listed))
+    pointer = tmp_path / "sys" / "current.json"
+    ptr = json.loads(pointer.read_text())
+    ptr["manifest_sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    pointer.write_text(json.dumps(ptr))
+    back = UnlearningSystem.load(tmp_path / "sys", blobs)
+    assert back.method.params["search"] == "full" and back.served_digest() == s.served_digest()
 
 
 def test_supermask_control_optimizes_over_random_signs_of_tau_bar(blobs):

@@ -93,6 +93,71 @@ def test_unlearning_refuses_a_retrain_in_another_environment(tiny):
     assert system.served_digest() == before and not system.unlearned and system.unlearn_costs.gradient_steps == 0
 
 
+def test_cpu_fingerprint_records_the_kernel_family():
+    """On the CPU the fingerprint names the kernels torch will pick: ATen's capability, the
+    vendor and instruction-set flags, BLAS and oneDNN; short, stable, and equal after JSON."""
+    from clamu_helpers.determinism import KERNEL_FLAGS, cpu_kernels
+    fp = fingerprint(1, "cpu", "float32")
+    assert fp["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    flags = fp["cpu_flags"]
+    assert flags is None or (flags == sorted(flags) and set(flags) <= KERNEL_FLAGS)
+    assert set(cpu_kernels()) == {"cpu_capability", "cpu_vendor", "cpu_flags", "blas", "onednn"} <= set(fp)
+    if torch.backends.mkl.is_available():
+        assert fp["blas"].startswith("mkl")
+    assert json.loads(json.dumps(fp)) == fp == fingerprint(1, "cpu", "float32")   # stable: nothing that ticks
+    assert "cpu_capability" not in fingerprint(1, "cuda:0", "float32")            # a GPU fingerprint has its own
+
+
+def test_cpuinfo_parsing_keeps_only_kernel_deciding_flags():
+    from clamu_helpers.determinism import parse_cpuinfo
+    x86 = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu MHz\t\t: 2100.000\nflags\t\t: fpu sse2 avx avx2 fma "
+           "avx512f avx512_bf16 avx512_vnni amx_tile amx_bf16 sha_ni\n\nprocessor\t: 1\nvendor_id\t: GenuineIntel\n"
+           "flags\t\t: fpu\n")
+    assert parse_cpuinfo(x86) == ("GenuineIntel", ["amx_bf16", "amx_tile", "avx", "avx2", "avx512_bf16",
+                                                   "avx512_vnni", "avx512f", "fma"])
+    arm = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd sve sve2 bf16 i8mm crc32\nCPU implementer\t: 0x41\n"
+    assert parse_cpuinfo(arm) == ("arm:0x41", ["asimd", "bf16", "i8mm", "sve", "sve2"])
+    assert parse_cpuinfo("") == (None, None)
+
+
+def _other_kernels(real: dict) -> dict:
+    """The kernel fields of a processor that would pick other kernels than this one."""
+    return {**real, "cpu_capability": "AVX512" if real["cpu_capability"] != "AVX512" else "AVX2",
+            "cpu_flags": sorted(set(real["cpu_flags"] or []) ^ {"avx512f", "avx512_bf16", "amx_tile"}),
+            "cpu_vendor": "GenuineIntel" if real["cpu_vendor"] != "GenuineIntel" else "AuthenticAMD"}
+
+
+def test_a_retrain_on_a_processor_with_other_kernels_is_refused_before_any_finetune(tiny, monkeypatch):
+    from clamu_helpers import determinism, system as system_module
+    system = UnlearningSystem(tiny, "merge", device="cpu").fit()
+    before, real = system.served_digest(), determinism.cpu_kernels()
+    other = _other_kernels(real)
+    calls = []
+    monkeypatch.setattr(system_module, "run_finetunes", lambda *a, **k: calls.append(a) or {})
+    monkeypatch.setattr(determinism, "cpu_kernels", lambda: other)   # this process now "runs" elsewhere
+    with pytest.raises(ExactnessError, match="refusing to retrain") as e:
+        system.unlearn([tiny.task_ids[0]])
+    for field in ("cpu_capability", "cpu_flags", "cpu_vendor"):   # every differing field, both values
+        assert f"{field}: merged with {real[field]!r}, here {other[field]!r}" in str(e.value)
+    assert "blas" not in str(e.value) and "instruction set" in str(e.value)
+    assert not calls and not system.unlearned and system.unlearn_costs.gradient_steps == 0
+    assert system.served_digest() == before
+
+
+def test_a_fingerprint_recorded_before_the_kernel_fields_is_not_a_mismatch(tiny):
+    from clamu_helpers.determinism import cpu_kernels, fingerprint_diff
+    here = fingerprint(1, "cpu", "float32")
+    old = {k: v for k, v in here.items() if k not in cpu_kernels()}
+    assert fingerprint_diff(old, here) == {}                        # not recorded: not compared
+    assert set(fingerprint_diff(here, old)) == set(cpu_kernels())   # recorded, missing here: a mismatch
+    system = UnlearningSystem(tiny, "merge", device="cpu").fit()
+    system.fingerprint = old                                        # as a system saved before them
+    out = system.unlearn([tiny.task_ids[0]])
+    assert out["retrain_hashes_match"]
+    fresh = UnlearningSystem(tiny, "merge", device="cpu").fit([t for t in tiny.task_ids if t != tiny.task_ids[0]])
+    assert system.served_digest() == fresh.served_digest()
+
+
 def test_saved_state_from_another_device_loads_for_serving_only(tiny, tmp_path):
     system = UnlearningSystem(tiny, "merge", device="cpu").fit()
     system.save(tmp_path / "s")

@@ -6,6 +6,7 @@ SHA-256 hex and receipts were format 1: they must load, verify, keep their serve
 unlearn further, exactly.
 """
 import hashlib
+import os
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clamu_helpers import UnlearningSystem, digests, get_setting
+from clamu_helpers import FinetuneConfig, UnlearningSystem, digests, get_setting
 from clamu_helpers.errors import ExactnessError, StateError
 from clamu_helpers.ledger import MergeLedger
 from clamu_helpers.params import ParamSpec
@@ -119,6 +120,13 @@ def test_vectors_stored_with_bare_sha256_stream_into_a_blake3_ledger_and_corrupt
         stream_merge(store, keys, SPEC, chunk=16)
 
 
+def _legacy_setting(directory):
+    """The synthetic setting with the finetuning config the legacy state recorded (no ``fused``
+    key: ``FinetuneConfig.from_json`` reads it as the per-tensor optimizer it was trained with)."""
+    meta = _receipt_formats(directory)[1]
+    return get_setting("synthetic", "smoke", 0, tasks=6, finetune=FinetuneConfig.from_json(meta["setting"]["finetune"]))
+
+
 def _receipt_formats(directory):
     folder = json.loads((directory / "current.json").read_text())["state"]
     meta = json.loads((directory / folder / "state.json").read_text())
@@ -131,7 +139,13 @@ def test_a_state_saved_before_digests_were_named_loads_verifies_and_unlearns_exa
     shutil.copytree(LEGACY / method, src)
     formats, meta = _receipt_formats(src)
     assert formats == ["clamu-receipt/1"] and "digest" not in meta["ledger"]
-    s = get_setting("synthetic", "smoke", 0, tasks=6)
+    # saved before FinetuneConfig.fused (and the CPU kernel fingerprint fields) existed: its
+    # τ_t were trained with the per-tensor Adam, so the setting must say fused=False
+    assert "fused" not in meta["setting"]["finetune"] and "cpu_capability" not in meta["fingerprint"]
+    with pytest.raises(StateError, match=r"before FinetuneConfig.fused existed.*fused=False"):
+        UnlearningSystem.load(src, get_setting("synthetic", "smoke", 0, tasks=6))
+    s = _legacy_setting(src)
+    assert not s.finetune_config.fused
     old = UnlearningSystem.load(src, s)
     assert old.ledger.digest_format == "legacy" and old.served_digest() == meta["digests"]["served"]
     assert not check_chain(old.receipts, old.system_id, old.served_digest())
@@ -157,7 +171,7 @@ def test_a_state_saved_before_digests_were_named_loads_verifies_and_unlearns_exa
 
 def test_an_edited_receipt_of_either_format_is_caught(tmp_path):
     shutil.copytree(LEGACY / "merge", tmp_path / "m")
-    s = get_setting("synthetic", "smoke", 0, tasks=6)
+    s = _legacy_setting(tmp_path / "m")
     system = UnlearningSystem.load(tmp_path / "m", s)
     system.unlearn([s.task_ids[3]])
     for i, (got, merged) in enumerate([("retrained_sha256", "merged_sha256"), ("retrained", "merged")]):
@@ -166,3 +180,42 @@ def test_an_edited_receipt_of_either_format_is_caught(tmp_path):
         chain[i]["tasks"][task][got] = "0" * 64
         problems = check_chain(chain, system.system_id, system.served_digest())
         assert problems and f"receipt {i}" in problems[0]
+
+
+def test_verify_rebuild_refits_a_state_saved_before_fused_with_its_recorded_config(tmp_path, capsys):
+    """``verify --rebuild`` builds the setting with the finetuning config the state recorded, so a
+    state saved before ``FinetuneConfig.fused`` existed is refitted with the per-tensor optimizer."""
+    from clamu_helpers.__main__ import main
+    shutil.copytree(LEGACY / "merge", tmp_path / "m")
+    assert main(["verify", str(tmp_path / "m"), "--rebuild"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] and out["rebuild"]["equal"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_hashes_without_waiting_for_the_parents_threads():
+    """BLAKE3 hashes a large buffer on a Rayon thread pool; a child forked after that inherits the
+    pool without its threads, and a threaded hash there would wait forever (the crash tests' zygote
+    hung so once). The child hashes on one thread instead: the same digest, no hang."""
+    import signal
+    import time
+    x = torch.randn(8_000_000)
+    parent = digests.tensor(x, "blake3")          # starts the pool
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.write(w, digests.tensor(x, "blake3").encode())
+        os._exit(0)
+    os.close(w)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung hashing with BLAKE3")
+    assert os.read(r, 200).decode() == parent

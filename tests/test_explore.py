@@ -51,3 +51,17 @@ def test_moving_the_slider_redraws_from_the_frame(frame):
     c["slider"].value = 8
     c["clustering"].value = "random"
     assert shown == [(8, {"clustering": "features"}), (8, {"clustering": "random"})]
+
+
+def test_headless_runs_show_a_static_view_instead_of_widgets(frame, monkeypatch, capsys):
+    """Under reproduce (CLAMU_STATIC_WIDGETS) no widget is made: a figure and the table at the
+    largest K with the first clustering, which is what a reader of the committed notebook sees."""
+    import matplotlib
+    matplotlib.use("Agg")
+    monkeypatch.setenv("CLAMU_STATIC_WIDGETS", "1")
+    ex = Explorer(frame, along="K", choose=("clustering",))
+    shown = []
+    ex.table = lambda at, **kw: shown.append((at, kw)) or Explorer.table(ex, at, **kw)
+    assert ex.widget() is None and not hasattr(ex, "controls")
+    assert shown == [(8, {"clustering": "features"})]
+    assert "K = 8, clustering = features" in capsys.readouterr().out

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from clamu_helpers import FinetuneConfig, finetune
@@ -64,3 +65,46 @@ def test_sign_fixed_projection_constrains_every_coordinate(tiny):
         tv = finetune(tiny, tiny.tasks[0], sign=v, projection=projection)
         assert bool(((tv.values * v) >= 0).all())
         assert 0 < int((tv.values != 0).sum()) < tiny.spec.numel
+
+
+def _cfg(setting, **change):
+    return FinetuneConfig(**{**setting.finetune_config.to_json(), **change})
+
+
+def test_fused_optimizer_is_the_default_recorded_and_part_of_the_store_key(tiny):
+    from clamu_helpers.store import TaskVectorStore
+    fused, loop = _cfg(tiny, fused=True), _cfg(tiny, fused=False)
+    assert FinetuneConfig().fused and tiny.finetune_config.fused
+    assert fused.to_json()["fused"] is True and loop.to_json()["fused"] is False
+    store, t = TaskVectorStore.__new__(TaskVectorStore), tiny.tasks[0]
+    assert store.key(tiny, t, 0, config=fused) != store.key(tiny, t, 0, config=loop)   # never mixed in a store
+    assert store.key(tiny, t, 0) == store.key(tiny, t, 0, config=fused)
+    legacy = {k: v for k, v in loop.to_json().items() if k != "fused"}   # recorded before the flag existed
+    assert FinetuneConfig.from_json(legacy) == loop and FinetuneConfig.from_json(fused.to_json()) == fused
+    with pytest.raises(TypeError, match="fused"):
+        FinetuneConfig(fused="yes")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_fused_finetune_is_bit_stable_and_other_bits_than_the_loop(tiny, optimizer):
+    t = tiny.tasks[2]
+    fused, loop = _cfg(tiny, optimizer=optimizer, weight_decay=0.01), _cfg(tiny, optimizer=optimizer,
+                                                                           weight_decay=0.01, fused=False)
+    a, b = finetune(tiny, t, seed=5, config=fused), finetune(tiny, t, seed=5, config=fused)
+    assert a.digest == b.digest and a.meta["config"]["fused"] is True
+    c = finetune(tiny, t, seed=5, config=loop)
+    assert c.digest == finetune(tiny, t, seed=5, config=loop).digest and c.meta["config"]["fused"] is False
+    if optimizer != "sgd":   # fused Adam/AdamW round differently; SGD's update is one multiply-add either way
+        assert a.digest != c.digest
+    assert torch.allclose(a.values, c.values, atol=1e-4)   # the same optimizer, up to rounding
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_fused_optimizer_with_the_sign_fixed_projection(tiny, optimizer):
+    g = torch.Generator().manual_seed(4)
+    v = torch.randint(0, 2, (tiny.spec.numel,), generator=g).float() * 2 - 1
+    cfg = _cfg(tiny, optimizer=optimizer, fused=True)
+    for projection in ("after_step", "before_step"):
+        a = finetune(tiny, tiny.tasks[1], config=cfg, sign=v, projection=projection)
+        assert bool(((a.values * v) >= 0).all()) and 0 < int((a.values != 0).sum()) < tiny.spec.numel
+        assert a.digest == finetune(tiny, tiny.tasks[1], config=cfg, sign=v, projection=projection).digest

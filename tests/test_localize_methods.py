@@ -11,7 +11,7 @@ from clamu_helpers.emr_merging import emr
 from clamu_helpers.masks import MaskConfig, choose_lambda, masked_weights, optimize_mask, storage_bytes
 from clamu_helpers.determinism import generator
 from clamu_helpers.methods import METHODS, get_method
-from clamu_helpers.methods.clamu import ETA_GRIDS
+from clamu_helpers.methods.clamu import ETA_GRIDS, HALVING
 from clamu_helpers.selection import scale_grid
 from clamu_helpers.packing import packed_bytes, unpack
 from clamu_helpers.system import UnlearningSystem
@@ -154,15 +154,16 @@ def test_cost_accounting_of_unlearning(tiny, audited):
     d = tiny.spec.numel
     assert keep.storage_bytes() == storage_bytes(d, 1, T - 1, T - 1) + 4 * d * (T - 1)
     # K = T − 1 = 7 masks, all in the search sample (S = min(8, 7)): an α round over
-    # scale_grid(7) = (1/7, 0.3, 1) and an η round over the 3 other η, then nothing left to fit
+    # scale_grid(7) = (1/7, 0.3, 1) and an η round over the 3 other η, each a successive halving
+    # over rungs of 5, 14 and 40 steps, then nothing left to fit
     cl = audited[("clamu", (("mask_steps", 40),))][0].unlearn_costs
     n_alpha, n_eta = len(scale_grid(T - 1)), len(ETA_GRIDS["draft"]) - 1
-    assert (cl.finetunes, cl.gradient_steps, cl.parallel_steps) == (
-        1, E + (n_alpha + n_eta) * (T - 1) * 40, E + 2 * 40)
+    search = HALVING.steps(n_alpha, 40) + HALVING.steps(n_eta, 40)
+    assert (cl.finetunes, cl.gradient_steps, cl.parallel_steps) == (1, E + search * (T - 1), E + 2 * 40)
     # 3 task-vector clusters: retrain the others to re-cluster; the search over all 3 clusters
     clk = audited[("clamu", tuple(sorted({**FAST, "clusters": 3}.items())))][0].unlearn_costs
     assert (clk.finetunes, clk.gradient_steps, clk.parallel_steps) == (
-        T, T * E + (n_alpha + n_eta) * 3 * 40, 2 * E + 2 * 40)
+        T, T * E + search * 3, 2 * E + 2 * 40)
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -144,7 +144,8 @@ def _linear_setting(seed=0):
     model = nn.Linear(3, 2)
     spec = ParamSpec.from_model(model)
     return SimpleNamespace(model=model, spec=spec, theta0=spec.flatten(model).clone(),
-                           loss=lambda out, y: F.cross_entropy(out, y))
+                           loss=lambda out, y: F.cross_entropy(out, y),
+                           batch_loss=lambda forward, x, y: F.cross_entropy(forward(x), y))
 
 
 def _grad_by_hand(theta, x, y):
@@ -228,6 +229,53 @@ def test_minibatch_mask_optimization_is_deterministic_and_needs_a_generator():
         optimize_mask(st, tau_bar, (x, y), cfg)
     with pytest.raises(ShapeMismatchError):
         optimize_mask(st, torch.zeros(5), (x, y), cfg, torch.Generator())
+
+
+def _reference_mask_loop(st, tau_bar, data, cfg, g):
+    """The optimisation as first written (three passes per step to build M0 + α m ⊙ τ̄, the
+    loss of the whole model output): the bits the one-pass kernel must keep."""
+    from clamu_helpers.finetune import batches
+    x, y = data
+    s = torch.zeros(st.spec.numel)
+    alpha_tau = cfg.alpha * tau_bar
+    it = batches(len(y), cfg.batch_size, cfg.steps, g)
+    for _ in range(cfg.steps):
+        idx = next(it)
+        w = masked_weights(st.theta0, s > 0, tau_bar, cfg.alpha).requires_grad_(True)
+        loss = st.loss(torch.func.functional_call(st.model, st.spec.unflatten(w), (x[idx],)), y[idx])
+        (grad,) = torch.autograd.grad(loss, w)
+        s = ste_score_step(s, grad, tau_bar, cfg.lr, cfg.alpha, cfg.update, None, alpha_tau)
+    return s > 0, s
+
+
+@pytest.mark.parametrize("update", ["draft", "normalized"])
+def test_one_pass_masked_weights_keep_the_bits_of_the_three_pass_loop(update):
+    st = _linear_setting(2)
+    with torch.no_grad():                      # −0.0 in θ0: θ0 + 0 must still be what is served
+        st.model.bias[0] = -0.0
+    st.theta0 = st.spec.flatten(st.model).clone()
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(30, 3, generator=g), torch.randint(0, 2, (30,), generator=g)
+    tau_bar = torch.randn(8, generator=g)
+    cfg = MaskConfig(steps=9, lr=3.0, batch_size=7, alpha=0.3, update=update)
+    m_ref, s_ref = _reference_mask_loop(st, tau_bar, (x, y), cfg, torch.Generator().manual_seed(4))
+    m, s = optimize_mask(st, tau_bar, (x, y), cfg, torch.Generator().manual_seed(4))
+    assert torch.equal(s, s_ref) and torch.equal(m, m_ref)
+
+
+def test_a_mask_run_advanced_in_pieces_equals_one_run(smoke_images):
+    from clamu_helpers.masks import MaskRun
+    s = smoke_images
+    task = s.tasks[0]
+    tau = 1e-2 * torch.randn(s.spec.numel, generator=torch.Generator().manual_seed(0))
+    cfg = MaskConfig(steps=12, lr=100.0, batch_size=8, alpha=0.5)
+    whole = MaskRun(s, tau, task.train, cfg, torch.Generator().manual_seed(1)).advance(12)
+    parts = MaskRun(s, tau, task.train, cfg, torch.Generator().manual_seed(1))
+    for n in (2, 1, 4, 5, 9):                  # the last piece stops at config.steps
+        parts.advance(n)
+    assert parts.done == 12 and torch.equal(parts.scores, whole.scores) and torch.equal(parts.mask, whole.mask)
+    m_ref, s_ref = _reference_mask_loop(s, tau, task.train, cfg, torch.Generator().manual_seed(1))
+    assert torch.equal(whole.scores, s_ref)   # and the real setting keeps the reference bits
 
 
 # -- serving and storage ------------------------------------------------------------------------

@@ -219,6 +219,61 @@ def test_edited_fingerprint_needs_resigning(saved, tmp_path, small):
     assert served.fingerprint["machine"] == "riscv"  # what the state was produced under
 
 
+def _edit_state(d: Path, edit) -> dict:
+    sj = current_folder(d) / "state.json"
+    meta = json.loads(sj.read_text())
+    edit(meta)
+    sj.write_text(json.dumps(meta))
+    resign(d)
+    return meta
+
+
+def test_a_state_from_a_processor_with_other_kernels_is_refused_before_any_retrain(saved, tmp_path, small,
+                                                                                 monkeypatch):
+    from clamu_helpers import system as system_module
+    from clamu_helpers.errors import ExactnessError
+    here = saved["merge"][0].fingerprint
+    other = {"cpu_capability": "AVX512" if here["cpu_capability"] != "AVX512" else "AVX2",
+             "cpu_flags": sorted(set(here["cpu_flags"] or []) ^ {"avx512f", "avx512_vnni"})}
+    d = copy_state(saved["merge"][1], tmp_path / "st")
+    _edit_state(d, lambda meta: meta["fingerprint"].update(other))
+    with pytest.raises(StateError, match="another environment") as e:
+        UnlearningSystem.load(d, small)
+    for k, v in other.items():
+        assert f"{k}: saved {v!r}, here {here[k]!r}" in str(e.value)
+    with pytest.warns(RuntimeWarning, match="serving only"):
+        served = UnlearningSystem.load(d, small, allow_fingerprint_mismatch=True)
+    calls = []
+    monkeypatch.setattr(system_module, "run_finetunes", lambda *a, **k: calls.append(a) or {})
+    with pytest.raises(ExactnessError, match=r"cpu_capability: merged with .*here") as e:
+        served.unlearn([small.task_ids[0]])
+    assert "cpu_flags: merged with" in str(e.value)
+    assert not calls and not served.unlearned   # refused up front: nothing was retrained
+
+
+def test_a_state_saved_before_the_cpu_kernel_fields_loads_and_unlearns(saved, tmp_path, small):
+    from clamu_helpers.determinism import cpu_kernels
+    d = copy_state(saved["merge"][1], tmp_path / "st")
+    meta = _edit_state(d, lambda meta: [meta["fingerprint"].pop(k) for k in cpu_kernels()])
+    assert not set(cpu_kernels()) & set(meta["fingerprint"])
+    old = UnlearningSystem.load(d, small)
+    old.unlearn([small.task_ids[0]])
+    assert old.served_digest() == make(small, "merge", small.task_ids[1:]).served_digest()
+
+
+def test_a_state_saved_before_fused_existed_loads_with_a_fused_false_setting(tmp_path):
+    legacy_cfg = FinetuneConfig(steps=15, lr=1e-2, batch_size=8, fused=False)   # the per-tensor Adam of old
+    setting = SyntheticSetting(tasks=3, finetune=legacy_cfg)
+    make(setting, "merge").save(tmp_path / "st")
+    _edit_state(tmp_path / "st", lambda meta: meta["setting"]["finetune"].pop("fused"))   # as written then
+    with pytest.raises(StateError, match=r"finetune: saved .*'fused': False.*here .*'fused': True.*"
+                                         r"before FinetuneConfig.fused existed"):
+        UnlearningSystem.load(tmp_path / "st", SyntheticSetting(tasks=3))   # today's default: fused
+    old = UnlearningSystem.load(tmp_path / "st", SyntheticSetting(tasks=3, finetune=legacy_cfg))
+    old.unlearn([setting.task_ids[0]])
+    assert old.served_digest() == make(setting, "merge", setting.task_ids[1:]).served_digest()
+
+
 def test_mismatched_served_digest_is_caught(saved, tmp_path, small):
     d = copy_state(saved["merge"][1], tmp_path / "st")
     sj = current_folder(d) / "state.json"

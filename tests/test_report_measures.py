@@ -106,3 +106,90 @@ def test_time_is_counted_exclusively_by_category(blobs):
     assert snap["finetuning"] > 0 and snap["mask optimisation"] > 0 and snap["evaluation"] > 0
     parts = sum(v for k, v in snap.items() if k not in ("wall",))
     assert parts == pytest.approx(snap["wall"], abs=0.3)
+
+
+# -- provenance ---------------------------------------------------------------------------------
+def test_rows_from_another_source_digest_are_flagged_in_the_report(tmp_path):
+    import json
+
+    from clamu_helpers import claims, plots, provenance
+    from clamu_helpers.reproduce import write_report
+    rows = [claims.check("fig3-clamu", [0.05, 0.06, 0.07])]
+    plots.report_rows("01_now", rows, "smoke", out=tmp_path)
+    plots.report_rows("02_old", rows, "smoke", out=tmp_path)
+    old = tmp_path / "report" / "02_old.json"
+    data = json.loads(old.read_text())
+    assert data["source_digest"] == provenance.source_digest() and data["rows"][0]["source_digest"]
+    data["source_digest"] = "0" * 64                        # as if it ran at another source
+    old.write_text(json.dumps(data))
+    results = [{"notebook": nb, "ok": True, "seconds": 1.0, "error": ""} for nb in ("01_now", "02_old")]
+    text = write_report(tmp_path, "smoke", results).read_text()
+    assert "Rows from another source" in text and "02_old (`0000000000000000`)" in text
+    assert "01_now (" not in text.split("Rows from another source")[1].split("\n")[0]
+    assert "reproduces (other source)" in text
+
+
+def test_tables_and_figures_record_the_commit_and_source_digest(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from clamu_helpers import plots, provenance
+    plots.save_table(pd.DataFrame({"a": [1, 2]}), "t", "smoke", out=tmp_path)
+    csv = pd.read_csv(tmp_path / "t.csv")
+    meta = json.loads((tmp_path / "t.meta.json").read_text())
+    assert list(csv.columns) == ["a", "commit", "source_digest"]
+    assert (csv.source_digest == provenance.source_digest()).all() and meta["source_digest"] == provenance.source_digest()
+    assert "commit" in meta and not list(tmp_path.glob(".*.tmp"))   # written atomically, no leftovers
+
+
+def test_the_source_digest_follows_the_library_and_notebook_sources(tmp_path):
+    from clamu_helpers import provenance
+    (tmp_path / "clamu_helpers").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "clamu_helpers" / "a.py").write_text("x = 1\n")
+    (tmp_path / "notebooks" / "00_x.py").write_text("# %%\n")
+    files = provenance.source_files(tmp_path)
+    before = provenance.digest_of(files, tmp_path)
+    (tmp_path / "notebooks" / "00_x.py").write_text("# %%\nprint(1)\n")
+    assert provenance.digest_of(files, tmp_path) != before
+
+
+# -- benchmark results read into the report -------------------------------------------------------
+def test_search_agreement_and_unlearning_benchmarks_become_report_rows(tmp_path):
+    import json
+
+    from clamu_helpers import bench_results, claims
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    assert bench_results.search_agreement_rows("cpu", root=tmp_path) == []
+    assert bench_results.unlearning_compute_values(root=tmp_path) is None
+    rows = [{"setting": s, "seed": sd, "agree": sd != 1, "difference": d,
+             "full": {"alpha": 0.1, "mask_lr": 100.0, "mask_steps": 900},
+             "halving": {"alpha": 0.1 if sd != 1 else 0.3, "mask_lr": 100.0, "mask_steps": 300}}
+            for (s, sd, d) in [("a", 0, 0.01), ("a", 1, -0.02), ("b", 0, 0.0)]]
+    summary = {"pairs": 3, "agree": 2, "alpha_agree": 2, "mask_steps_ratio": 1 / 3}
+    (tmp_path / "benchmarks" / "results" / "search_agreement.json").write_text(
+        json.dumps({"clusters": 8, "rows": rows, "summary": summary}))
+    (row,) = bench_results.search_agreement_rows("cpu", root=tmp_path)
+    claims.validate_row(row)
+    assert row["interval"]["values"] == [0.01, -0.02, 0.0] and "agree in 2 of 3" in row["ours"]
+    ratios = [{"method": m, "seed": sd, "tasks": t, "k": 1, "k_rule": "1", "ratio_seconds": r}
+              for sd in (0, 1) for t in (50, 500) for m, r in (("tall", 10.0 * t / 50 + sd), ("emr", 5.0))]
+    (tmp_path / "benchmarks" / "results" / "bench_unlearning_compute_seeds.json").write_text(
+        json.dumps({"args": {"methods": ["sift:scale=1/T"], "setting": "x"}, "ratios": ratios}))
+    values, args = bench_results.unlearning_compute_values(root=tmp_path)
+    assert values == [100.0, 101.0] and args["tasks"] == 500
+
+
+def test_report_only_rewrites_the_report_from_saved_rows(tmp_path):
+    import json
+
+    from clamu_helpers import claims, plots
+    from clamu_helpers.reproduce import report_only
+    assert report_only("smoke", out=str(tmp_path)) == 2                  # nothing run yet: a clear no
+    plots.report_rows("01_x", [claims.check("fig3-clamu", [0.05, 0.06, 0.07])], "smoke", out=tmp_path)
+    (tmp_path / "timings.json").write_text(json.dumps({
+        "profile": "smoke", "last_run": None, "last_full_run": None,
+        "notebooks": [{"notebook": "01_x", "ok": True, "seconds": 3.0, "error": ""}]}))
+    assert report_only("smoke", out=str(tmp_path)) == 0
+    assert "| ClAMU > TALL, EMR | 0.060 ± 0.025" in (tmp_path / "REPORT.md").read_text()

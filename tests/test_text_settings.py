@@ -110,6 +110,26 @@ def test_cached_features_model_equals_full_model_on_raw_text(which, request):
 
 
 @need_text
+def test_real_token_layers_equal_the_padded_layers(fortunes):
+    """The per-token work on real tokens only gives the loss and gradient of the padded layers
+    to float rounding (other bits, so the setting's revision enters the store key)."""
+    from clamu_helpers.params import functional
+    from clamu_helpers.store import TaskVectorStore
+    s = fortunes
+    x, y = s.tasks[0].train
+    assert bool((x[..., -1] == 0).any())                     # some padding to skip
+    w = (s.theta0 + 1e-3 * torch.randn(s.spec.numel, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+    out = {}
+    for flag in (False, True):
+        s.model.real_tokens = flag
+        loss = s.batch_loss(lambda *a: functional(s.model, s.spec, w, *a), x, y)
+        out[flag] = (loss.detach(), torch.autograd.grad(loss, w)[0])
+    s.model.real_tokens = True
+    assert torch.allclose(out[True][0], out[False][0], atol=1e-5)
+    assert torch.allclose(out[True][1], out[False][1], atol=1e-5, rtol=1e-3)
+    assert TaskVectorStore.key_parts(None, s, s.tasks[0], 0)[-1] == "real-tokens"
+
+
 def test_heads_build_and_finetune(reviews):
     s_cls = get_setting("reviews-by-movie", "smoke", tasks=3, head="cls", progress=False)
     # label-name head: rows are the class names' sentence embeddings; cls head: small random rows
@@ -201,6 +221,27 @@ def test_answer_probability_matches_a_hand_computation():
         lps = [torch.log_softmax(logits[i, j], -1)[y[i, j]].item() for j in range(6) if y[i, j] != -100]
         hand.append(float(torch.tensor(sum(lps) / len(lps)).exp()))
     assert torch.allclose(answer_probability(logits, y), torch.tensor(hand), atol=1e-6)
+
+
+def test_authors_loss_and_metric_at_answer_positions_equal_the_full_model_output(authors):
+    """The batch is cut at its longest row and the output layer runs at answer positions only:
+    the loss and the answer probability equal those of the whole (N, L, V) output to float
+    rounding, and the bits of τ_t changed, so the store key names the new computation."""
+    from clamu_helpers.params import functional
+    from clamu_helpers.settings.authors import answer_view
+    from clamu_helpers.store import TaskVectorStore
+    s = authors
+    x, y = s.tasks[1].train
+    w = s.theta0 + 0.02 * torch.randn(s.spec.numel, generator=torch.Generator().manual_seed(3))
+    cut, cy, keep = answer_view(x, y)
+    assert cut.shape[1] < x.shape[1] and int(keep.sum()) == int((y != -100).sum())
+    full = s.loss(functional(s.model, s.spec, w, x), y)
+    fast = s.batch_loss(lambda *a: functional(s.model, s.spec, w, *a), x, y)
+    assert torch.allclose(full, fast, rtol=1e-5, atol=1e-6)
+    ref = float(answer_probability(s.predict(w, x), y).mean())
+    assert abs(s.score(w, x, y) - ref) < 1e-5
+    key = TaskVectorStore.key_parts(None, s, s.tasks[1], 0)
+    assert key[-1] == "answer-positions"
 
 
 def test_qa_targets_cover_the_answer_only(authors):

@@ -31,8 +31,11 @@ def test_counting_rules_with_steps_and_clusters():
     # task-vector clusters need every remaining τ_t to re-cluster: a second round of retraining
     assert deletion_cost("clamu", 10, steps=7, clusters=3, mask_steps=5, alpha=1.0, mask_lr=100.0) == {
         "task_trainings": 10, "gradient_steps": 70 + 3 * 5, "parallel_steps": 14 + 5}
-    # with α and η chosen on validation: 3 α (scale_grid(9) = 1/9, 0.3, 1) + 3 η on the 3 clusters
+    # with α and η chosen on validation: 3 α (scale_grid(9) = 1/9, 0.3, 1) + 3 η on the 3 clusters,
+    # each round a successive halving over rungs of 1, 2 and 5 steps (3·1 + 1·1 + 1·3 = 7 steps)
     assert deletion_cost("clamu", 10, steps=7, clusters=3, mask_steps=5, cluster_by="features") == {
+        "task_trainings": 1, "gradient_steps": 7 + (7 + 7) * 3, "parallel_steps": 7 + 2 * 5}
+    assert deletion_cost("clamu", 10, steps=7, clusters=3, mask_steps=5, cluster_by="features", search="full") == {
         "task_trainings": 1, "gradient_steps": 7 + (3 + 3) * 3 * 5, "parallel_steps": 7 + 2 * 5}
     # 2 forgotten in one request: one round of retraining (2·E gradient, E parallel steps)
     assert deletion_cost("merge", 10, steps=7, n_forgotten=2) == {

@@ -51,6 +51,14 @@ def get_method(name: str, **params) -> "Method":
     return METHODS[name](**params)
 
 
+def saved_method(name: str, params: dict) -> "Method":
+    """The method of a saved state: ``get_method`` with the saved ``params``, and the
+    :attr:`Method.legacy_params` value of every parameter the state predates."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; available: {sorted(METHODS)}")
+    return get_method(name, **{**METHODS[name].legacy_params, **params})
+
+
 @dataclass
 class Params:
     """A method's parameters, declared once as a typed dataclass (``Method.Params``): its fields
@@ -94,6 +102,11 @@ class Method:
     cost_rule_exact = True
     #: fast parameters for tests (few mask steps and the like); {} when the defaults are fast
     test_params: dict = {}
+    #: parameters added after systems of this method were first saved: name → the value that
+    #: behaves as the method did before. A saved state without one loads with that value
+    #: (:func:`saved_method`), and a parameter at that value is left out of the state digest, so
+    #: a state saved before the parameter existed keeps its digest.
+    legacy_params: ClassVar[dict] = {}
 
     #: the method's typed parameters (a :class:`Params` dataclass; none by default)
     Params: ClassVar[type[Params]] = Params
@@ -163,7 +176,9 @@ class Method:
         """SHA-256 over the method's JSON state and a digest of each of its tensors, in the
         ledger's digest format (bare SHA-256 for a system saved before digests were named)."""
         tensors, meta = self.state(ctx)
-        h = hashlib.sha256(json.dumps({"method": self.name, "params": self.params, "meta": meta},
+        params = {k: v for k, v in self.params.items()
+                  if not (k in self.legacy_params and v == self.legacy_params[k])}
+        h = hashlib.sha256(json.dumps({"method": self.name, "params": params, "meta": meta},
                                       sort_keys=True, default=str).encode())
         for k in sorted(tensors):
             h.update(f"{k}:{digests.tensor(tensors[k], ctx.ledger.digest_format)}".encode())

@@ -7,14 +7,18 @@ import torch
 
 from ..determinism import generator, rng
 from ..errors import StateError
-from ..masks import UPDATES, MaskConfig, optimize_mask, pack_masks
-from ..selection import check_grid, choose, is_val, scale_grid
+from ..masks import UPDATES, MaskConfig, MaskRun, pack_masks
+from ..selection import Halving, check_grid, choose, is_val, scale_grid, search, search_steps
 from .base import register
 from .localized import Masked, weighted_mean
 
 #: η candidates of each update rule (``mask_lr="val"``), and the η that the α search uses
 ETA_GRIDS = {"draft": (10.0, 100.0, 1000.0, 10000.0), "normalized": (0.003, 0.01, 0.03, 0.1)}
 ETA_START = {"draft": 100.0, "normalized": 0.01}
+#: ``search``: "halving" (successive halving, :data:`HALVING`) or "full" (every candidate at E_mask)
+SEARCHES = ("halving", "full")
+#: the halving schedule: rungs at E_mask/9, E_mask/3 and E_mask, a third of the candidates going on
+HALVING = Halving(reduction=3, min_fraction=1 / 9)
 
 
 def _check_positive_int(value, name):
@@ -43,6 +47,14 @@ class Clamu(Masked):
       a seeded sample of ``select_clusters`` clusters and scores the mean validation accuracy
       of their tasks; the final masks of the sampled clusters are reused, the others optimized
       with the chosen (α, η). Every gradient step of the search is charged.
+    * ``search="halving"``: each round is a successive halving (:data:`HALVING`): every
+      candidate's masks train E_mask/9 steps and are scored, the best third carry on to
+      E_mask/3, the best third of those to E_mask (the η round halves the new η values, then
+      compares the winner with η = :data:`ETA_START`, already trained in the α round). A run
+      carried on resumes bit for bit (:class:`clamu_helpers.masks.MaskRun`), so the chosen
+      candidate's masks are those of a full-budget run. ``search="full"``: every candidate
+      trains for E_mask (the search as first written; ``benchmarks/search_agreement.py``
+      measures how often the two choose alike).
 
     Every refresh re-clusters and re-optimizes all masks from s = 0 on the new τ̄ (the search
     included). Only task-vector clusters need the remaining τ_t after unlearning."""
@@ -50,6 +62,8 @@ class Clamu(Masked):
     reference = "ClAMU: the draft of Exact Unlearning of Finetuning Data via Model Merging at Scale (2025), Alg. 1"
     test_params = {"mask_steps": 20}
     cost_rule = "retrain-and-masks"
+    #: systems saved before successive halving searched every candidate in full
+    legacy_params = {"search": "full"}
 
     @dataclass
     class Params(Masked.Params):
@@ -60,11 +74,14 @@ class Clamu(Masked):
         alphas: list | None = None             # α grid (None: selection.scale_grid)
         mask_lrs: list | None = None           # η grid (None: ETA_GRIDS[update])
         select_clusters: int = 8               # clusters sampled for the validation search
+        search: str = "halving"                # "halving" (successive halving) or "full"
 
         def validate(self):
             super().validate()
             if self.update not in UPDATES:
                 raise ValueError(f"update must be one of {UPDATES}, got {self.update!r}")
+            if self.search not in SEARCHES:
+                raise ValueError(f"search must be one of {SEARCHES}, got {self.search!r}")
             if not is_val(self.mask_lr):
                 self.mask_lr = check_grid([self.mask_lr], "mask_lr (η, a positive number or 'val')")[0]
             _check_positive_int(self.mask_steps, "mask_steps (E_mask)")
@@ -108,8 +125,12 @@ class Clamu(Masked):
         start = ETA_START[self.params["update"]]
         return start if start in grid else grid[len(grid) // 2]
 
+    def halving(self) -> Halving | None:
+        return HALVING if self.params["search"] == "halving" else None
+
     def search_plan(self, n_tasks: int) -> list[int]:
-        """Candidates per search round (α round, then η round): [] when nothing is chosen."""
+        """Candidates trained per search round (α round, then the η round's new values): [] when
+        nothing is chosen."""
         na, ne = len(self.alpha_grid(n_tasks)), len(self.eta_grid())
         a_val, e_val = is_val(self.params["alpha"]), is_val(self.params["mask_lr"])
         if a_val and e_val:
@@ -124,16 +145,23 @@ class Clamu(Masked):
         k = self.n_clusters(n_tasks)
         return min(self.params["select_clusters"], k) if self.search_plan(n_tasks) and k else 0
 
-    def mask_fits(self, n_tasks: int) -> tuple[int, int]:
-        """(masks optimized, masks served) by one fit or refresh on ``n_tasks`` tasks: the search
-        optimizes (candidates of every round) × S sampled clusters, the chosen candidate's S masks
-        are kept and the K − S others optimized once; K are served."""
+    def mask_fits(self, n_tasks: int, e_mask: int | None = None) -> tuple[float, int]:
+        """(masks optimized, masks served) by one fit or refresh on ``n_tasks`` tasks, the first
+        in full-budget masks (mask steps ÷ E_mask, ``e_mask`` the setting's E_mask unless the
+        method fixes ``mask_steps``): the search's rounds over S sampled clusters
+        (:func:`~clamu_helpers.selection.search_steps`), whose chosen masks are kept, and the
+        K − S other masks once; K are served."""
+        e = self.params["mask_steps"] or e_mask
+        if not e:
+            raise ValueError("mask_fits needs e_mask (the setting's E_mask) when mask_steps is not set")
         k, s = self.n_clusters(n_tasks), self.search_sample(n_tasks)
-        return sum(self.search_plan(n_tasks)) * s + k - s, k
+        searched = sum(search_steps(n, e, self.halving()) for n in self.search_plan(n_tasks)) * s
+        return (searched + (k - s) * e) / e, k
 
     def refit_cost(self, costs, n_tasks, steps):
         """The search rounds over a sample of S clusters, then the K − S masks left (all K when
-        nothing is chosen): E_mask gradient steps per mask, E_mask parallel steps per round."""
+        nothing is chosen): E_mask gradient steps per mask (what halving trains of each
+        candidate, :func:`~clamu_helpers.selection.search_steps`), E_mask parallel steps per round."""
         k = self.n_clusters(n_tasks)
         if not k:
             return costs
@@ -141,7 +169,8 @@ class Clamu(Masked):
         s = self.search_sample(n_tasks)
         for n_candidates in self.search_plan(n_tasks):
             if n_candidates:
-                costs.add(gradient_steps=n_candidates * s * e_mask, parallel_steps=e_mask)
+                costs.add(gradient_steps=search_steps(n_candidates, e_mask, self.halving()) * s,
+                          parallel_steps=e_mask)
         return costs.round(k - s, e_mask, trainings=False)
 
     # -- fitting -------------------------------------------------------------------------------
@@ -157,53 +186,66 @@ class Clamu(Masked):
         target, threads = self.target(ctx), ctx.setting.finetune_config.threads
         n = len(ctx.ledger)
         plan = self.search_plan(n)
-        ids_sorted = sorted(ctx.task_ids)
         clusters = list(groups)
         sample = clusters
         if plan:
             s = min(self.params["select_clusters"], len(clusters))
-            pick = rng(ctx.seed, "clamu-select", *ids_sorted).permutation(len(clusters))[:s]
+            pick = rng(ctx.seed, "clamu-select", *sorted(ctx.task_ids)).permutation(len(clusters))[:s]
             sample = sorted(clusters[int(i)] for i in pick)
-        tried: dict[tuple[float, float], dict[int, tuple[torch.Tensor, float]]] = {}
+        runs: dict[tuple[float, float], dict[int, MaskRun]] = {}
+        scored: dict[tuple[float, float, int], float] = {}
+        trained = [0]
 
-        def fit_masks(cs, alpha, eta, scored):
-            cfg = MaskConfig(steps, float(eta), batch, float(alpha), self.params["update"], threads)
-            out = {}
-            for c in self._bar(ctx, cs, f"ClAMU masks (α={alpha:.3g}, η={eta:g})"):
+        def run_of(alpha, eta, c) -> MaskRun:
+            rs = runs.setdefault((alpha, eta), {})
+            if c not in rs:
                 ids = groups[c]
-                g = generator(ctx.seed, "clamu-mask", *ids)
-                m, _ = optimize_mask(ctx.setting, target, self.group_data(ctx, ids, "train"), cfg, g)
-                score = float("nan")
-                if scored:
-                    xv, yv = self.group_data(ctx, ids, "val")
-                    score = ctx.setting.score(ctx.setting.theta0 + float(alpha) * torch.where(
-                        m, target, target.new_zeros(())), xv, yv)
-                out[c] = (pack_masks([m])[0], score)
-            return out
+                cfg = MaskConfig(steps, float(eta), batch, float(alpha), self.params["update"], threads)
+                rs[c] = MaskRun(ctx.setting, target, self.group_data(ctx, ids, "train"), cfg,
+                                generator(ctx.seed, "clamu-mask", *ids))
+            return rs[c]
 
-        def val_score(alpha, eta):
-            if (alpha, eta) not in tried:
-                tried[(alpha, eta)] = fit_masks(sample, alpha, eta, True)
-            return weighted_mean([(sc, len(groups[c])) for c, (_, sc) in tried[(alpha, eta)].items()])
+        def evaluate(alpha, eta, b):
+            """Mean validation score of the sample's masks after ``b`` steps (runs resumed)."""
+            if (alpha, eta, b) not in scored:
+                out = []
+                for c in self._bar(ctx, sample, f"ClAMU masks (α={alpha:.3g}, η={eta:g}, {b}/{steps} steps)"):
+                    run = run_of(alpha, eta, c)
+                    trained[0] += max(0, min(b, steps) - run.done)
+                    run.advance(b - run.done)
+                    xv, yv = self.group_data(ctx, groups[c], "val")
+                    w = ctx.setting.theta0 + float(alpha) * torch.where(run.mask, target, target.new_zeros(()))
+                    out.append((ctx.setting.score(w, xv, yv), len(groups[c])))
+                scored[(alpha, eta, b)] = weighted_mean(out)
+            return scored[(alpha, eta, b)]
 
-        def search(candidates, score):
-            """One round of the search: its candidates run side by side (one E_mask of parallel steps)."""
-            before = len(tried)
-            best = choose(candidates, score).value
-            if len(tried) > before:
-                costs.add(gradient_steps=(len(tried) - before) * len(sample) * steps, parallel_steps=steps)
+        def round_of(candidates, score):
+            """One search round: its candidates run side by side (one E_mask of parallel steps)."""
+            before = trained[0]
+            best = search(candidates, score, steps, self.halving()).value
+            if trained[0] > before:
+                costs.add(gradient_steps=trained[0] - before, parallel_steps=steps)
             return best
 
         alpha, eta = self.alpha_grid(n)[0], self.eta_grid()[0]
         if is_val(self.params["alpha"]):
             eta = self.eta_start() if is_val(self.params["mask_lr"]) else eta
-            alpha = search(self.alpha_grid(n), lambda a: val_score(a, eta))
+            alpha = round_of(self.alpha_grid(n), lambda a, b: evaluate(a, eta, b))
         if is_val(self.params["mask_lr"]):
-            eta = search(self.eta_grid(), lambda e: val_score(alpha, e))
-        done = {c: m for c, (m, _) in tried.get((alpha, eta), {}).items()}
+            grid = self.eta_grid()
+            known = eta if (alpha, eta, steps) in scored else None   # trained to E_mask in the α round
+            new = [e for e in grid if e != known]
+            best = round_of(new, lambda e, b: evaluate(alpha, e, b)) if new else known
+            finalists = sorted({best} | ({known} if known is not None else set()), key=grid.index)
+            eta = choose(finalists, lambda e: evaluate(alpha, e, steps)).value
+        chosen = runs.get((alpha, eta), {})
+        done = {c: pack_masks([r.mask])[0] for c, r in chosen.items() if r.done == steps}
+        runs.clear()   # the candidates not chosen: free their scores
         rest = [c for c in clusters if c not in done]
+        for c in self._bar(ctx, rest, f"ClAMU masks (α={alpha:.3g}, η={eta:g})"):
+            done[c] = pack_masks([run_of(alpha, eta, c).advance(steps).mask])[0]
+            runs.clear()
         if rest:
-            done.update({c: m for c, (m, _) in fit_masks(rest, alpha, eta, False).items()})
             costs.round(len(rest), steps, trainings=False)
         self.masks = {c: done[c] for c in clusters}
         if is_val(self.params["alpha"]):
@@ -234,40 +276,4 @@ class Clamu(Masked):
             raise StateError(f"saved {self.name!r} state lacks the η chosen on validation data")
 
 
-@register("clamu-supermask")
-class ClamuSupermask(Clamu):
-    """Control for ClAMU: the identical mask optimisation and search, over |τ̄| ⊙ r instead of
-    τ̄, with r ∈ {−1, +1}^d a random sign vector drawn from ``generator(sign_seed, "supermask")``
-    (``sign_seed`` defaults to the system's seed); served M0 + α m_k ⊙ (|τ̄| ⊙ r). The vector keeps
-    τ̄'s magnitudes but none of its directions: if this control matches ClAMU, the masks train a
-    supermask on the cluster's own data rather than recover what merging knew."""
-
-    reference = "control (Zhou et al. 2019, supermasks); asked for by the project's review"
-    control_of = "clamu"
-
-    @dataclass
-    class Params(Clamu.Params):
-        sign_seed: int | None = None           # seed of r (None: the system's seed)
-
-        def validate(self):
-            super().validate()
-            self.sign_seed = None if self.sign_seed is None else int(self.sign_seed)
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        self._target: tuple[str, torch.Tensor] | None = None
-
-    def signs(self, ctx) -> torch.Tensor:
-        seed = ctx.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
-        bits = torch.randint(0, 2, (ctx.setting.spec.numel,), generator=generator(seed, "supermask"), device="cpu")
-        return (bits * 2 - 1).to(torch.float32)
-
-    def target(self, ctx) -> torch.Tensor:
-        """|τ̄| ⊙ r, recomputed only when τ̄ changes."""
-        key = ctx.ledger.digest()
-        if self._target is None or self._target[0] != key:
-            self._target = (key, ctx.tau_bar.abs() * self.signs(ctx))
-        return self._target[1]
-
-
-__all__ = ["Clamu", "ClamuSupermask", "ETA_GRIDS", "ETA_START"]
+__all__ = ["Clamu", "ETA_GRIDS", "ETA_START", "HALVING", "SEARCHES"]

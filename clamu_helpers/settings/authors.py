@@ -210,6 +210,18 @@ def qa_tensors(tok: WordTokenizer, pairs: Sequence[tuple[str, str]], length: int
     return (torch.tensor([r[0] for r in rows], dtype=torch.int64), torch.tensor([r[1] for r in rows], dtype=torch.int64))
 
 
+def answer_view(x: torch.Tensor, y: torch.Tensor, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, y, keep) cut at the batch's longest row, with ``keep`` = the answer positions
+    (targets ≠ −100). Rows are right-padded and attention is causal, so the positions kept
+    see exactly the tokens they saw in the full row: the cut changes no result beyond float
+    rounding (the matrix products run on fewer rows)."""
+    used = (x != pad) | (y != -100)
+    cols = used.any(0).nonzero()
+    length = int(cols.max()) + 1 if len(cols) else 1
+    x, y = x[:, :length], y[:, :length]
+    return x, y, y != -100
+
+
 def answer_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per example: exp(mean over answer positions of log p(target)). (N, L, V), (N, L) → (N,)."""
     logp = F.log_softmax(logits.float(), dim=-1)
@@ -230,8 +242,14 @@ class CausalLM(nn.Module):
         cfg._attn_implementation = "eager"
         self.lm = GPT2LMHeadModel(cfg)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.lm(input_ids=ids, use_cache=False).logits
+    def forward(self, ids: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (N, L, V); with a boolean ``keep`` (N, L), only those positions' logits
+        (n_keep, V): the output layer, a (V × n_embd) product per position, is most of the
+        model's work, and the loss and the metric read ~10 of 40 positions."""
+        if keep is None:
+            return self.lm(input_ids=ids, use_cache=False).logits
+        h = self.lm.transformer(input_ids=ids, use_cache=False).last_hidden_state
+        return self.lm.lm_head(h[keep])
 
     def hidden(self, ids: torch.Tensor, pad: int = 0) -> torch.Tensor:
         """Final hidden state (after the final layer norm) at the last non-``pad`` token of each
@@ -302,6 +320,7 @@ class AuthorsSetting(Setting):
     name = "fictitious-authors"
     description = "TOFU analog: 20 QA pairs about one fictitious author per task; answer probability"
     metric_name = "answer_probability"
+    revision = "answer-positions"   # the output layer at answer positions only (other bits)
 
     def __init__(self, profile: str = "cpu", seed: int = 0, tasks: int | None = None, length: int = 40,
                  corpora: Sequence[str] = ("fortunes", "reviews"), pretrain_steps: int | None = None,
@@ -332,12 +351,28 @@ class AuthorsSetting(Setting):
         """Cross-entropy on the answer tokens only (targets −100 elsewhere)."""
         return F.cross_entropy(output.reshape(-1, output.shape[-1]), y.reshape(-1), ignore_index=-100)
 
+    def batch_loss(self, forward, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`loss` of ``forward(x)``, computed at the answer positions only: the batch is
+        cut at its longest row and the output layer runs where the loss reads it
+        (:func:`answer_view`; equal to ``loss(forward(x), y)`` up to float rounding)."""
+        x, y, keep = answer_view(x, y, self.tokenizer.pad)
+        return F.cross_entropy(forward(x, keep), y[keep])
+
     def score(self, weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> float:
-        """Mean over QA pairs of exp(mean log-prob of the answer tokens given the question)."""
+        """Mean over QA pairs of exp(mean log-prob of the answer tokens given the question)
+        (:func:`answer_probability`), with the output layer run at the answer positions only."""
         if len(y) == 0:
             return float("nan")
-        pred = self.predict(weights, x, batch=256)
-        return float(answer_probability(pred, y.to(pred.device)).mean())
+        from ..params import functional
+        x, y, keep = answer_view(x, y, self.tokenizer.pad)
+        dev = self.device
+        keep = keep.to(dev)
+        with torch.no_grad():
+            logits = functional(self.model, self.spec, weights.to(dev), x.to(dev), keep)
+        logp = F.log_softmax(logits.float(), dim=-1).gather(-1, y.to(dev)[keep][:, None])[:, 0]
+        rows = keep.nonzero()[:, 0]
+        total = torch.zeros(len(y), dtype=logp.dtype, device=dev).index_add_(0, rows, logp)
+        return float(torch.exp(total / keep.sum(1).clamp(min=1)).mean())
 
     def cluster_features(self, x: torch.Tensor) -> torch.Tensor:
         """Features for feature clustering: M0's final hidden state (``last_hidden_state`` of

@@ -1,0 +1,130 @@
+"""A notebook's seeds in one-thread worker processes: same rows as in the kernel, CPU slots bound
+how many compute at once, failures and unpicklable functions are handled."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from clamu_helpers import experiments as ex, timing, workers
+from clamu_helpers.settings import get_setting
+
+
+def _rows(sd: int) -> pd.DataFrame:
+    """One seed of a small comparison: finetunes, masks (TALL), evaluations on 1 thread."""
+    import torch
+    s = get_setting("synthetic", "smoke", sd, tasks=5)
+    df = ex.compare_methods(s, {"averaging": ("merge", {}), "TALL": ("tall", {})}, seed=sd)
+    return df.drop(columns=["seconds"]).assign(threads=torch.get_num_threads())
+
+
+@pytest.fixture
+def fresh_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLAMU_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(ex, "_STORE", None)
+    yield
+    workers.shutdown()
+
+
+def test_seeds_in_workers_give_the_rows_of_the_kernel_bit_for_bit(fresh_store, monkeypatch):
+    monkeypatch.setenv("CLAMU_WORKERS", "1")
+    here = ex.over_seeds(_rows, [0, 1])
+    monkeypatch.setenv("CLAMU_WORKERS", "2")
+    monkeypatch.setattr(ex, "_STORE", None)
+    before = timing.snapshot()["workers"]
+    there = ex.over_seeds(_rows, [0, 1])
+    pd.testing.assert_frame_equal(here, there, check_exact=True)
+    assert (there.threads == 1).all() and (here.threads == 1).all()
+    assert timing.snapshot()["workers"] > before            # the workers' seconds were counted
+
+
+def test_a_notebook_defined_closure_runs_in_a_worker(monkeypatch):
+    monkeypatch.setenv("CLAMU_WORKERS", "2")
+    offset = 40   # captured by value: cloudpickle sends the lambda and what it closes over
+    try:
+        out = workers.run_units(lambda x: (x + offset, __import__("os").getpid()), [1, 2], progress=False)
+    finally:
+        workers.shutdown()
+    assert [v for v, _ in out] == [41, 42]
+    assert all(pid != __import__("os").getpid() for _, pid in out)
+
+
+def _interval(_):
+    t0 = time.time()
+    time.sleep(0.4)
+    return t0, time.time()
+
+
+def test_cpu_slots_bound_how_many_units_compute_at_once(tmp_path, monkeypatch):
+    slots = workers.make_slots(tmp_path / "slots", 1)
+    monkeypatch.setenv("CLAMU_SLOTS", str(slots))
+    monkeypatch.setenv("CLAMU_WORKERS", "3")
+    try:
+        spans = sorted(workers.run_units(_interval, range(3), progress=False))
+    finally:
+        workers.shutdown()
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end - 0.01        # one slot: never two units at once
+
+
+def _fail(x):
+    if x == 1:
+        raise KeyError("unit 1 failed")
+    return x
+
+
+def test_a_failing_unit_raises_its_own_error_in_the_kernel(monkeypatch):
+    monkeypatch.setenv("CLAMU_WORKERS", "2")
+    with pytest.raises(KeyError, match="unit 1 failed"):
+        workers.run_units(_fail, [0, 1], progress=False)
+    assert "pool" not in workers._POOL     # the failed pool was stopped
+
+
+def test_an_unpicklable_function_runs_here_with_a_warning(monkeypatch):
+    monkeypatch.setenv("CLAMU_WORKERS", "2")
+    lock = threading.Lock()
+    with pytest.warns(UserWarning, match="running in this process"):
+        out = workers.run_units(lambda x: (x, lock.locked()), [3, 4], progress=False)
+    assert out == [(3, False), (4, False)]
+
+
+def test_bad_worker_counts_are_refused(monkeypatch):
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("CLAMU_WORKERS", bad)
+        with pytest.raises(ValueError, match="CLAMU_WORKERS"):
+            workers.workers_for(3)
+    monkeypatch.setenv("CLAMU_WORKERS", "8")
+    assert workers.workers_for(3) == 3
+
+
+def test_repeated_seeds_are_refused():
+    with pytest.raises(ValueError, match="repeated seeds"):
+        ex.over_seeds(_rows, [0, 0])
+
+
+def _build_once(marker_dir):
+    import os
+    from pathlib import Path
+
+    import torch
+
+    from clamu_helpers.cache import cached_tensors
+
+    def build():
+        (Path(marker_dir) / f"built-{os.getpid()}").touch()
+        time.sleep(1.0)
+        return {"x": torch.arange(3.0)}
+    return cached_tensors("test-kind", "same-key", build)["x"].tolist()
+
+
+def test_two_processes_wanting_one_cache_entry_build_it_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLAMU_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLAMU_WORKERS", "2")
+    try:
+        out = workers.run_units(_build_once, [str(tmp_path), str(tmp_path)], progress=False)
+    finally:
+        workers.shutdown()
+    assert out == [[0.0, 1.0, 2.0]] * 2
+    assert len(list(tmp_path.glob("built-*"))) == 1
