@@ -116,8 +116,24 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _init() -> None:
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this worker when the kernel that started it dies (a kernel killed
+    with SIGKILL runs no clean-up: its idle workers would otherwise hold their memory forever)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 15, 0, 0, 0)   # PR_SET_PDEATHSIG = 1, SIGTERM = 15
+    except (OSError, AttributeError):   # not Linux: workers end when their queue closes
+        pass
+
+
+def _init(parent: int) -> None:
     os.environ.update(WORKER_ENV)
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # an interrupt is the kernel's; it stops its workers
+    _die_with_parent()
+    if os.getppid() != parent:   # the kernel died before the request above took effect
+        os._exit(1)
     import torch
     torch.set_num_threads(1)
 
@@ -140,7 +156,7 @@ def _pool(n: int) -> ProcessPoolExecutor:
     if live is not None and _POOL["n"] == n:
         return live
     shutdown()
-    pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_init)
+    pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_init, initargs=(os.getpid(),))
     _POOL.update(pool=pool, n=n)
     return pool
 

@@ -128,3 +128,32 @@ def test_two_processes_wanting_one_cache_entry_build_it_once(tmp_path, monkeypat
         workers.shutdown()
     assert out == [[0.0, 1.0, 2.0]] * 2
     assert len(list(tmp_path.glob("built-*"))) == 1
+
+
+def test_workers_end_when_their_kernel_is_killed(tmp_path):
+    """A kernel killed with SIGKILL runs no clean-up; its workers must not outlive it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    script = tmp_path / "kernel.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from clamu_helpers import workers\n"
+        "if __name__ == '__main__':\n"
+        "    os.environ['CLAMU_WORKERS'] = '2'\n"
+        "    pids = workers.run_units(lambda x: __import__('os').getpid(), [0, 1], progress=False)\n"
+        "    print(' '.join(map(str, pids)), flush=True)\n"
+        "    time.sleep(600)\n")
+    kernel = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in kernel.stdout.readline().split()]
+    assert len(pids) == 2
+    kernel.send_signal(signal.SIGKILL)
+    kernel.wait(timeout=30)
+    deadline = time.time() + 30
+    alive = pids
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}") and
+                 open(f"/proc/{p}/stat").read().split()[2] != "Z"]
+    assert not alive, f"workers {alive} outlived their kernel"
