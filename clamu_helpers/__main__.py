@@ -8,10 +8,11 @@ import sys
 
 
 def _method_params(pairs: list[str]) -> dict:
+    from .errors import ParameterError
     out = {}
     for p in pairs or []:
         if "=" not in p:
-            raise SystemExit(f"--param expects KEY=VALUE, got {p!r}")
+            raise ParameterError(f"--param expects KEY=VALUE, got {p!r}")
         k, v = p.split("=", 1)
         try:
             out[k] = json.loads(v)

@@ -36,5 +36,15 @@ class DeviceError(ClamuError):
     """A device that does not exist here, or CUDA set up so that results would not be exact."""
 
 
+class UnknownNameError(ClamuError):
+    """A method, setting, profile or reproduction target that does not exist; the message lists
+    the ones that do."""
+
+
+class ParameterError(ClamuError, TypeError):
+    """A method parameter that does not exist or a value it does not accept (also a
+    ``TypeError``, as Python raises for an unknown keyword)."""
+
+
 class StateError(ClamuError):
     """A saved state that is corrupt, truncated, or from an incompatible environment."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import notebook_files
+from .errors import ClamuError, UnknownNameError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,7 @@ def _notebooks(folder: Path, only: str | None) -> list[Path]:
         stem = targets.get(item, item)
         matches = [p for p in found if p.stem == stem or p.stem.startswith(stem)]
         if not matches:
-            raise SystemExit(f"--only: unknown target {item!r}; targets: {sorted(targets)} or notebook names")
+            raise UnknownNameError(f"--only: unknown target {item!r}; targets: {sorted(targets)} or notebook names")
         wanted.update(matches)
     return sorted(wanted)
 
@@ -249,7 +250,7 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
         return 2
     jobs = default_jobs() if jobs is None else int(jobs)
     if jobs < 1:
-        raise SystemExit(f"--jobs must be at least 1, got {jobs}")
+        raise ClamuError(f"--jobs must be at least 1, got {jobs}")
     folder = Path(notebooks_dir) if notebooks_dir else ROOT / "notebooks"
     out_dir = Path(out) if out else ROOT / "figures" / profile
     for sub in ("notebooks", "logs", "report"):

@@ -8,6 +8,7 @@ import pytest
 
 from clamu_helpers import experiments as ex
 from clamu_helpers.audit import audit, choose_forget_set
+from clamu_helpers.errors import UnknownNameError
 from clamu_helpers.reproduce import _notebooks, write_report
 
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
@@ -114,7 +115,7 @@ def test_only_selects_notebooks_by_the_targets_they_declare(tmp_path):
         nbformat.write(new_notebook(metadata={"clamu": {"targets": targets}}), tmp_path / f"{n}.ipynb")
     assert [p.stem for p in _notebooks(tmp_path, "fig2,fig5")] == ["01_when_is_merging_scalable", "04_clamu"]
     assert [p.stem for p in _notebooks(tmp_path, "04")] == ["04_clamu"]
-    with pytest.raises(SystemExit, match="unknown target 'fig99'.*'fig3'"):
+    with pytest.raises(UnknownNameError, match="unknown target 'fig99'.*'fig3'"):
         _notebooks(tmp_path, "fig99")
     nbformat.write(new_notebook(metadata={"clamu": {"targets": ["fig2"]}}), tmp_path / "05_other.ipynb")
     with pytest.raises(ValueError, match="'fig2' is claimed by both 01_when_is_merging_scalable and 05_other"):

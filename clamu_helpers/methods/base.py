@@ -28,7 +28,7 @@ import torch
 
 from .. import digests
 from ..costs import Costs
-from ..errors import StateError
+from ..errors import ClamuError, ParameterError, StateError, UnknownNameError
 from ..selection import is_val
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def register(name: str) -> Callable[[type], type]:
 
 def get_method(name: str, **params) -> "Method":
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; available: {sorted(METHODS)}")
+        raise UnknownNameError(f"unknown method {name!r}; available: {sorted(METHODS)}")
     return METHODS[name](**params)
 
 
@@ -55,7 +55,7 @@ def saved_method(name: str, params: dict) -> "Method":
     """The method of a saved state: ``get_method`` with the saved ``params``, and the
     :attr:`Method.legacy_params` value of every parameter the state predates."""
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; available: {sorted(METHODS)}")
+        raise UnknownNameError(f"unknown method {name!r}; available: {sorted(METHODS)}")
     return get_method(name, **{**METHODS[name].legacy_params, **params})
 
 
@@ -68,7 +68,12 @@ class Params:
     ``get_method(name, **params)`` rebuilds the method."""
 
     def __post_init__(self):
-        self.validate()
+        try:
+            self.validate()
+        except ClamuError:
+            raise
+        except (TypeError, ValueError) as e:  # a value the declaration refuses: the user's error
+            raise ParameterError(str(e)) from e
 
     def validate(self) -> None:
         """Check and normalise the fields (default: nothing to check)."""
@@ -114,7 +119,7 @@ class Method:
     def __init__(self, **params):
         unknown = sorted(set(params) - set(self.Params.names()))
         if unknown:
-            raise TypeError(f"method {self.name!r} has no parameter {', '.join(map(repr, unknown))}; its "
+            raise ParameterError(f"method {self.name!r} has no parameter {', '.join(map(repr, unknown))}; its "
                             f"parameters: {', '.join(self.Params.names()) or 'none'}")
         #: the typed, validated parameters
         self.p = self.Params(**params)

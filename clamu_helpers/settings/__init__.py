@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import UnknownNameError
+
 from .base import PROFILES, FinetuneConfig, Setting, Task
 from .recipe import SettingRecipe
 from .registry import (ANALOG_OF, AVAILABILITY, PAPER_SETTING_OF, REGISTRY, SETTINGS, SettingEntry, availability,
@@ -38,9 +40,9 @@ def get_setting(name: str, profile: str = "cpu", seed: int = 0, **kw) -> Setting
     its paper twin where it is available (:func:`resolve_setting`). The setting records how to
     rebuild it, keywords included (``setting.recipe``: what worker processes build)."""
     if name not in SETTINGS:
-        raise ValueError(f"unknown setting {name!r}; available: {sorted(SETTINGS)}")
+        raise UnknownNameError(f"unknown setting {name!r}; available: {sorted(SETTINGS)}")
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+        raise UnknownNameError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     name = resolve_setting(name, profile)
     setting = SETTINGS[name](profile=profile, seed=seed, **kw)
     setting.recipe = SettingRecipe(name, profile, seed, dict(kw))
