@@ -82,7 +82,8 @@ def cmd_reproduce(args) -> int:
     if args.report_only:
         return report_only(profile=args.profile, out=args.out)
     return reproduce(profile=args.profile, only=args.only, out=args.out, notebooks_dir=args.notebooks,
-                     timeout=args.timeout, write_back=args.write_back, jobs=args.jobs)
+                     timeout=args.timeout, write_back=args.write_back, jobs=args.jobs,
+                     stall_after=args.stall_after)
 
 
 def cmd_receipts(args) -> int:
@@ -190,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=int, default=None, help="seconds per notebook cell")
     r.add_argument("--jobs", type=int, default=None,
                    help="notebooks run at once (default: one more than the cores, at most 4; 1: one after another)")
+    r.add_argument("--stall-after", type=float, default=None, metavar="SECONDS",
+                   help="stop a kernel with no new output and no CPU for this long and run its notebook once "
+                        "more (default: the notebook's last recorded time, at least 900 s; 0: never)")
     r.add_argument("--write-back", action="store_true",
                    help="copy executed notebooks back into notebooks/ (to commit their outputs)")
     r.add_argument("--report-only", action="store_true",

@@ -188,19 +188,43 @@ def _stderr_to(fh):
         os.close(saved)
 
 
-def _run_notebook(nb: Path, out_dir: Path, profile: str, timeout: int | None) -> dict:
+def _run_notebook(nb: Path, out_dir: Path, profile: str, timeout: int | None, stall: float | None = None) -> dict:
     """Execute one notebook with papermill into ``out_dir/notebooks`` (its own kernel); its log
     in ``out_dir/logs`` has each cell's start and end (timestamped) and what the cell printed.
-    Never raises: a failure is returned in the result."""
+    With ``stall`` (seconds), a :class:`~clamu_helpers.watchdog.Watchdog` stops a kernel with no
+    new output and no CPU for that long, and the notebook is run once more; the result says
+    so (``stalled``: how many times, and the cell each stall was at). Never raises: a failure
+    is returned in the result."""
+    t0 = time.perf_counter()
+    stalls: list[str] = []
+    for attempt in range(2):
+        ok, error, fired = _execute(nb, out_dir, profile, timeout, stall, append=attempt > 0)
+        if not fired:
+            break
+        stalls.append(fired)
+        error = f"stalled: {fired}" + ("; stalled again when run once more" if attempt else "")
+    result = {"notebook": nb.stem, "ok": ok, "seconds": round(time.perf_counter() - t0, 1), "error": error}
+    if stalls:
+        result["stalled"] = stalls
+    return result
+
+
+def _execute(nb: Path, out_dir: Path, profile: str, timeout: int | None, stall: float | None,
+             append: bool = False) -> tuple[bool, str, str]:
+    """One papermill execution of ``nb``: (ok, error, what the watchdog saw: "" when it did not
+    fire)."""
     import logging
 
     import papermill as pm
 
+    from .watchdog import Watchdog
+
     target = out_dir / "notebooks" / nb.name
     log = out_dir / "logs" / f"{nb.stem}.log"
-    t0 = time.perf_counter()
-    ok, error = True, ""
-    with open(log, "w", buffering=1) as fh, _stderr_to(fh):
+    ok, error, fired = True, "", ""
+    with open(log, "a" if append else "w", buffering=1) as fh, _stderr_to(fh):
+        if append:
+            fh.write("\n--- the watchdog stopped the kernel; running the notebook once more ---\n")
         handler = logging.StreamHandler(fh)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         pm_log = logging.getLogger("papermill")
@@ -208,10 +232,12 @@ def _run_notebook(nb: Path, out_dir: Path, profile: str, timeout: int | None) ->
         pm_log.addHandler(handler)
         pm_log.setLevel(logging.INFO)
         pm_log.propagate = False   # into the log, not over the progress bar
+        dog = Watchdog(log, stall) if stall else contextlib.nullcontext()
         try:
-            pm.execute_notebook(str(nb), str(target), parameters={"profile": profile}, cwd=str(nb.parent),
-                                log_output=True, stdout_file=fh, stderr_file=fh, progress_bar=False,
-                                execution_timeout=timeout, kernel_name="python3")
+            with dog:
+                pm.execute_notebook(str(nb), str(target), parameters={"profile": profile}, cwd=str(nb.parent),
+                                    log_output=True, stdout_file=fh, stderr_file=fh, progress_bar=False,
+                                    execution_timeout=timeout, kernel_name="python3")
         except Exception as e:  # a failing notebook stops nothing else
             ok, error = False, f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
             fh.write(f"\nFAILED: {error}\n")
@@ -219,7 +245,21 @@ def _run_notebook(nb: Path, out_dir: Path, profile: str, timeout: int | None) ->
             pm_log.removeHandler(handler)
             pm_log.setLevel(old[0])
             pm_log.propagate = old[1]
-    return {"notebook": nb.stem, "ok": ok, "seconds": round(time.perf_counter() - t0, 1), "error": error}
+        if stall and dog.fired:
+            cells = _CELL.findall(_tail(log))
+            where = f"cell {cells[-1]}" if cells else "before the first cell"
+            fired = f"no output and no CPU for {dog.quiet_for:.0f} s at {where}"
+            fh.write(f"\nSTALLED: {fired}; the watchdog stopped the kernel\n")
+    return ok, error, fired
+
+
+def _tail(log: Path, size: int = 65536) -> str:
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, 2) - size))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def report_only(profile: str = "cpu", out: str | None = None) -> int:
@@ -238,9 +278,11 @@ def report_only(profile: str = "cpu", out: str | None = None) -> int:
 
 def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = None,
               notebooks_dir: str | None = None, timeout: int | None = None, write_back: bool = False,
-              jobs: int | None = None) -> int:
+              jobs: int | None = None, stall_after: float | None = None) -> int:
     """Run the notebooks (``jobs`` at once, each in its own kernel), then write timings.json
-    and REPORT.md. Notebooks that run at once share the finetune store: a finetune one of them
+    and REPORT.md. A kernel with no new output and no CPU for ``stall_after`` seconds (default:
+    :func:`~clamu_helpers.watchdog.default_stall` of the notebook's last recorded time; 0: never)
+    is stopped and its notebook run once more (:mod:`clamu_helpers.watchdog`). Notebooks that run at once share the finetune store: a finetune one of them
     is computing is waited for, not repeated (see :meth:`TaskVectorStore.claim`), and each
     kernel gets ``cores / jobs`` threads for what is not pinned (finetunes always use one)."""
     missing = _missing_dependencies()
@@ -251,6 +293,7 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
     jobs = default_jobs() if jobs is None else int(jobs)
     if jobs < 1:
         raise ClamuError(f"--jobs must be at least 1, got {jobs}")
+    _stall(stall_after, None)   # a bad --stall-after is refused before anything runs
     folder = Path(notebooks_dir) if notebooks_dir else ROOT / "notebooks"
     out_dir = Path(out) if out else ROOT / "figures" / profile
     for sub in ("notebooks", "logs", "report"):
@@ -287,7 +330,8 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
         # every notebook runs in a worker process whose stderr (and so its kernel's) goes to the
         # notebook's log: the console keeps the progress lines, not the kernels' warnings
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_run_notebook, nb, out_dir, profile, timeout): nb
+            futures = {pool.submit(_run_notebook, nb, out_dir, profile, timeout,
+                                   _stall(stall_after, expected.get(nb.stem))): nb
                        for nb in _order(notebooks, out_dir / "timings.json", profile)}
             pending = set(futures)
             while pending:
@@ -325,8 +369,21 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
           f"CPU utilisation {usage['utilisation']:.0%} of {cores} cores)")
     for r in results:
         print(f"  {'ok ' if r['ok'] else 'FAIL'} {r['notebook']:<32} {r['seconds']:>7.1f} s  {r['error']}")
+        for why in r.get("stalled", []) if r["ok"] else []:
+            print(f"       (the watchdog stopped its kernel once: {why}; it ran whole the second time)")
     print(f"figures, tables and REPORT.md in {out_dir}")
     return 0 if all(r["ok"] for r in results) else 1
+
+
+def _stall(stall_after: float | None, last_seconds: float | None) -> float | None:
+    """The watchdog's stall time for one notebook: ``stall_after`` when given (0: no watchdog),
+    else :func:`~clamu_helpers.watchdog.default_stall` of its last recorded time."""
+    from .watchdog import default_stall
+    if stall_after is None:
+        return default_stall(last_seconds)
+    if stall_after < 0:
+        raise ClamuError(f"--stall-after must be 0 (no watchdog) or positive seconds, got {stall_after}")
+    return float(stall_after) or None
 
 
 def _finish(result: dict, nb: Path, out_dir: Path, profile: str, write_back: bool, bar) -> dict:
@@ -476,6 +533,9 @@ def write_report(out_dir: Path, profile: str, results: list[dict], runs: dict | 
         d = data[r["notebook"]]
         lines.append(f"## {r['notebook']} ({'ok' if r['ok'] else 'FAILED: ' + r['error']}, {r['seconds']} s)")
         lines.append("")
+        if r.get("stalled") and r["ok"]:
+            lines += [f"The watchdog stopped this notebook's kernel once ({r['stalled'][0]}); the second run "
+                      "ran whole and wrote what follows.", ""]
         if not d:
             lines += ["(no report rows)", ""]
             continue

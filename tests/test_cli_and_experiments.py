@@ -197,3 +197,40 @@ def test_status_line_says_cell_progress_and_time_left(tmp_path):
         fh.write("2026-12-03 08:00:05,000 INFO Executing Cell 4-----\n")
     assert status_line(log, nb, now=t0 + 5) == "04_x · cell 4/6 · 0:05 elapsed"
     assert status_line(tmp_path / "missing.log", nb) == "04_x: starting"
+
+
+def test_the_watchdog_stops_a_stopped_kernel_runs_it_once_more_and_spares_a_busy_one(tmp_path, capfd):
+    """A kernel with no output and no CPU for --stall-after seconds is stopped and its notebook
+    run once more; a kernel that computes without printing, or idles but prints, is left alone."""
+    from clamu_helpers.reproduce import reproduce
+    nbs, out, marker = tmp_path / "nbs", tmp_path / "out", tmp_path / "stopped-once"
+    nbs.mkdir()
+    _notebook(nbs / "00_stops_once.ipynb", f'''import pathlib, time
+m = pathlib.Path({str(marker)!r})
+if not m.exists():
+    m.write_text("1")
+    time.sleep(10**6)''', 'print("second run done")')
+    _notebook(nbs / "01_stops_always.ipynb", "import time; time.sleep(10**6)")
+    _notebook(nbs / "02_busy_quietly.ipynb", "import time\nt = time.time()\nwhile time.time() - t < 8:\n    pass")
+    _notebook(nbs / "03_idle_but_printing.ipynb", "import time\nfor i in range(8):\n    print(i, flush=True)\n    time.sleep(1)")
+    code = reproduce(profile="smoke", notebooks_dir=str(nbs), out=str(out), jobs=4, stall_after=3)
+    printed, _ = capfd.readouterr()
+    assert code == 1
+    rows = {r["notebook"]: r for r in json.loads((out / "timings.json").read_text())["notebooks"]}
+    assert rows["00_stops_once"]["ok"] and len(rows["00_stops_once"]["stalled"]) == 1
+    assert "at cell 3" in rows["00_stops_once"]["stalled"][0]   # 1: parameters, 2: papermill's injected cell
+    assert "second run done" in (out / "logs" / "00_stops_once.log").read_text()
+    bad = rows["01_stops_always"]
+    assert not bad["ok"] and len(bad["stalled"]) == 2 and bad["error"].startswith("stalled: no output and no CPU")
+    assert "stalled again" in bad["error"] and "FAIL 01_stops_always" in printed
+    for spared in ("02_busy_quietly", "03_idle_but_printing"):
+        assert rows[spared]["ok"] and "stalled" not in rows[spared]
+    report = (out / "REPORT.md").read_text()
+    assert "The watchdog stopped this notebook's kernel once" in report and "FAILED: stalled" in report
+
+
+def test_stall_after_must_not_be_negative(tmp_path):
+    from clamu_helpers.errors import ClamuError
+    from clamu_helpers.reproduce import reproduce
+    with pytest.raises(ClamuError, match="--stall-after must be 0"):
+        reproduce(profile="smoke", notebooks_dir=str(tmp_path), out=str(tmp_path / "o"), stall_after=-1)
