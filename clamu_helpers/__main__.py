@@ -83,7 +83,7 @@ def cmd_reproduce(args) -> int:
         return report_only(profile=args.profile, out=args.out)
     return reproduce(profile=args.profile, only=args.only, out=args.out, notebooks_dir=args.notebooks,
                      timeout=args.timeout, write_back=args.write_back, jobs=args.jobs,
-                     stall_after=args.stall_after)
+                     stall_after=args.stall_after, resume=args.resume)
 
 
 def cmd_receipts(args) -> int:
@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stall-after", type=float, default=None, metavar="SECONDS",
                    help="stop a kernel with no new output and no CPU for this long and run its notebook once "
                         "more (default: the notebook's last recorded time, at least 900 s; 0: never)")
+    r.add_argument("--resume", action="store_true",
+                   help="run only the notebooks with no finished run at this source in the output folder "
+                        "(after a run was killed); last_full_run stays the record of a whole run")
     r.add_argument("--write-back", action="store_true",
                    help="copy executed notebooks back into notebooks/ (to commit their outputs)")
     r.add_argument("--report-only", action="store_true",

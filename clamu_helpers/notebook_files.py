@@ -82,8 +82,9 @@ def write(nb, path: Path) -> None:
     import nbformat
     from jupytext.cli import jupytext as jupytext_cli
     _jupytext_config(Path(path).parent)
+    from .atomic import replace_with
     clean(nb)
-    nbformat.write(nb, str(path))
+    replace_with(Path(path), lambda tmp: nbformat.write(nb, str(tmp)))   # never half a notebook
     jupytext_cli(["--sync", "--quiet", str(path)])
 
 

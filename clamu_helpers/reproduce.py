@@ -196,6 +196,7 @@ def _run_notebook(nb: Path, out_dir: Path, profile: str, timeout: int | None, st
     so (``stalled``: how many times, and the cell each stall was at). Never raises: a failure
     is returned in the result."""
     t0 = time.perf_counter()
+    _running_marker(out_dir, nb.stem).write_text(f"{os.getpid()}\n")   # removed once its row is recorded
     stalls: list[str] = []
     for attempt in range(2):
         ok, error, fired = _execute(nb, out_dir, profile, timeout, stall, append=attempt > 0)
@@ -220,6 +221,7 @@ def _execute(nb: Path, out_dir: Path, profile: str, timeout: int | None, stall: 
     from .watchdog import Watchdog
 
     target = out_dir / "notebooks" / nb.name
+    working = target.with_name(f".{nb.stem}.running.ipynb")   # papermill rewrites it after every cell
     log = out_dir / "logs" / f"{nb.stem}.log"
     ok, error, fired = True, "", ""
     with open(log, "a" if append else "w", buffering=1) as fh, _stderr_to(fh):
@@ -235,7 +237,7 @@ def _execute(nb: Path, out_dir: Path, profile: str, timeout: int | None, stall: 
         dog = Watchdog(log, stall) if stall else contextlib.nullcontext()
         try:
             with dog:
-                pm.execute_notebook(str(nb), str(target), parameters={"profile": profile}, cwd=str(nb.parent),
+                pm.execute_notebook(str(nb), str(working), parameters={"profile": profile}, cwd=str(nb.parent),
                                     log_output=True, stdout_file=fh, stderr_file=fh, progress_bar=False,
                                     execution_timeout=timeout, kernel_name="python3")
         except Exception as e:  # a failing notebook stops nothing else
@@ -245,6 +247,8 @@ def _execute(nb: Path, out_dir: Path, profile: str, timeout: int | None, stall: 
             pm_log.removeHandler(handler)
             pm_log.setLevel(old[0])
             pm_log.propagate = old[1]
+            if working.exists():   # the executed notebook replaces the old one whole, failed or not
+                os.replace(working, target)
         if stall and dog.fired:
             cells = _CELL.findall(_tail(log))
             where = f"cell {cells[-1]}" if cells else "before the first cell"
@@ -278,11 +282,13 @@ def report_only(profile: str = "cpu", out: str | None = None) -> int:
 
 def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = None,
               notebooks_dir: str | None = None, timeout: int | None = None, write_back: bool = False,
-              jobs: int | None = None, stall_after: float | None = None) -> int:
+              jobs: int | None = None, stall_after: float | None = None, resume: bool = False) -> int:
     """Run the notebooks (``jobs`` at once, each in its own kernel), then write timings.json
     and REPORT.md. A kernel with no new output and no CPU for ``stall_after`` seconds (default:
     :func:`~clamu_helpers.watchdog.default_stall` of the notebook's last recorded time; 0: never)
-    is stopped and its notebook run once more (:mod:`clamu_helpers.watchdog`). Notebooks that run at once share the finetune store: a finetune one of them
+    is stopped and its notebook run once more (:mod:`clamu_helpers.watchdog`). With ``resume``,
+    only the notebooks without a finished run at this source digest in ``out`` run
+    (:func:`finished_here`), e.g. after a run was killed; ``last_full_run`` is left to whole runs. Notebooks that run at once share the finetune store: a finetune one of them
     is computing is waited for, not repeated (see :meth:`TaskVectorStore.claim`), and each
     kernel gets ``cores / jobs`` threads for what is not pinned (finetunes always use one)."""
     missing = _missing_dependencies()
@@ -299,6 +305,17 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
     for sub in ("notebooks", "logs", "report"):
         (out_dir / sub).mkdir(parents=True, exist_ok=True)
     notebooks = _notebooks(folder, only)
+    from . import provenance
+    digest = provenance.source_digest()   # what runs: taken before any notebook starts
+    skipped = []
+    if resume:
+        done = finished_here(out_dir, profile, digest)
+        skipped = [nb.stem for nb in notebooks if nb.stem in done]
+        notebooks = [nb for nb in notebooks if nb.stem not in done]
+        print(f"resume: {len(skipped)} notebook{'s' if len(skipped) != 1 else ''} already ran whole at this source "
+              f"({', '.join(skipped) or 'none'}); running {len(notebooks)}")
+        if not notebooks:
+            return report_only(profile=profile, out=str(out_dir))
     jobs = min(jobs, len(notebooks))
     env = {"CLAMU_PROFILE": profile, "CLAMU_FIGURES": str(out_dir.resolve()), "OMP_WAIT_POLICY": "PASSIVE",
            "MPLBACKEND": "module://matplotlib_inline.backend_inline", "HF_HUB_OFFLINE": "1",
@@ -338,7 +355,8 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
                 done, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
                 for fut in done:
                     nb = futures[fut]
-                    results.append(_finish(fut.result(), nb, out_dir, profile, write_back, bar))
+                    results.append(_finish({**fut.result(), "source_digest": digest}, nb, out_dir, profile,
+                                           write_back, bar))
                 running = [futures[f] for f in pending if _started(out_dir, futures[f], wall_start)]
                 for i, line in enumerate(lines):
                     line.set_description_str(status_line(out_dir / "logs" / f"{running[i].stem}.log", running[i],
@@ -362,7 +380,8 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
     usage["utilisation"] = round(usage["cpu_seconds"] / (wall * cores), 3) if wall > 0 else None
     results.sort(key=lambda r: r["notebook"])
     total = sum(r["seconds"] for r in results)
-    merged, runs = _merge_timings(out_dir / "timings.json", profile, results, wall=wall, jobs=jobs, usage=usage)
+    merged, runs = _merge_timings(out_dir / "timings.json", profile, results, wall=wall, jobs=jobs, usage=usage,
+                                  resumed=skipped if resume else None)
     write_report(out_dir, profile, merged, runs=runs)
     print(f"\nreproduce --profile {profile}: {sum(r['ok'] for r in results)}/{len(results)} notebooks ok, "
           f"{wall / 60:.1f} min wall clock ({jobs} at once; {total / 60:.1f} min of notebook time; "
@@ -389,6 +408,8 @@ def _stall(stall_after: float | None, last_seconds: float | None) -> float | Non
 def _finish(result: dict, nb: Path, out_dir: Path, profile: str, write_back: bool, bar) -> dict:
     if result["ok"] and write_back:
         _write_back(out_dir / "notebooks" / nb.name, nb, profile)
+    _record_row(out_dir / "timings.json", profile, result)
+    _running_marker(out_dir, nb.stem).unlink(missing_ok=True)
     bar.set_postfix_str(f"{nb.stem} {'ok' if result['ok'] else 'FAILED'} in {result['seconds']:.0f} s")
     bar.update(1)
     return result
@@ -404,13 +425,58 @@ def _write_back(executed: Path, source: Path, profile: str) -> None:
     notebook_files.write(nbformat.read(executed, as_version=4), source)
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """A reader (or a run killed now) sees the old file or the new one, never half of one."""
+    from .atomic import replace_with
+    replace_with(path, lambda tmp: tmp.write_text(text))
+
+
+def _running_marker(out_dir: Path, stem: str) -> Path:
+    """``logs/<notebook>.running``: written when a notebook starts, removed when its row is in
+    ``timings.json``; one left behind marks a notebook a killed run left halfway."""
+    return out_dir / "logs" / f"{stem}.running"
+
+
+def _record_row(path: Path, profile: str, row: dict) -> None:
+    """Put one finished notebook's row into ``timings.json`` at once (atomically), so a run
+    killed later keeps it; the run's totals are written when it ends (:func:`_merge_timings`)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    if old.get("profile") != profile:
+        old = {"profile": profile, "last_run": None, "last_full_run": None, "notebooks": []}
+    rows = {r["notebook"]: r for r in old.get("notebooks", [])}
+    rows[row["notebook"]] = row
+    old["notebooks"] = [rows[k] for k in sorted(rows)]
+    old["total_seconds"] = round(sum(r["seconds"] for r in old["notebooks"]), 1)
+    _write_atomically(path, json.dumps(old, indent=2) + "\n")
+
+
+def finished_here(out_dir: Path, profile: str, digest: str) -> set[str]:
+    """The notebooks that ran whole into ``out_dir`` at source ``digest``: their row in
+    ``timings.json`` is ok, of ``profile`` and that digest, their executed notebook is there,
+    and no run left them halfway since (no ``.running`` marker, :func:`_running_marker`)."""
+    try:
+        timings = json.loads((out_dir / "timings.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    if timings.get("profile") != profile:
+        return set()
+    return {r["notebook"] for r in timings.get("notebooks", [])
+            if r.get("ok") and r.get("source_digest") == digest
+            and (out_dir / "notebooks" / f"{r['notebook']}.ipynb").exists()
+            and not _running_marker(out_dir, r["notebook"]).exists()}
+
+
 def _merge_timings(path: Path, profile: str, results: list[dict], wall: float | None = None,
-                   jobs: int = 1, usage: dict | None = None) -> tuple[list[dict], dict]:
+                   jobs: int = 1, usage: dict | None = None, resumed: list[str] | None = None
+                   ) -> tuple[list[dict], dict]:
     """timings.json keeps the latest result of every notebook run into this folder (an
     ``--only`` run updates its notebooks and keeps the others), sorted by notebook, the wall
     clock and job count of the last run (``last_run``) and of the last run of every notebook
-    found (``last_full_run``, which an ``--only`` run leaves alone); returns the rows and a
-    dict of those two runs."""
+    found (``last_full_run``, which an ``--only`` or ``--resume`` run leaves alone: it is the
+    record of one whole run); returns the rows and a dict of those two runs."""
     old = json.loads(path.read_text()) if path.exists() else {}
     same = old.get("profile") == profile
     rows = {r["notebook"]: r for r in old.get("notebooks", []) if same}
@@ -420,10 +486,13 @@ def _merge_timings(path: Path, profile: str, results: list[dict], wall: float | 
     last = {"notebooks": [r["notebook"] for r in results], "jobs": jobs, **provenance.record(),
             "wall_seconds": round(wall, 1) if wall is not None else None, "cpus": os.cpu_count(),
             "notebook_seconds": round(sum(r["seconds"] for r in results), 1), **(usage or {})}
-    full = last if {r["notebook"] for r in results} >= set(rows) else (old.get("last_full_run") if same else None)
+    if resumed is not None:
+        last["resumed"] = sorted(resumed)   # these ran whole in an earlier run at this source
+    whole = resumed is None and {r["notebook"] for r in results} >= set(rows)
+    full = last if whole else (old.get("last_full_run") if same else None)
     runs = {"last_run": last, "last_full_run": full}
-    path.write_text(json.dumps({"profile": profile, "total_seconds": round(sum(r["seconds"] for r in merged), 1),
-                                **runs, "notebooks": merged}, indent=2) + "\n")
+    _write_atomically(path, json.dumps({"profile": profile, "total_seconds": round(sum(r["seconds"] for r in merged), 1),
+                                        **runs, "notebooks": merged}, indent=2) + "\n")
     return merged, runs
 
 
@@ -563,5 +632,5 @@ def write_report(out_dir: Path, profile: str, results: list[dict], runs: dict | 
             lines += [f"| {_cell(row['claim'])} | {_cell(row['ours'])} |" for row in arith]
             lines.append("")
     path = out_dir / "REPORT.md"
-    path.write_text("\n".join(lines) + "\n")
+    _write_atomically(path, "\n".join(lines) + "\n")
     return path
