@@ -13,6 +13,7 @@ second child dies while recovering from the first), and some are killed after a 
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,8 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win3
 ROOT = Path(__file__).resolve().parents[1]
 FORGET = ["s01"]
 MAX_POINTS = 24  # per method: every checkpoint when there are fewer
+#: seconds a child may take (a trial takes about one): past it, its stacks are shown and it is killed
+CHILD_BOUND = float(os.environ.get("CLAMU_CHILD_BOUND", "120"))
 
 ZYGOTE = textwrap.dedent("""
     import json, os, signal, sys, time
@@ -84,6 +87,10 @@ ZYGOTE = textwrap.dedent("""
         if pid == 0:
             code = 0
             try:
+                import faulthandler   # SIGUSR1: every thread's stack, for a child that hangs
+                faulthandler.register(signal.SIGUSR1, file=open(job["result"] + ".stacks", "w"), all_threads=True)
+                if job.get("hang"):
+                    time.sleep(10**6)
                 child(job)
             except BaseException as e:
                 with open(job["result"] + ".error", "w") as f:
@@ -96,9 +103,23 @@ ZYGOTE = textwrap.dedent("""
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        _, status = os.waitpid(pid, 0)
+        deadline, hung = time.monotonic() + job["bound"], None
+        while True:   # a bounded wait: a child that hangs is reported with its stacks, not waited on
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGUSR1)
+                time.sleep(2)
+                with open(job["result"] + ".stacks") as f:
+                    hung = f.read()
+                os.kill(pid, signal.SIGKILL)
+                _, status = os.waitpid(pid, 0)
+                break
+            time.sleep(0.02)
         print(json.dumps({"signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                          "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}), flush=True)
+                          "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                          **({"hung": hung} if hung is not None else {})}), flush=True)
 """)
 
 
@@ -110,14 +131,23 @@ class Zygote:
                                      text=True, cwd=str(ROOT), env=env)
         assert self.proc.stdout.readline().strip() == "ready"
 
-    def run(self, directory, result, crash_at=None, kill_after=None):
-        job = {"dir": str(directory), "result": str(result), "crash_at": crash_at, "kill_after": kill_after,
-               "forget": FORGET}
+    def send(self, job: dict) -> dict:
+        """The zygote's answer for ``job``, within its bound (an assertion error if none)."""
+        bound = job["bound"]
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], bound + 60)
+        assert ready, f"the zygote gave no answer in {bound + 60} s (its child is bounded at {bound} s)"
         line = self.proc.stdout.readline()
         assert line, "the zygote died"
         return json.loads(line)
+
+    def run(self, directory, result, crash_at=None, kill_after=None):
+        job = {"dir": str(directory), "result": str(result), "crash_at": crash_at, "kill_after": kill_after,
+               "forget": FORGET, "bound": CHILD_BOUND}
+        status = self.send(job)
+        assert "hung" not in status, f"the child hung for {CHILD_BOUND} s; its threads:\n{status['hung']}"
+        return status
 
     def close(self):
         self.proc.stdin.close()
@@ -215,3 +245,12 @@ def test_sigkill_anywhere_leaves_old_or_new_state(method, zygote, tmp_path):
         shutil.rmtree(d)
     print(f"{method}: {len(trials)} crash trials over {total} checkpoints, outcomes {outcomes}")
     assert outcomes["old"] > 0 and outcomes["new"] > 0  # both sides of the commit were hit
+
+
+def test_a_child_that_hangs_is_killed_and_reported_with_its_stacks(zygote, tmp_path):
+    """The wait on a trial is bounded: a hung child is not waited on for ever (a fork hang once
+    held CI until pytest's timeout); its threads' stacks say where it waits."""
+    status = zygote.send({"dir": str(tmp_path), "result": str(tmp_path / "r.json"), "crash_at": None,
+                          "kill_after": None, "forget": FORGET, "bound": 2, "hang": True})
+    assert status["signal"] == signal.SIGKILL
+    assert "Current thread" in status["hung"] and 'File "<string>"' in status["hung"]
