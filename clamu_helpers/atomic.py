@@ -99,19 +99,35 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: di
                                                    metadata=metadata))
 
 
+_held: dict[tuple[str, int], int] = {}   # (folder, thread) → depth of its locked() blocks
+
+
 @contextlib.contextmanager
 def locked(directory: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on the folder itself (no lock file); a no-op without fcntl."""
+    """An exclusive ``flock`` on the folder itself (no lock file); a no-op without fcntl.
+    Re-entrant within one thread (a load and a save inside one request's lock), exclusive
+    between threads and processes; the kernel releases it when its holder dies."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - non-POSIX
         yield
         return
+    import threading
+    key = (str(Path(directory).resolve()), threading.get_ident())
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
     fd = os.open(str(directory), os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        _held[key] = 1
         yield
     finally:
+        _held.pop(key, None)
         try:
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:

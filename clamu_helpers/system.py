@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
+from pathlib import Path
 from dataclasses import asdict
 from typing import Iterable, Sequence
 
@@ -73,6 +74,9 @@ class UnlearningSystem:
         #: one hash-chained receipt per unlearning request (:mod:`clamu_helpers.receipts`)
         self.system_id = receipts_.new_system_id()
         self.receipts: list[dict] = []
+        #: (directory, state folder) this system was loaded from or last saved as; a save into
+        #: that directory is refused once another process has saved there since (no lost request)
+        self.saved_at: tuple[str, str] | None = None
         #: set by ``load`` when the saved chain does not verify: unlearning is refused until
         #: the chain verifies or the state is loaded with ``allow_broken_receipts=True``
         self.receipts_problem: str | None = None
@@ -277,8 +281,10 @@ class UnlearningSystem:
         from . import persistence
         state = persistence.read(directory, setting, allow_fingerprint_mismatch=allow_fingerprint_mismatch,
                                  cleanup=cleanup, device=device)
-        return cls.from_state(state, setting, allow_broken_receipts=allow_broken_receipts, store=store,
-                              backend=backend, progress=progress, device=device)
+        system = cls.from_state(state, setting, allow_broken_receipts=allow_broken_receipts, store=store,
+                                backend=backend, progress=progress, device=device)
+        system.saved_at = (str(Path(directory).resolve()), state.source.name)
+        return system
 
 
 def _check_unique(ids: Sequence[str]) -> None:
