@@ -80,16 +80,24 @@ def temporary_name(path: Path) -> Path:
 
 def replace_with(path: Path, write: Callable[[Path], None]) -> None:
     """Create ``path`` atomically: ``write(tmp)`` fills a temporary sibling, which is fsynced and
-    renamed over ``path``; the folder is fsynced after. The temporary never outlives an error."""
+    renamed over ``path``; the folder is fsynced after. The temporary never outlives an error,
+    and a disk that refuses the write (full, read-only) raises a
+    :class:`~clamu_helpers.errors.StorageError` naming ``path``, with the old file in place."""
+    from .errors import is_storage_failure, storage_error
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         fsync_file(tmp)
         os.replace(tmp, path)
+    except Exception as e:
+        if is_storage_failure(e):   # a full or read-only disk: say where, in one line
+            raise storage_error(path, e) from e
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
 
 

@@ -24,8 +24,13 @@ except ImportError:  # pragma: no cover - not on Linux: entries may be built twi
 
 
 def cache_dir() -> Path:
+    """``$CLAMU_CACHE`` (default ``~/.cache/clamu_helpers``), created if missing."""
     d = Path(os.environ.get("CLAMU_CACHE", Path.home() / ".cache" / "clamu_helpers"))
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from .errors import storage_error
+        raise storage_error(d, e, "the cache folder (set CLAMU_CACHE to move it)") from e
     return d
 
 
@@ -34,13 +39,9 @@ def content_key(*parts: object) -> str:
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Save ``tensors`` at ``path`` atomically (:func:`clamu_helpers.atomic.write_safetensors`)."""
+    from .atomic import write_safetensors
+    write_safetensors(tensors, Path(path), metadata)
 
 
 @contextlib.contextmanager
@@ -52,8 +53,12 @@ def _key_lock(path: Path):
         yield
         return
     lock = path.with_name(f".{path.name}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:   # a read-only cache: nothing can be built into it anyway; the write will say so
+        yield
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

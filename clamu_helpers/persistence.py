@@ -66,7 +66,7 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import checkpoint, fsync_dir, fsync_file, locked, sha256_file, write_bytes
 from .determinism import fingerprint_diff, fingerprint_of
-from .errors import DuplicateTaskError, ShapeMismatchError, StateError
+from .errors import DuplicateTaskError, ShapeMismatchError, StateError, is_storage_failure, storage_error
 from .settings.base import FinetuneConfig
 from .state import FORMAT, TENSOR_FILES, SystemState
 from .taskvector import sha256_tensor
@@ -145,7 +145,10 @@ def save(system, directory: str | os.PathLike) -> dict:
     Refuses (``StateError``) a non-empty directory that is not a state directory.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise storage_error(directory, e, "a saved state") from e
     state = system.to_state()  # before the lock: fails early on a non-JSON method state
     files, meta = state.files, state.meta
     state_json = _json_bytes(meta, f"the state of system (method {system.method.name!r})")
@@ -161,43 +164,58 @@ def save(system, directory: str | os.PathLike) -> dict:
                              f"another process saved {ptr['state']} since): saving would drop that process's "
                              "requests. Load the directory again and repeat the request "
                              "(persistence.unlearn_request does both under the directory's lock)")
-        _cleanup(directory, keep=ptr["state"] if ptr else None)
-        numbers = [int(m.group(1)) for p in directory.iterdir() if (m := _STATE_RE.match(p.name))]
-        version = max(numbers, default=0) + 1
-        name = f"{STATE_PREFIX}{version:06d}"
-        tmp = directory / f"{TMP_PREFIX}{name}-{os.getpid()}-{secrets.token_hex(4)}"
-        tmp.mkdir()
-        checkpoint("mkdir")
-        manifest = {"format": FORMAT, "files": {}}
-        for fname in TENSOR_FILES:
-            path = tmp / fname
-            save_file(files[fname], str(path), metadata={"format": FORMAT})
-            checkpoint(f"write:{fname}")
-            fsync_file(path)
-            manifest["files"][fname] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-        write_bytes(tmp / "state.json", state_json, "write:state.json")
-        manifest["files"]["state.json"] = {"sha256": hashlib.sha256(state_json).hexdigest(),
-                                           "bytes": len(state_json)}
-        checkpoint("write:state.json")
-        manifest_bytes = _json_bytes(manifest, "the manifest")
-        write_bytes(tmp / MANIFEST, manifest_bytes, "write:manifest.json")
-        fsync_dir(tmp)
-        checkpoint("fsync")
-        os.rename(tmp, directory / name)
-        fsync_dir(directory)
-        checkpoint("rename")
-        pointer = {"format": FORMAT, "state": name, "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-                   "digest": meta["digests"]["served"]}
-        ptr_tmp = directory / f"{POINTER_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-        write_bytes(ptr_tmp, _json_bytes(pointer, "the pointer"), "write:pointer")
-        checkpoint("pointer-written")
-        os.replace(ptr_tmp, directory / POINTER)
-        fsync_dir(directory)
-        checkpoint("commit")
+        tmp = None
+        try:
+            _cleanup(directory, keep=ptr["state"] if ptr else None)
+            numbers = [int(m.group(1)) for p in directory.iterdir() if (m := _STATE_RE.match(p.name))]
+            name = f"{STATE_PREFIX}{max(numbers, default=0) + 1:06d}"
+            tmp = directory / f"{TMP_PREFIX}{name}-{os.getpid()}-{secrets.token_hex(4)}"
+            name = _write_state(directory, tmp, name, files, state_json, meta)
+        except Exception as e:
+            if not is_storage_failure(e):
+                raise
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)   # free what the failed write took
+            raise storage_error(directory, e, "a saved state") from e
         _cleanup(directory, keep=name)
         checkpoint("done")
     system.saved_at = (str(directory.resolve()), name)
     return {"directory": str(directory), "state": name, "digest": meta["digests"]["served"]}
+
+
+def _write_state(directory: Path, tmp: Path, name: str, files: dict, state_json: bytes, meta: dict) -> str:
+    """The steps of :func:`save` that write (under its lock): the state folder ``tmp``, renamed
+    to ``name``, then the pointer; returns ``name``. Until the pointer's rename the old state is
+    the current one."""
+    tmp.mkdir()
+    checkpoint("mkdir")
+    manifest = {"format": FORMAT, "files": {}}
+    for fname in TENSOR_FILES:
+        path = tmp / fname
+        save_file(files[fname], str(path), metadata={"format": FORMAT})
+        checkpoint(f"write:{fname}")
+        fsync_file(path)
+        manifest["files"][fname] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    write_bytes(tmp / "state.json", state_json, "write:state.json")
+    manifest["files"]["state.json"] = {"sha256": hashlib.sha256(state_json).hexdigest(),
+                                       "bytes": len(state_json)}
+    checkpoint("write:state.json")
+    manifest_bytes = _json_bytes(manifest, "the manifest")
+    write_bytes(tmp / MANIFEST, manifest_bytes, "write:manifest.json")
+    fsync_dir(tmp)
+    checkpoint("fsync")
+    os.rename(tmp, directory / name)
+    fsync_dir(directory)
+    checkpoint("rename")
+    pointer = {"format": FORMAT, "state": name, "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+               "digest": meta["digests"]["served"]}
+    ptr_tmp = directory / f"{POINTER_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    write_bytes(ptr_tmp, _json_bytes(pointer, "the pointer"), "write:pointer")
+    checkpoint("pointer-written")
+    os.replace(ptr_tmp, directory / POINTER)
+    fsync_dir(directory)
+    checkpoint("commit")
+    return name
 
 
 # -- verify and read -------------------------------------------------------------------------------
@@ -323,7 +341,10 @@ def read(directory: str | os.PathLike, setting: "Setting", *, allow_fingerprint_
     with locked(directory):
         ptr = _read_pointer(directory)
         if cleanup and ptr is not None:
-            _cleanup(directory, keep=ptr["state"])
+            try:
+                _cleanup(directory, keep=ptr["state"])
+            except OSError:   # read-only media: the leftovers stay, and are never read
+                pass
         folder, meta = verify(directory)
         try:
             _check_setting(meta, setting, folder)

@@ -302,8 +302,15 @@ def reproduce(profile: str = "cpu", only: str | None = None, out: str | None = N
     _stall(stall_after, None)   # a bad --stall-after is refused before anything runs
     folder = Path(notebooks_dir) if notebooks_dir else ROOT / "notebooks"
     out_dir = Path(out) if out else ROOT / "figures" / profile
-    for sub in ("notebooks", "logs", "report"):
-        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    try:
+        for sub in ("notebooks", "logs", "report"):
+            (out_dir / sub).mkdir(parents=True, exist_ok=True)
+            probe = out_dir / sub / f".write-probe-{os.getpid()}"
+            probe.write_bytes(b"")   # a read-only or full folder fails here, before any notebook runs
+            probe.unlink()
+    except OSError as e:
+        from .errors import storage_error
+        raise storage_error(out_dir / sub, e, "the reproduction's outputs (--out)") from e
     notebooks = _notebooks(folder, only)
     from . import provenance
     digest = provenance.source_digest()   # what runs: taken before any notebook starts

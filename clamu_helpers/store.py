@@ -161,7 +161,11 @@ class TaskVectorStore:
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else cache_dir() / "task_vectors"
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            from .errors import storage_error
+            raise storage_error(self.root, e, "the task-vector store (set CLAMU_CACHE to move it)") from e
 
     # -- keys -------------------------------------------------------------------------------
     def key_parts(self, setting, task, seed: int, sign: torch.Tensor | None = None,
