@@ -163,7 +163,7 @@ def save(system, directory: str | os.PathLike) -> dict:
             raise StateError(f"{directory} changed since this system was loaded from it (it was {origin[1]}, "
                              f"another process saved {ptr['state']} since): saving would drop that process's "
                              "requests. Load the directory again and repeat the request "
-                             "(persistence.unlearn_request does both under the directory's lock)")
+                             "(UnlearningSystem.unlearn_saved does both under the directory's lock)")
         tmp = None
         try:
             _cleanup(directory, keep=ptr["state"] if ptr else None)
@@ -384,20 +384,4 @@ def unlearn_durably(system, task_ids: Iterable[str], directory: str | os.PathLik
     return report
 
 
-def unlearn_request(directory: str | os.PathLike, setting: "Setting", task_ids: Iterable[str], **load) -> dict:
-    """One unlearning request on a saved system that several processes share: load the current
-    state, :func:`unlearn_durably` and save, all under the directory's lock, so concurrent
-    requests are applied one after another and none is lost or applied twice (an id another
-    request already unlearned is reported in ``"already_unlearned"``). A bad request (unknown or
-    repeated ids) raises before anything is written. ``load``: keywords of
-    :meth:`UnlearningSystem.load` (e.g. ``store``)."""
-    from .system import UnlearningSystem
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise StateError(f"no saved state at {directory}: not a directory")
-    with locked(directory):
-        system = UnlearningSystem.load(directory, setting, **load)
-        return unlearn_durably(system, task_ids, directory)
-
-
-__all__ = ["FORMAT", "read", "save", "unlearn_durably", "unlearn_request", "verify"]
+__all__ = ["FORMAT", "read", "save", "unlearn_durably", "verify"]

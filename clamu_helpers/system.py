@@ -286,6 +286,23 @@ class UnlearningSystem:
         system.saved_at = (str(Path(directory).resolve()), state.source.name)
         return system
 
+    @classmethod
+    def unlearn_saved(cls, directory, setting: Setting, task_ids, **load) -> dict:
+        """One unlearning request on a saved system that several processes share: load the
+        current state, unlearn and save (:func:`persistence.unlearn_durably`), all under the
+        directory's lock, so concurrent requests are applied one after another and none is lost
+        or applied twice (an id another request already unlearned is reported in
+        ``"already_unlearned"``). A bad request (unknown or repeated ids) raises before anything
+        is written. ``load``: keywords of :meth:`load` (e.g. ``store``)."""
+        from . import persistence
+        from .atomic import locked
+        from .errors import StateError
+        if not Path(directory).is_dir():
+            raise StateError(f"no saved state at {directory}: not a directory")
+        with locked(Path(directory)):
+            system = cls.load(directory, setting, **load)
+            return persistence.unlearn_durably(system, task_ids, directory)
+
 
 def _check_unique(ids: Sequence[str]) -> None:
     seen, dup = set(), []

@@ -1,7 +1,7 @@
 """Several processes unlearning on one saved system at once: no request lost or applied twice.
 
 Four processes each send 25 random requests (some bad) to one saved directory through
-:func:`persistence.unlearn_request`. Afterwards every task a request unlearned was unlearned by
+:meth:`UnlearningSystem.unlearn_saved`. Afterwards every task a request unlearned was unlearned by
 exactly one request, the receipt chain holds exactly one receipt per request that unlearned
 something and verifies, bad requests were refused with nothing written, and the served digest
 equals a system fitted from scratch on the remaining tasks. The second test SIGKILLs one of the
@@ -44,7 +44,7 @@ def _client(directory: str, worker: int, results, done_file: str | None) -> None
             t = rng.choice(ids)
             req = [t, t]
         try:
-            report = persistence.unlearn_request(directory, setting, req)
+            report = UnlearningSystem.unlearn_saved(directory, setting, req)
             results.put((worker, k, req, "ok", report["unlearned"], report["already_unlearned"], report["digest"]))
         except ClamuError as e:
             results.put((worker, k, req, "refused", type(e).__name__, str(e), None))
@@ -140,5 +140,5 @@ def test_a_stale_system_cannot_overwrite_a_newer_save(tmp_path):
     with pytest.raises(StateError, match="changed since this system was loaded"):
         b.save(d)
     assert persistence.verify(d)[1]["digests"]["served"] == before   # nothing written
-    report = persistence.unlearn_request(d, setting, ["s01"])   # the fix the message names
+    report = UnlearningSystem.unlearn_saved(d, setting, ["s01"])   # the fix the message names
     assert report["unlearned"] == ["s01"] and len(UnlearningSystem.load(d, setting).receipts) == 2
