@@ -163,7 +163,7 @@ def save(system, directory: str | os.PathLike) -> dict:
             raise StateError(f"{directory} changed since this system was loaded from it (it was {origin[1]}, "
                              f"another process saved {ptr['state']} since): saving would drop that process's "
                              "requests. Load the directory again and repeat the request "
-                             "(UnlearningSystem.unlearn_saved does both under the directory's lock)")
+                             "(clamu_helpers.shared_state.unlearn_saved does both under the directory's lock)")
         tmp = None
         try:
             _cleanup(directory, keep=ptr["state"] if ptr else None)

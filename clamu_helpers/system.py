@@ -74,8 +74,7 @@ class UnlearningSystem:
         #: one hash-chained receipt per unlearning request (:mod:`clamu_helpers.receipts`)
         self.system_id = receipts_.new_system_id()
         self.receipts: list[dict] = []
-        #: (directory, state folder) this system was loaded from or last saved as; a save into
-        #: that directory is refused once another process has saved there since (no lost request)
+        #: (directory, state) loaded from or last saved as: a save there after another one is refused
         self.saved_at: tuple[str, str] | None = None
         #: set by ``load`` when the saved chain does not verify: unlearning is refused until
         #: the chain verifies or the state is loaded with ``allow_broken_receipts=True``
@@ -286,22 +285,6 @@ class UnlearningSystem:
         system.saved_at = (str(Path(directory).resolve()), state.source.name)
         return system
 
-    @classmethod
-    def unlearn_saved(cls, directory, setting: Setting, task_ids, **load) -> dict:
-        """One unlearning request on a saved system that several processes share: load the
-        current state, unlearn and save (:func:`persistence.unlearn_durably`), all under the
-        directory's lock, so concurrent requests are applied one after another and none is lost
-        or applied twice (an id another request already unlearned is reported in
-        ``"already_unlearned"``). A bad request (unknown or repeated ids) raises before anything
-        is written. ``load``: keywords of :meth:`load` (e.g. ``store``)."""
-        from . import persistence
-        from .atomic import locked
-        from .errors import StateError
-        if not Path(directory).is_dir():
-            raise StateError(f"no saved state at {directory}: not a directory")
-        with locked(Path(directory)):
-            system = cls.load(directory, setting, **load)
-            return persistence.unlearn_durably(system, task_ids, directory)
 
 
 def _check_unique(ids: Sequence[str]) -> None:

@@ -1,7 +1,7 @@
 """Several processes unlearning on one saved system at once: no request lost or applied twice.
 
 Four processes each send 25 random requests (some bad) to one saved directory through
-:meth:`UnlearningSystem.unlearn_saved`. Afterwards every task a request unlearned was unlearned by
+:func:`shared_state.unlearn_saved`. Afterwards every task a request unlearned was unlearned by
 exactly one request, the receipt chain holds exactly one receipt per request that unlearned
 something and verifies, bad requests were refused with nothing written, and the served digest
 equals a system fitted from scratch on the remaining tasks. The second test SIGKILLs one of the
@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from clamu_helpers import persistence
+from clamu_helpers import persistence, shared_state
 from clamu_helpers.errors import ClamuError, StateError
 from clamu_helpers.receipts import check_chain
 from clamu_helpers.settings.synthetic import SyntheticSetting
@@ -44,7 +44,7 @@ def _client(directory: str, worker: int, results, done_file: str | None) -> None
             t = rng.choice(ids)
             req = [t, t]
         try:
-            report = UnlearningSystem.unlearn_saved(directory, setting, req)
+            report = shared_state.unlearn_saved(directory, setting, req)
             results.put((worker, k, req, "ok", report["unlearned"], report["already_unlearned"], report["digest"]))
         except ClamuError as e:
             results.put((worker, k, req, "refused", type(e).__name__, str(e), None))
@@ -140,5 +140,5 @@ def test_a_stale_system_cannot_overwrite_a_newer_save(tmp_path):
     with pytest.raises(StateError, match="changed since this system was loaded"):
         b.save(d)
     assert persistence.verify(d)[1]["digests"]["served"] == before   # nothing written
-    report = UnlearningSystem.unlearn_saved(d, setting, ["s01"])   # the fix the message names
+    report = shared_state.unlearn_saved(d, setting, ["s01"])   # the fix the message names
     assert report["unlearned"] == ["s01"] and len(UnlearningSystem.load(d, setting).receipts) == 2
