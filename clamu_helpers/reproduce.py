@@ -136,13 +136,10 @@ def status_line(log: Path, nb: Path, expected: float | None = None, now: float |
     cells), the progress bar its kernel drew last (finetunes, masks, seeds), the elapsed time,
     and the time left if it takes as long as in the last recorded run."""
     try:
-        with open(log, "rb") as fh:
-            size = fh.seek(0, 2)
-            fh.seek(max(0, size - 65536))
-            tail = fh.read().decode("utf-8", "replace")
         started = log.stat().st_mtime   # until the log's first timestamped line says better
     except OSError:
         return f"{nb.stem}: starting"
+    tail = _tail(log)
     cells = _CELL.findall(tail)
     n_cells = _cell_count(str(nb))
     parts = [nb.stem]
