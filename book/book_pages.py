@@ -43,42 +43,37 @@ def mathjax_static() -> str:
     return str(out)
 
 
-def _default(field) -> str:
-    from dataclasses import MISSING
-    if field.default is not MISSING:
-        return repr(field.default)
-    if field.default_factory is not MISSING:
-        return repr(field.default_factory())
-    return "(required)"
-
-
 def _methods_page() -> str:
+    """One section per method, from ``describe_methods`` (what ``python -m clamu_helpers
+    methods`` prints) plus each parameter's declared type."""
     from dataclasses import fields
 
+    from clamu_helpers.__main__ import describe_methods
     from clamu_helpers.methods import METHODS
     lines = ["# Methods", "",
              "Every method the unlearning system serves, read from its own declaration "
              "(`clamu_helpers.methods`: one file per method registers itself, so a new method appears "
              "here without editing the book). The parameters are the fields of the method's `Params`; "
              "`python -m clamu_helpers methods` prints the same list.", ""]
-    for name in sorted(METHODS):
-        cls = METHODS[name]
-        lines += [f"## `{name}`", "", f"{{py:class}}`{cls.__module__}.{cls.__qualname__}`", ""]
+    for row in describe_methods():
+        cls = METHODS[row["method"]]
+        lines += [f"## `{row['method']}`", "", f"{{py:class}}`{cls.__module__}.{cls.__qualname__}`", ""]
         doc = [" ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())]
         if doc[0]:
-            escape_bars(None, "class", name, cls, {}, doc)       # the docstring is reST, as in the API pages
+            escape_bars(None, "class", row["method"], cls, {}, doc)   # the docstring is reST, as in the API pages
             lines += ["```{eval-rst}", doc[0], "```", ""]
-        facts = [f"reference: {cls.reference}" if getattr(cls, "reference", "") else "",
-                 f"a control of `{cls.control}`" if getattr(cls, "control", None) else "",
-                 "takes clusters" if getattr(cls, "clustered", False) else "",
-                 f"served scale: `{cls.scale_param}`" if getattr(cls, "scale_param", None) else ""]
+        facts = [f"reference: {row['reference']}" if row["reference"] else "",
+                 f"a control of `{row['control_of']}`" if row["control_of"] else "",
+                 "takes clusters" if row["clustered"] else "",
+                 f"served scale: `{cls.scale_param}`" if cls.scale_param else "",
+                 f"unlearning cost rule: `{row['cost_rule']}`"]
         lines += [f"- {f}" for f in facts if f] + [""]
-        params = fields(cls.Params) if hasattr(cls, "Params") else ()
-        if params:
-            lines += ["| parameter | type | default |", "|---|---|---|"]
+        if row["params"]:
+            types = {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", f.type)
+                     for f in fields(cls.Params)}
             cell = lambda v: "`" + str(v).replace("|", "\\|") + "`"   # noqa: E731  (a pipe would end the cell)
-            lines += [f"| {cell(f.name)} | {cell(f.type if isinstance(f.type, str) else getattr(f.type, '__name__', f.type))} "
-                      f"| {cell(_default(f))} |" for f in params]
+            lines += ["| parameter | type | default |", "|---|---|---|"]
+            lines += [f"| {cell(k)} | {cell(types[k])} | {cell(repr(v))} |" for k, v in row["params"].items()]
             lines.append("")
         else:
             lines += ["No parameters.", ""]

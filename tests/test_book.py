@@ -81,6 +81,7 @@ def test_a_new_method_appears_in_the_book_without_editing_it():
     assert "reference: this test" in section and "BookTestMethod" in section
     assert "| `beta` | `float` | `0.5` |" in section and "| `grid` | `list \\| None` | `None` |" in section
     assert "\\|τ̄\\|" in section                       # |x| is notation, not a reST substitution
+    assert "- a control of `sift`" in page.split("## `sift-random-mask`", 1)[1].split("\n## ", 1)[0]
 
 
 def test_docstring_markdown_tables_and_bars_are_read_as_written():
