@@ -7,29 +7,16 @@ import os
 import sys
 
 
-def _method_params(pairs: list[str]) -> dict:
-    from .errors import ParameterError
-    out = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise ParameterError(f"--param expects KEY=VALUE, got {p!r}")
-        k, v = p.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
-
-
 def cmd_audit(args) -> int:
     from .audit import audit
+    from .methods.base import parse_params
     from .settings import get_setting
     setting = get_setting(args.setting, args.profile, args.seed)
     if args.precision != setting.finetune_config.precision:
         import dataclasses
         setting.finetune_config = dataclasses.replace(setting.finetune_config, precision=args.precision)
     result = audit(setting, args.method, unlearn=args.unlearn, seed=args.seed, progress=args.progress,
-                   device=args.device, **_method_params(args.param))
+                   device=args.device, **parse_params(args.param))
     print(json.dumps(result, indent=2))
     return 0 if result["exact"] else 1
 

@@ -159,8 +159,3 @@ def fingerprint_diff(saved: dict, here: dict) -> dict[str, tuple]:
     fingerprint has no GPU fields, and its ``device`` differs anyway). A recorded field missing
     here is a mismatch (value None here)."""
     return {k: (saved[k], here.get(k)) for k in sorted(saved) if saved[k] != here.get(k)}
-
-
-def fingerprint_digest(fp: dict) -> str:
-    """A short stable digest of a fingerprint dictionary."""
-    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]

@@ -14,7 +14,10 @@ all-or-nothing rollback has to live beside the integer sum it protects.)
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import json
+import uuid
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -25,6 +28,25 @@ from .errors import (DuplicateTaskError, ExactnessError, NonFiniteError, ShapeMi
 from . import digests, ledger_kernel
 from .params import ParamSpec
 from .taskvector import TaskVector
+
+_PROCESS = uuid.uuid4().hex[:12]   # stamps made in different processes never collide
+_COUNTER = itertools.count()
+
+
+def _new_stamp() -> str:
+    return f"{_PROCESS}:{next(_COUNTER)}"
+
+
+def _changes_state(method):
+    """Give the ledger a new :attr:`~MergeLedger.stamp` after ``method`` ran, whether it
+    succeeded or failed (a failure rolls back, so the new stamp only costs a cache miss)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.stamp = _new_stamp()
+    return wrapper
 
 
 class MergeLedger:
@@ -50,6 +72,9 @@ class MergeLedger:
         self._bound = self.max_abs * 2.0 ** self.scale_bits  # |τ·2^s| must stay below this
         self._sum = torch.zeros(spec.numel, dtype=torch.int64, device="cpu")
         self._hashes: dict[str, str] = {}
+        self.stamp = _new_stamp()
+        """Names this ledger's contents (τ̄ and the merged set): a new value after every change,
+        copied with the ledger, never reused, so a cache of τ̄ keyed on it is never stale."""
 
     # -- the two operations ------------------------------------------------------------
     def quantize(self, tv: TaskVector) -> torch.Tensor:
@@ -213,6 +238,7 @@ class MergeLedger:
         np.rint(y, out=y)
         return y
 
+    @_changes_state
     def add_many(self, items: Mapping[str, TaskVector] | Iterable[tuple[str, TaskVector]]) -> None:
         """τ̄ ← τ̄ + Σ_t τ_t for several tasks in one pass over τ̄ (the same integers as
         :meth:`add` one by one, faster). All ids and specs are checked first; on a bad vector
@@ -233,6 +259,7 @@ class MergeLedger:
         for t, tv in pairs:
             self._hashes[t] = tv.digest_in(self.digest_format)
 
+    @_changes_state
     def remove_many(self, items: Mapping[str, TaskVector] | Iterable[tuple[str, TaskVector]]) -> None:
         """τ̄ ← τ̄ − Σ_u τ_u for several forgotten tasks at once, after checking every hash
         (as :meth:`remove`); on any error nothing is subtracted."""
@@ -247,6 +274,7 @@ class MergeLedger:
         for t in ids:
             del self._hashes[t]
 
+    @_changes_state
     def add(self, task_id: str, tv: TaskVector) -> None:
         """τ̄ ← τ̄ + τ_t, recording the digest of τ_t. Raises on a repeated id or a bad vector."""
         task_id = str(task_id)
@@ -257,6 +285,7 @@ class MergeLedger:
         self._accumulate(tv, +1)
         self._hashes[task_id] = tv.digest_in(self.digest_format)
 
+    @_changes_state
     def remove(self, task_id: str, tv: TaskVector) -> None:
         """τ̄ ← τ̄ − τ_u after checking that τ_u has exactly the bits recorded at merge time."""
         task_id = str(task_id)
@@ -287,6 +316,7 @@ class MergeLedger:
                 f"not reproduced bit for bit (thread count, library versions, data or hyperparameters "
                 f"changed?). Nothing was unlearned.")
 
+    @_changes_state
     def add_stream(self, task_id: str, chunks: Callable[[], Iterable[torch.Tensor]],
                    expected: str | None = None) -> str:
         """τ̄ ← τ̄ + τ_t where τ_t arrives as consecutive float32 chunks (e.g. read from disk).
@@ -391,6 +421,7 @@ class MergeLedger:
         h.update(self._sum.numpy())
         return digests.name(self.digest_format, h)
 
+    @_changes_state
     def absorb(self, other: "MergeLedger") -> None:
         """τ̄ ← τ̄ + τ̄_other for a ledger over other tasks (a partial merge computed elsewhere):
         integer addition, so any partition of the tasks absorbed in any grouping and order gives
@@ -443,4 +474,5 @@ class MergeLedger:
             raise ShapeMismatchError("saved ledger sum does not match its spec")
         led._sum = s.clone()
         led._hashes = dict(meta["hashes"])
+        led.stamp = _new_stamp()
         return led

@@ -1,48 +1,17 @@
-"""Merging methods for comparison: small pure functions from task vectors to one vector.
+"""TIES-merging's formula (Yadav et al. 2023) on any task vectors: trim, elect, disjoint mean.
 
-Each takes a sequence of task vectors (``TaskVector`` or flat tensors) and returns the
-merged flat vector τ_merged; the served model is M0 + τ_merged. ``MERGE_METHODS`` is the
-registry (name → function), as in mergekit. These are the merging *formulas*, for use on any
-vectors; the exact, unlearnable sum lives in :mod:`clamu_helpers.ledger`.
-
-Which is which: :mod:`clamu_helpers.methods` holds the *system methods* (``merge``, ``ties``,
-``tall``, ``emr``, ``clamu``, ``sift``, …) that an :class:`~clamu_helpers.system.UnlearningSystem`
-fits, serves and unlearns exactly; ``methods/ties.py`` serves :func:`ties_merge` and
-``methods/basic.py``'s ``merge`` is averaging or task arithmetic on the exact τ̄.
+The merging *methods* are :mod:`clamu_helpers.methods` (``merge``, ``ties``, ``tall``, ``emr``,
+``clamu``, ``sift``, …: what an :class:`~clamu_helpers.system.UnlearningSystem` fits, serves and
+unlearns exactly); ``methods/ties.py`` serves :func:`ties_merge`, and averaging and task
+arithmetic are ``methods/basic.py``'s ``merge`` on the exact τ̄ of :mod:`clamu_helpers.ledger`.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from typing import Mapping
 
 import torch
 
 from .taskvector import TaskVector
-
-Vectors = Sequence["TaskVector | torch.Tensor"]
-
-
-def _stack(tvs: Vectors) -> torch.Tensor:
-    if len(tvs) == 0:
-        raise ValueError("need at least one task vector to merge")
-    vals = [tv.values if isinstance(tv, TaskVector) else tv for tv in tvs]
-    if len({v.shape for v in vals}) != 1:
-        raise ValueError(f"task vectors differ in shape: {sorted({tuple(v.shape) for v in vals})}")
-    return torch.stack(vals)
-
-
-def merge_sum(tvs: Vectors) -> torch.Tensor:
-    """τ̄ = Σ_t τ_t (float32; use the ledger where exactness matters)."""
-    return _stack(tvs).sum(0)
-
-
-def merge_average(tvs: Vectors) -> torch.Tensor:
-    """τ̄ / T: model averaging."""
-    return _stack(tvs).mean(0)
-
-
-def task_arithmetic(tvs: Vectors, alpha: float = 1.0) -> torch.Tensor:
-    """α τ̄ (Ilharco et al. 2023); α is tuned on validation data by the caller."""
-    return float(alpha) * merge_sum(tvs)
 
 
 def trim_top_k(x: torch.Tensor, k: float) -> torch.Tensor:
@@ -101,18 +70,3 @@ def ties_merge(vectors, k: float = 0.2) -> torch.Tensor:
         agg += torch.where(keep, t, t.new_zeros(()))
         count += keep
     return (agg / count.clamp_min(1)).to(torch.float32)
-
-
-def ties(tvs: Vectors, k: float = 0.2, lam: float = 1.0) -> torch.Tensor:
-    """TIES-merging (Yadav et al. 2023): λ times :func:`ties_merge` (trim, elect, disjoint mean)."""
-    if len(tvs) == 0:
-        raise ValueError("need at least one task vector to merge")
-    return float(lam) * ties_merge(tvs, k)
-
-
-MERGE_METHODS: dict[str, Callable[..., torch.Tensor]] = {
-    "sum": merge_sum,
-    "average": merge_average,
-    "task_arithmetic": task_arithmetic,
-    "ties": ties,
-}

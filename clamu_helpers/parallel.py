@@ -400,17 +400,6 @@ def _run_ray(ctx: _Context, jobs, workers: int, address: str | None, setting) ->
         raise
 
 
-def warm_ray(setting: "Setting", workers: int = 2, address: str | None = None,
-             recipe: SettingRecipe | None = None, ship: str = "auto") -> None:
-    """Start Ray (if needed) and the ``workers`` actors holding ``setting``, so that the next
-    ``run_finetunes(..., backend="ray")`` with the same setting and recipe starts at once."""
-    ctx = _context(setting, recipe, ship)
-    for _ in _run_ray(ctx, [], int(workers), address, setting):
-        pass
-    import ray
-    ray.get([a.__ray_ready__.remote() for a in _RAY["actors"]])
-
-
 def shutdown_ray() -> None:
     """Stop the local Ray that ``backend='ray'`` started (no-op if none runs)."""
     try:

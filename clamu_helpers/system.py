@@ -130,10 +130,10 @@ class UnlearningSystem:
 
     @property
     def tau_bar(self) -> torch.Tensor:
-        """τ̄ (float32), recomputed from the ledger only when the merged set changes."""
-        digest = self.ledger.digest()
-        if self._tau_cache is None or self._tau_cache[0] != digest:
-            self._tau_cache = (digest, self.ledger.tau_bar())
+        """τ̄ (float32), recomputed from the ledger only when its contents change (keyed on
+        :attr:`MergeLedger.stamp`, not on a hash of the sum)."""
+        if self._tau_cache is None or self._tau_cache[0] != self.ledger.stamp:
+            self._tau_cache = (self.ledger.stamp, self.ledger.tau_bar())
         return self._tau_cache[1]
 
     def weights_for(self, task_id: str) -> torch.Tensor:
@@ -213,7 +213,6 @@ class UnlearningSystem:
             self.method.refresh(self.context(self.unlearn_costs), ids, retrained)
         except BaseException:
             self.ledger, self.vectors, self.method, self.unlearned, self.unlearn_costs = backup
-            self._tau_cache = None
             raise
         self.unlearn_costs.seconds += time.perf_counter() - t0
         after = self.served_digest()

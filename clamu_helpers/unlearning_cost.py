@@ -43,6 +43,7 @@ from .audit import choose_forget_set
 from .errors import ClamuError
 from .finetune import finetune
 from .methods import METHODS, get_method
+from .methods.base import parse_params
 from .settings.base import Setting, Task
 from .system import UnlearningSystem
 from .taskvector import TaskVector
@@ -125,28 +126,13 @@ def _ratio(a, b) -> float:
 # -- measurement --------------------------------------------------------------------------------
 def parse_method(spec) -> tuple[str, str, dict]:
     """``"sift:scale=count,projection=before_step"`` → (label, "sift", {...}); a tuple
-    (label, name, params) passes through. Numbers in values become int/float."""
+    (label, name, params) passes through; values are read by :func:`~clamu_helpers.methods.base.parse_params`."""
     if isinstance(spec, tuple):
         label, name, params = spec
         return str(label), str(name), dict(params)
     spec = str(spec)
     name, _, rest = spec.partition(":")
-    params = {}
-    for item in filter(None, rest.split(",")):
-        key, eq, val = item.partition("=")
-        if not eq:
-            raise ClamuError(f"method parameter {item!r} in {spec!r} is not key=value")
-        params[key.strip()] = _number(val.strip())
-    return spec, name.strip(), params
-
-
-def _number(s: str):
-    for cast in (int, float):
-        try:
-            return cast(s)
-        except ValueError:
-            pass
-    return s
+    return spec, name.strip(), parse_params(filter(None, rest.split(",")), f"method spec {spec!r}")
 
 
 def union_task(setting: Setting, task_ids: Sequence[str], task_id: str = "scratch") -> Task:

@@ -162,3 +162,33 @@ def test_add_many_and_remove_many_check_everything_first():
     with pytest.raises(ExactnessError):
         led.remove_many([(vs[0].task_id, vs[0]), ("t1", TaskVector("t1", tampered, vs[0].spec))])
     assert led.digest() == d and len(led) == 2
+
+
+def test_the_stamp_names_the_contents_so_a_cache_of_tau_bar_is_never_stale():
+    import copy
+
+    from clamu_helpers.system import UnlearningSystem
+    led = MergeLedger.from_vectors([tv(1), tv(2)])
+    stamps = {led.stamp}
+    backup = copy.deepcopy(led)
+    assert backup.stamp == led.stamp                       # a copy holds the same contents
+    led.remove("t2", tv(2))
+    assert led.stamp not in stamps
+    stamps.add(led.stamp)
+    with pytest.raises(DuplicateTaskError):
+        led.add("t1", tv(1))                               # refused (nothing changed): a new stamp costs a recompute only
+    led.add("t2", tv(2))
+    assert led.stamp not in stamps and torch.equal(led._sum, backup._sum)
+    tensors, meta = led.state()
+    assert MergeLedger.from_state(tensors, meta).stamp != led.stamp
+
+    # the system's τ̄ is keyed on the stamp: read twice without hashing the sum, new after a change
+    system = UnlearningSystem.__new__(UnlearningSystem)
+    system.ledger, system._tau_cache = led, None
+    first = system.tau_bar
+    led.digest = lambda: pytest.fail("τ̄'s cache must not hash the sum")
+    assert system.tau_bar is first
+    led.remove("t1", tv(1))
+    assert torch.equal(system.tau_bar, MergeLedger.from_vectors([tv(2)]).tau_bar())
+    system.ledger = backup                                 # a restored backup: its own, older contents
+    assert torch.equal(system.tau_bar, backup.tau_bar())

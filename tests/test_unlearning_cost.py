@@ -60,8 +60,11 @@ def test_parse_method_and_forget_sequence():
     assert parse_method("sift:scale=count,sign_seed=3") == ("sift:scale=count,sign_seed=3", "sift",
                                                             {"scale": "count", "sign_seed": 3})
     assert parse_method("sift:scale=0.5")[2] == {"scale": 0.5}
-    with pytest.raises(ClamuError):
+    assert parse_method("tall:vectors=keep, alpha=1/T")[2] == {"vectors": "keep", "alpha": "1/T"}   # text stays text
+    with pytest.raises(ClamuError, match="method spec 'sift:scale' expects KEY=VALUE, got 'scale'"):
         parse_method("sift:scale")
+    with pytest.raises(ClamuError, match="expects KEY=VALUE"):
+        parse_method("sift:=1")
     ids = [f"t{i}" for i in range(20)]
     with pytest.raises(ClamuError):
         choose_forget_set(ids, 20, 0)

@@ -59,6 +59,24 @@ def saved_method(name: str, params: dict) -> "Method":
     return get_method(name, **{**METHODS[name].legacy_params, **params})
 
 
+def parse_params(items, what: str = "--param") -> dict:
+    """``["alpha=0.5", "scale=count"]`` → ``{"alpha": 0.5, "scale": "count"}``, the one reader of
+    method parameters written as text (the command line's ``--param``, method specs such as
+    ``"sift:scale=count"``): a value is read as JSON where it is JSON (numbers, ``true``, lists)
+    and kept as text otherwise (``1/T``, ``count``, ``val``). An item without ``=`` raises
+    :class:`~clamu_helpers.errors.ParameterError` naming ``what`` and the item."""
+    out = {}
+    for item in items or []:
+        key, eq, value = str(item).partition("=")
+        if not eq or not key.strip():
+            raise ParameterError(f"{what} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value.strip())
+        except json.JSONDecodeError:
+            out[key.strip()] = value.strip()
+    return out
+
+
 @dataclass
 class Params:
     """A method's parameters, declared once as a typed dataclass (``Method.Params``): its fields

@@ -18,7 +18,7 @@ class ClamuSupermask(Clamu):
     τ̄'s magnitudes but none of its directions: if this control matches ClAMU, the masks train a
     supermask on the cluster's own data rather than recover what merging knew."""
 
-    reference = "control (Zhou et al. 2019, supermasks); asked for by the project's review"
+    reference = "control: a supermask (Zhou et al., Deconstructing Lottery Tickets, NeurIPS 2019) over |τ̄| with random signs"
     control_of = "clamu"
 
     @dataclass

@@ -18,8 +18,8 @@
 
 * ``"1/T"`` (default, the final paper's rule): s = 1/T, i.e. M0 + m_t ⊙ (τ̄ / T).
 * ``"count"``: s_i = 1 / c_i with the integer count c = Σ_t m_t (how many merged tasks moved
-  coordinate i; c_i ≥ 1 wherever m_t,i = 1). CALIBRATION.md found it the best rule. c is kept
-  exactly (int32) and m_u is subtracted at unlearning.
+  coordinate i; c_i ≥ 1 wherever m_t,i = 1): not in the paper, offered for comparison. c is
+  kept exactly (int32) and m_u is subtracted at unlearning.
 * a number α: s = α (α = 1 is the draft's unscaled M0 + m_t ⊙ τ̄).
 * ``"val"``: α chosen from :func:`clamu_helpers.selection.scale_grid` (1/T is its first value)
   by the mean validation score over the masked tasks, as every method's served scale is chosen
@@ -299,7 +299,7 @@ class SiftRandomMask(SiftMasks):
     (no other input), so it keeps m_t's density and nothing of its choice. Unlearning drops r_u
     like SIFT-Masks drops m_u."""
 
-    reference = "control for SIFT-Masks (same density, random coordinates); asked for by the project's review"
+    reference = "control for SIFT-Masks: masks of the same density on random coordinates"
     control_of = "sift"
 
     def task_mask(self, ctx, task_id, tau):
@@ -315,7 +315,7 @@ class SiftMerge(SiftMasks):
     task with no mask (s = 1/T by default, a number, or ``"val"``): what sign-fixing alone does
     to a merge, apart from the masks. Stores one model."""
 
-    reference = "control for SIFT-Masks (sign-fixed tuning, no masks); asked for by the project's review"
+    reference = "control for SIFT-Masks: sign-fixed tuning served without masks"
     control_of = "sift"
 
     @dataclass
