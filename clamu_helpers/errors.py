@@ -82,3 +82,8 @@ def is_storage_failure(error: BaseException) -> bool:
 
 class StateError(ClamuError):
     """A saved state that is corrupt, truncated, or from an incompatible environment."""
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process ended without an answer (killed by the system, e.g. out of memory) on
+    every try: the units it ran are named, nothing else is lost (finished units are kept)."""

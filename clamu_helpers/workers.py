@@ -12,8 +12,16 @@ every core busy:
   (``tests/test_workers.py`` checks it).
 * **How many.** ``$CLAMU_WORKERS`` workers (``1``: run in the kernel, as before); by default one
   per unit under ``reproduce`` (its CPU slots decide how many compute at once), else one per unit
-  up to the machine's cores. Workers are spawned once per kernel and reused (``shutdown()`` stops
-  them; they also stop at exit).
+  up to the machine's cores. The workers of a call end with it: their memory (a unit's setting,
+  model and task vectors, 2–3 GB for the text settings at ``cpu``) goes back to the system instead
+  of staying with idle workers while the other notebooks of a run need it (a cpu run kept nine
+  such workers for three notebooks and the system killed one, out of memory). A new call spawns
+  its workers again, a few seconds against units of minutes. (Not ``max_tasks_per_child``: with
+  a backlog it can deadlock on Python 3.11–3.12, cpython#115634.)
+* **A worker that dies** (killed by the system, typically out of memory) does not end the
+  notebook: the units that had not finished run again in a new pool of half as many workers
+  (same bits: a unit's result does not depend on where it runs), down to one; only a unit that
+  kills every try raises :class:`~clamu_helpers.errors.WorkerDiedError`, naming it.
 * **CPU slots across notebooks.** ``reproduce`` runs several notebooks at once and makes
   ``$CLAMU_SLOTS``, a folder of one lock file per core: a unit computes only while it holds a
   slot (a ``flock``, released by the kernel if its process dies), so the notebooks of a run share
@@ -35,10 +43,12 @@ import os
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from . import timing
+from .errors import WorkerDiedError
 
 try:
     import fcntl
@@ -174,6 +184,42 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
+def _run_in_pools(payload: bytes, items: list, n: int, results: dict, bar, desc: str) -> None:
+    """Fill ``results`` (item index → result) from pools of ``n``, then n/2, …, 1 workers: a
+    pool broken by a dead worker is replaced and only the unfinished units run again."""
+    t0 = time.perf_counter()
+    while True:
+        pool = _pool(n)
+        futures = {pool.submit(_run, payload, items[i]): i for i in range(len(items)) if i not in results}
+        pending = set(futures)
+        try:
+            while pending:
+                t_wait = time.perf_counter()
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                timing.waited(time.perf_counter() - (t0 if t0 is not None else t_wait))
+                t0 = None   # the first wait includes starting the workers
+                # finished units first: a pool that broke keeps the results it did produce
+                for fut in sorted(done, key=lambda f: isinstance(f.exception(), BrokenProcessPool)):
+                    value, spent = fut.result()   # a unit's exception is raised here, with its traceback
+                    timing.absorb(spent)
+                    results[futures[fut]] = value
+                    bar.update(1)
+            return
+        except BrokenProcessPool:
+            shutdown()
+            left = sorted(set(range(len(items))) - set(results))
+            if n == 1:
+                raise WorkerDiedError(
+                    f"{desc}: a worker process died on every try (killed by the system: out of memory? "
+                    f"`dmesg` says); {len(results)} of {len(items)} units finished, not finished: "
+                    f"{[items[i] for i in left][:5]}") from None
+            n = max(1, n // 2)
+            warnings.warn(f"{desc}: a worker process died (killed by the system: out of memory?); running the "
+                          f"{len(left)} unfinished units again in {n} worker{'s' if n > 1 else ''} (same results)",
+                          stacklevel=3)
+            t0 = time.perf_counter()
+
+
 def run_units(fn: Callable[[Any], Any], items: Sequence[Any], desc: str = "units",
               progress: bool = True) -> list[Any]:
     """``[fn(item) for item in items]``, each unit on one thread, in worker processes when
@@ -198,25 +244,11 @@ def run_units(fn: Callable[[Any], Any], items: Sequence[Any], desc: str = "units
                     out.append(fn(item))
                 bar.update(1)
             return out
-        t0 = time.perf_counter()
-        pool = _pool(n)
-        futures = {pool.submit(_run, payload, item): i for i, item in enumerate(items)}
         results: dict[int, Any] = {}
-        pending = set(futures)
         try:
-            while pending:
-                t_wait = time.perf_counter()
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                timing.waited(time.perf_counter() - (t0 if t0 is not None else t_wait))
-                t0 = None   # the first wait includes starting the workers
-                for fut in done:
-                    value, spent = fut.result()   # a unit's exception is raised here, with its traceback
-                    timing.absorb(spent)
-                    results[futures[fut]] = value
-                    bar.update(1)
-        except BaseException:
-            shutdown()   # no half-busy workers left behind by a failed or interrupted notebook
-            raise
+            _run_in_pools(payload, items, n, results, bar, desc)
+        finally:
+            shutdown()   # the workers' memory goes back; no half-busy workers after a failure or interrupt
         return [results[i] for i in range(len(items))]
     finally:
         bar.close()

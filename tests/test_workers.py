@@ -157,3 +157,39 @@ def test_workers_end_when_their_kernel_is_killed(tmp_path):
         alive = [p for p in pids if os.path.exists(f"/proc/{p}") and
                  open(f"/proc/{p}/stat").read().split()[2] != "Z"]
     assert not alive, f"workers {alive} outlived their kernel"
+
+
+def _dies_once(item):
+    """Unit 2 kills its own worker the first time (as the system's OOM killer would), then runs."""
+    import os
+    import signal
+    from pathlib import Path
+    folder, x = item
+    marker = Path(folder) / f"died-{x}"
+    if x == 2 and not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * 10, os.getpid()
+
+
+def test_a_worker_killed_by_the_system_does_not_end_the_notebook(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLAMU_WORKERS", "3")
+    with pytest.warns(UserWarning, match=r"a worker process died .* unfinished units again in 1 worker \(same results\)"):
+        out = workers.run_units(_dies_once, [(str(tmp_path), x) for x in (1, 2, 3)], desc="seeds", progress=False)
+    assert [v for v, _ in out] == [10, 20, 30] and (tmp_path / "died-2").exists()
+    assert workers._POOL == {}                                   # the workers ended with the call: memory back
+
+
+def _always_dies(_):
+    import os
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_unit_that_kills_every_worker_is_named_and_no_worker_is_left(monkeypatch):
+    from clamu_helpers.errors import WorkerDiedError
+    monkeypatch.setenv("CLAMU_WORKERS", "2")
+    with pytest.warns(UserWarning, match="in 1 worker"), \
+            pytest.raises(WorkerDiedError, match=r"seeds: a worker process died on every try .* 0 of 2 units finished, not finished: \[7, 8\]"):
+        workers.run_units(_always_dies, [7, 8], desc="seeds", progress=False)
+    assert workers._POOL == {}
