@@ -2,10 +2,9 @@
 broken internal link, and read in a real browser from disk.
 
 The build runs once per test session (``built_book``, about 2 minutes). The browser test uses
-Debian's chromium through Playwright, as the widget demo's test does, and is skipped without it.
+the ``browser`` fixture (tests/conftest.py: Debian's chromium through Playwright), skipped without it.
 """
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +16,6 @@ sys.path.insert(0, str(ROOT / "book"))
 pytest.importorskip("myst_nb", reason="the book needs myst-nb (requirements.txt; run scripts/setup.sh)")
 import book_pages  # noqa: E402
 import check_links  # noqa: E402
-
-CHROMIUM = next((p for p in (os.environ.get("CLAMU_CHROMIUM"), shutil.which("chromium"),
-                             shutil.which("chromium-browser")) if p), None)
 
 
 @pytest.fixture(scope="module")
@@ -92,41 +88,34 @@ def test_docstring_markdown_tables_and_bars_are_read_as_written():
     assert lines[-1] == "after" and "     - T·E" in lines
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (as root: apt-get install chromium)")
 @pytest.mark.timeout(1500)
-def test_a_reader_sees_a_figure_a_formula_and_a_table_opening_the_book_from_disk(built_book):
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+def test_a_reader_sees_a_figure_a_formula_and_a_table_opening_the_book_from_disk(browser, built_book):
     shot = Path(os.environ.get("CLAMU_BOOK_SCREENSHOT", built_book.parent / "book.png"))
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
-        failed = []
-        page.on("requestfailed", lambda r: failed.append(r.url))
-        try:
-            page.goto((built_book / "book" / "index.html").as_uri())          # the landing page
-            assert page.locator("h1").first.inner_text().startswith("Exact unlearning by model merging")
-            assert page.locator("nav a:has-text('04 · ClAMU')").count() >= 1   # the notebooks, in reading order
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    failed = []
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    page.goto((built_book / "book" / "index.html").as_uri())          # the landing page
+    assert page.locator("h1").first.inner_text().startswith("Exact unlearning by model merging")
+    assert page.locator("nav a:has-text('04 · ClAMU')").count() >= 1   # the notebooks, in reading order
 
-            page.goto((built_book / "notebooks" / "04_clamu.html").as_uri())  # a notebook page
-            figure = page.locator("img[alt^='Figure output in 04']").first
-            figure.scroll_into_view_if_needed()
-            assert figure.is_visible() and page.evaluate("(img) => img.naturalWidth", figure.element_handle()) > 100
-            assert page.locator("table").first.is_visible()
-            assert page.evaluate("() => [...document.images].every(i => i.alt.trim().length > 0)")
-            page.screenshot(path=str(shot))
+    page.goto((built_book / "notebooks" / "04_clamu.html").as_uri())  # a notebook page
+    figure = page.locator("img[alt^='Figure output in 04']").first
+    figure.scroll_into_view_if_needed()
+    assert figure.is_visible() and page.evaluate("(img) => img.naturalWidth", figure.element_handle()) > 100
+    assert page.locator("table").first.is_visible()
+    assert page.evaluate("() => [...document.images].every(i => i.alt.trim().length > 0)")
+    page.screenshot(path=str(shot))
 
-            page.goto((built_book / "book" / "exactness.html").as_uri())      # a formula, rendered offline
-            page.wait_for_selector("mjx-container svg", timeout=60_000)
-            assert page.locator("mjx-container svg").first.is_visible()
+    page.goto((built_book / "book" / "exactness.html").as_uri())      # a formula, rendered offline
+    page.wait_for_selector("mjx-container svg", timeout=60_000)
+    assert page.locator("mjx-container svg").first.is_visible()
 
-            page.goto((built_book / "book" / "api" / "generated" / "methods.html").as_uri())   # an API page
-            assert page.locator("h2:has-text('clamu')").first.is_visible()
-            assert page.locator("table").first.is_visible()
+    page.goto((built_book / "book" / "api" / "generated" / "methods.html").as_uri())   # an API page
+    assert page.locator("h2:has-text('clamu')").first.is_visible()
+    assert page.locator("table").first.is_visible()
 
-            page.goto((built_book / "notebooks" / "07_interactive_unlearning.html").as_uri())
-            demo = page.locator(".widget-screenshot img")
-            assert demo.count() == 1 and page.locator(".widget-screenshot").count() == 1 and page.evaluate("(img) => img.naturalWidth", demo.element_handle()) > 100
-        finally:
-            browser.close()
+    page.goto((built_book / "notebooks" / "07_interactive_unlearning.html").as_uri())
+    demo = page.locator(".widget-screenshot img")
+    assert demo.count() == 1 and page.locator(".widget-screenshot").count() == 1 and page.evaluate("(img) => img.naturalWidth", demo.element_handle()) > 100
     assert failed == [], f"requests that failed (a file missing from the build): {failed}"
     assert shot.stat().st_size > 10_000

@@ -4,8 +4,8 @@ JupyterLab serves a copy of ``07_interactive_unlearning.ipynb`` (smoke profile);
 driven by Playwright, runs every cell, picks two tasks in the task picker, presses **Forget**,
 and checks that the audit verdict, the accuracy table and the request history appear in the
 page; a screenshot is saved (``$CLAMU_SCREENSHOT``, default the test's temporary folder).
-Chromium comes from Debian's ``chromium`` package (``scripts/setup.sh`` installs it where it
-can); nothing here downloads a browser. Without it the test is skipped with the reason.
+Chromium is the ``browser`` fixture of tests/conftest.py (Debian's ``chromium`` package, which
+``scripts/setup.sh`` installs where it can); nothing downloads a browser; without it the test is skipped.
 """
 import os
 import shutil
@@ -19,11 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = next((p for p in (os.environ.get("CLAMU_CHROMIUM"), shutil.which("chromium"),
-                             shutil.which("chromium-browser")) if p), None)
-playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (as root: apt-get install chromium)"),
-              pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 
 
 def _free_port() -> int:
@@ -98,35 +94,30 @@ def _wait_for_kernel(url: str, state: str, log: Path, timeout: float = 180) -> N
                 f"/api/kernels: {len(errors)}; server log tail:\n{log.read_text()[-3000:]}")
 
 
-def test_pick_two_tasks_press_forget_and_see_the_audit(lab):
+def test_pick_two_tasks_press_forget_and_see_the_audit(browser, lab):
     url, folder = lab
     shot = Path(os.environ.get("CLAMU_SCREENSHOT", folder / "demo.png"))
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1400, "height": 2300})
-        try:
-            page.goto(f"{url}/lab/tree/demo.ipynb?reset", wait_until="domcontentloaded")
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-            _wait_for_kernel(url, "idle", folder / "lab.log")
-            page.click(".lm-MenuBar-item:has-text('Run')")
-            page.get_by_text("Run All Cells", exact=True).click()
-            _wait_for_kernel(url, "busy", folder / "lab.log", timeout=60)
-            # the headless replay (two requests) finishes with the history table in the last cell
-            page.wait_for_selector(".jp-OutputArea-output:has-text('both requests exact')", timeout=600_000)
-            picker = page.locator(".widget-select-multiple select")
-            picker.wait_for(timeout=60_000)
-            labels = [t.replace("\xa0", " ") for t in picker.locator("option").all_inner_texts()]
-            assert labels[0].startswith("t000 · "), labels[:3]          # tasks named by what they hold
-            picker.select_option(index=[4, 5])                            # two tasks not forgotten yet
-            page.click(".jupyter-widgets button:has-text('Forget')")
-            page.wait_for_selector("text=exact unlearning: yes, digests equal", timeout=300_000)
-            page.wait_for_selector("text=request 3 done", timeout=60_000)
-            widget = page.locator(".jupyter-widgets.widget-vbox").first
-            text = widget.inner_text().replace("\xa0", " ")
-            assert "remaining_after" in text and "gradient_steps" in text        # the result table
-            assert "requests so far" in text and "t004, t005" in text            # the history, this click in it
-            page.locator(".jupyter-widgets.widget-vbox").first.scroll_into_view_if_needed()
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1400, "height": 2300})
+    page.goto(f"{url}/lab/tree/demo.ipynb?reset", wait_until="domcontentloaded")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+    _wait_for_kernel(url, "idle", folder / "lab.log")
+    page.click(".lm-MenuBar-item:has-text('Run')")
+    page.get_by_text("Run All Cells", exact=True).click()
+    _wait_for_kernel(url, "busy", folder / "lab.log", timeout=60)
+    # the headless replay (two requests) finishes with the history table in the last cell
+    page.wait_for_selector(".jp-OutputArea-output:has-text('both requests exact')", timeout=600_000)
+    picker = page.locator(".widget-select-multiple select")
+    picker.wait_for(timeout=60_000)
+    labels = [t.replace("\xa0", " ") for t in picker.locator("option").all_inner_texts()]
+    assert labels[0].startswith("t000 · "), labels[:3]          # tasks named by what they hold
+    picker.select_option(index=[4, 5])                            # two tasks not forgotten yet
+    page.click(".jupyter-widgets button:has-text('Forget')")
+    page.wait_for_selector("text=exact unlearning: yes, digests equal", timeout=300_000)
+    page.wait_for_selector("text=request 3 done", timeout=60_000)
+    widget = page.locator(".jupyter-widgets.widget-vbox").first
+    text = widget.inner_text().replace("\xa0", " ")
+    assert "remaining_after" in text and "gradient_steps" in text        # the result table
+    assert "requests so far" in text and "t004, t005" in text            # the history, this click in it
+    page.locator(".jupyter-widgets.widget-vbox").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
