@@ -14,8 +14,7 @@ every core busy:
   per unit under ``reproduce`` (its CPU slots decide how many compute at once), else one per unit
   up to the machine's cores. The workers of a call end with it: their memory (a unit's setting,
   model and task vectors, 2–3 GB for the text settings at ``cpu``) goes back to the system instead
-  of staying with idle workers while the other notebooks of a run need it (a cpu run kept nine
-  such workers for three notebooks and the system killed one, out of memory). A new call spawns
+  of staying with idle workers while the other notebooks of a run need it. A new call spawns
   its workers again, a few seconds against units of minutes. (Not ``max_tasks_per_child``: with
   a backlog it can deadlock on Python 3.11–3.12, cpython#115634.)
 * **A worker that dies** (killed by the system, typically out of memory) does not end the
@@ -162,12 +161,10 @@ def _run(payload: bytes, item: Any) -> tuple[Any, dict[str, float]]:
 
 
 def _pool(n: int) -> ProcessPoolExecutor:
-    live = _POOL.get("pool")
-    if live is not None and _POOL["n"] == n:
-        return live
+    """A new pool of ``n`` workers (a call's pool ends with it: nothing to reuse)."""
     shutdown()
     pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_init, initargs=(os.getpid(),))
-    _POOL.update(pool=pool, n=n)
+    _POOL["pool"] = pool
     return pool
 
 
