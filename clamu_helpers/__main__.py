@@ -9,7 +9,7 @@ import sys
 
 def cmd_audit(args) -> int:
     from .audit import audit
-    from .methods.base import parse_params
+    from .methods.declared import parse_params
     from .settings import get_setting
     setting = get_setting(args.setting, args.profile, args.seed)
     if args.precision != setting.finetune_config.precision:

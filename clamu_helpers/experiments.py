@@ -17,6 +17,7 @@ from .progress import tqdm
 
 from .audit import choose_forget_set
 from .ledger import MergeLedger
+from .methods.declared import ONE_OVER_T, canonical, one_over_t
 from .settings.base import Setting
 from .store import TaskVectorStore
 from .system import UnlearningSystem
@@ -77,7 +78,7 @@ def merging_at_scale(setting: Setting, sizes: Sequence[int] | None = None, seed:
         n = len(ledger)
         if n not in sizes:
             continue
-        a = 1.0 / n if alpha == "mean" else float(alpha)
+        a = one_over_t(n) if canonical(alpha) == ONE_OVER_T else float(alpha)
         first = ids[:n]
         merged = setting.mean_score(setting.theta0 + a * ledger.tau_bar(), first)
         for label, value in (("merged", merged), ("local", sum(local[t] for t in first) / n),

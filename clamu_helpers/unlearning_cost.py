@@ -43,7 +43,7 @@ from .audit import choose_forget_set
 from .errors import ClamuError
 from .finetune import finetune
 from .methods import METHODS, get_method
-from .methods.base import parse_params
+from .methods.declared import parse_params
 from .settings.base import Setting, Task
 from .system import UnlearningSystem
 from .taskvector import TaskVector
@@ -126,7 +126,7 @@ def _ratio(a, b) -> float:
 # -- measurement --------------------------------------------------------------------------------
 def parse_method(spec) -> tuple[str, str, dict]:
     """``"sift:scale=count,projection=before_step"`` → (label, "sift", {...}); a tuple
-    (label, name, params) passes through; values are read by :func:`~clamu_helpers.methods.base.parse_params`."""
+    (label, name, params) passes through; values are read by :func:`~clamu_helpers.methods.declared.parse_params`."""
     if isinstance(spec, tuple):
         label, name, params = spec
         return str(label), str(name), dict(params)

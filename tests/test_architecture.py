@@ -143,3 +143,12 @@ def test_methods_command_lists_every_method_with_its_parameters(capsys):
     rows = {r["method"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(rows) == set(METHODS)
     assert rows["consensus"]["params"]["ks"] == [1, 2, 3] and rows["sift-merge"]["control_of"] == "sift"
+
+
+def test_methods_read_typed_parameters_not_the_json():
+    """``method.params`` is the JSON that is saved and hashed; methods read the typed, declared
+    ``self.p`` (and ``resolve``/``chosen_value`` for what is served)."""
+    readers = sorted(f"{m}:{i + 1}" for m, p in _modules().items()
+                     for i, line in enumerate(p.read_text().splitlines())
+                     if re.search(r"self\.params(\[|\.get\()", line))
+    assert not readers, f"read self.p, not self.params[...]: {readers}"

@@ -13,13 +13,17 @@ Each method declares, once, in its class: its ``name`` (via :func:`register`), i
 ``reference``, whether it takes ``clusters`` (``clustered``), which parameter is its served
 scale (``scale_param``, chosen on validation data when set to ``"val"``), whether it is a
 ``control`` (a method that tests another's explanation), and its counting rule
-(:meth:`Method.unlearning_cost`). Lists of methods elsewhere (costs, demo, tests) derive from
-these declarations.
+(:meth:`Method.unlearning_cost`). Its parameters are declared in its ``Params`` dataclass with
+:func:`~clamu_helpers.methods.declared.param` (constraint, sentinels ``"val"`` and ``"1/T"``,
+search grid): validation, :meth:`Method.resolve`, the validation :meth:`Method.search` and the
+saved choices come from those declarations. Lists of methods elsewhere (costs, demo, tests)
+derive from these declarations.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Callable, ClassVar
@@ -29,7 +33,8 @@ import torch
 from .. import digests
 from ..costs import Costs
 from ..errors import ClamuError, ParameterError, StateError, UnknownNameError
-from ..selection import is_val
+from ..selection import choose, is_val
+from .declared import ONE_OVER_T, canonical, declared, grid_values, one_over_t
 
 if TYPE_CHECKING:
     from .context import MethodContext
@@ -59,29 +64,13 @@ def saved_method(name: str, params: dict) -> "Method":
     return get_method(name, **{**METHODS[name].legacy_params, **params})
 
 
-def parse_params(items, what: str = "--param") -> dict:
-    """``["alpha=0.5", "scale=count"]`` → ``{"alpha": 0.5, "scale": "count"}``, the one reader of
-    method parameters written as text (the command line's ``--param``, method specs such as
-    ``"sift:scale=count"``): a value is read as JSON where it is JSON (numbers, ``true``, lists)
-    and kept as text otherwise (``1/T``, ``count``, ``val``). An item without ``=`` raises
-    :class:`~clamu_helpers.errors.ParameterError` naming ``what`` and the item."""
-    out = {}
-    for item in items or []:
-        key, eq, value = str(item).partition("=")
-        if not eq or not key.strip():
-            raise ParameterError(f"{what} expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value.strip())
-        except json.JSONDecodeError:
-            out[key.strip()] = value.strip()
-    return out
-
-
 @dataclass
 class Params:
     """A method's parameters, declared once as a typed dataclass (``Method.Params``): its fields
-    are the method's keyword arguments with their defaults. :meth:`validate` checks and
-    normalises them when the method is built, each error naming the parameter; :meth:`to_json`
+    are the method's keyword arguments with their defaults, each declared with
+    :func:`~clamu_helpers.methods.declared.param` (its constraint, sentinels and search grid).
+    :meth:`validate` checks and normalises every declared field when the method is built, each
+    error naming the parameter, then runs :meth:`check` (rules between fields); :meth:`to_json`
     is what ``method.params`` holds (persistence and digests), from which
     ``get_method(name, **params)`` rebuilds the method."""
 
@@ -94,7 +83,13 @@ class Params:
             raise ParameterError(str(e)) from e
 
     def validate(self) -> None:
-        """Check and normalise the fields (default: nothing to check)."""
+        """Check and normalise every declared field, then :meth:`check`."""
+        for name, decl in declared(type(self)).items():
+            setattr(self, name, decl.check(getattr(self, name), name))
+        self.check()
+
+    def check(self) -> None:
+        """Rules that tie fields together (default: none)."""
 
     def to_json(self) -> dict:
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
@@ -143,20 +138,78 @@ class Method:
         self.p = self.Params(**params)
         #: the same as plain JSON (what is saved, hashed and used to rebuild the method)
         self.params: dict = self.p.to_json()
+        #: what fit chose on validation data for the ``"val"`` parameters (name → value)
+        self.chosen: dict = {}
 
-    # -- parameters chosen on validation data ----------------------------------------------------
+    # -- parameters as served, and chosen on validation data ------------------------------------
+    def resolve(self, name: str, n_tasks: int):
+        """Parameter ``name`` as served over ``n_tasks`` merged tasks: the value chosen on
+        validation data (``self.chosen``) when it is ``"val"``, 1/T when it is ``"1/T"`` (or its
+        older spelling ``"mean"``), else the parameter itself."""
+        value = getattr(self.p, name)
+        if is_val(value):
+            return self.chosen[name]
+        if canonical(value) == ONE_OVER_T:
+            return one_over_t(n_tasks)
+        return value
+
+    def grid(self, name: str, n_tasks: int) -> tuple:
+        """The candidates of parameter ``name``: its declared grid when it is ``"val"``, else the
+        one value it resolves to."""
+        if is_val(getattr(self.p, name)):
+            return grid_values(declared(self.Params)[name], self.p, n_tasks)
+        return (self.resolve(name, n_tasks),)
+
+    def searched(self) -> list[str]:
+        """The parameters set to ``"val"`` that declare a grid, in declaration order."""
+        return [n for n, d in declared(self.Params).items() if d.grid is not None and is_val(getattr(self.p, n))]
+
+    def search(self, ctx: "MethodContext", names=None, score=None) -> dict:
+        """Choose parameters on validation data: every candidate of the product of the grids of
+        ``names`` (default: :meth:`searched`; a fixed parameter among them is a grid of one) is
+        scored by ``score(values)`` (default: :meth:`validation_score`, the mean validation score
+        of what the method serves with those values), the best kept (ties to the first,
+        :func:`~clamu_helpers.selection.choose`). Returns the ``"val"`` parameters' choice."""
+        names = self.searched() if names is None else list(names)
+        if not names:
+            return {}
+        n = len(ctx.ledger)
+        candidates = list(itertools.product(*(self.grid(name, n) for name in names)))
+        score = score or (lambda values: self.validation_score(ctx, values))
+        best = candidates[0] if len(candidates) == 1 else \
+            choose(candidates, lambda c: score(dict(zip(names, c)))).value
+        return {name: v for name, v in zip(names, best) if is_val(getattr(self.p, name))}
+
+    def validation_score(self, ctx: "MethodContext", values: dict, ids=None) -> float:
+        """Mean validation score over ``ids`` (default: the merged tasks) of the weights this
+        method serves with ``values`` in place of the chosen ones (each group's weights computed
+        once)."""
+        saved, self.chosen = self.chosen, {**self.chosen, **values}
+        try:
+            cache: dict = {}
+
+            def weights_of(t):
+                g = self.group_of(ctx, t)
+                if g not in cache:
+                    cache[g] = self.weights_for(ctx, t)
+                return cache[g]
+            return ctx.setting.mean_score(weights_of, ctx.task_ids if ids is None else ids, "val")
+        finally:
+            self.chosen = saved
+
     def chosen_value(self, name: str):
         """Parameter ``name`` as served: the value chosen on validation data (``self.chosen``)
         when the parameter is ``"val"``, else the parameter itself."""
-        value = self.params[name]
+        value = getattr(self.p, name)
         return self.chosen[name] if is_val(value) else value
 
-    def require_chosen(self, names, what: str) -> None:
+    def require_chosen(self, names=None, what: str | None = None) -> None:
         """Refuse (:class:`StateError`) a loaded state that lacks the value chosen on validation
-        data for one of the ``"val"`` parameters ``names``; ``what`` names the method in the error."""
+        data for one of the ``"val"`` parameters ``names`` (default: every declared one)."""
+        names = [n for n, d in declared(self.Params).items() if d.grid is not None] if names is None else names
         for name in names:
-            if is_val(self.params[name]) and name not in self.chosen:
-                raise StateError(f"saved {what} state lacks the {name} chosen on validation data")
+            if is_val(getattr(self.p, name)) and name not in self.chosen:
+                raise StateError(f"saved {what or self.name} state lacks the {name} chosen on validation data")
 
     # -- life cycle ------------------------------------------------------------------------
     def finetune_kwargs(self, ctx: "MethodContext") -> dict:
@@ -164,11 +217,16 @@ class Method:
         return {}
 
     def fit(self, ctx: "MethodContext", vectors: dict) -> None:
-        """Learn the method's state once τ̄ holds every task (``vectors``: id → τ_t)."""
+        """Learn the method's state once τ̄ holds every task (``vectors``: id → τ_t). Default:
+        choose the ``"val"`` parameters on validation data (:meth:`search`)."""
+        self.chosen = {}
+        self.chosen = self.search(ctx) if ctx.task_ids else {}
 
     def refresh(self, ctx: "MethodContext", removed: list[str], retrained: dict) -> None:
-        """Recompute what unlearning ``removed`` made stale (default: nothing). ``retrained``
-        holds the request's τ_u, already retrained and hash-checked by the system."""
+        """Recompute what unlearning ``removed`` made stale. ``retrained`` holds the request's
+        τ_u, already retrained and hash-checked by the system. Default: choose the ``"val"``
+        parameters again, on the remaining tasks' validation data."""
+        self.fit(ctx, {})
 
     def group_of(self, ctx: "MethodContext", task_id: str) -> str:
         """Tasks of one group are served the same weights (evaluation computes them once)."""
@@ -180,20 +238,28 @@ class Method:
     # -- what is served ------------------------------------------------------------------
     def served_params(self, ctx: "MethodContext") -> dict:
         """The hyperparameters served now, as numbers (a ``"val"`` parameter: the value chosen
-        on validation data; ``"mean"``: 1/T). Tables record them beside the accuracy."""
-        return {}
+        on validation data; ``"1/T"``: 1/T). Tables record them beside the accuracy. Default: the
+        method's served scale (``scale_param``), when something is merged."""
+        if self.scale_param is None or not len(ctx.ledger):
+            return {}
+        return {self.scale_param: self.resolve(self.scale_param, len(ctx.ledger))}
 
     def mask_density(self, ctx: "MethodContext") -> float | None:
         """Mean fraction of parameters inside the served masks (None: the method has no masks)."""
         return None
 
     def state(self, ctx: "MethodContext") -> tuple[dict[str, torch.Tensor], dict]:
-        """(tensors, JSON metadata) of the served state beyond τ̄."""
-        return {}, {}
+        """(tensors, JSON metadata) of the served state beyond τ̄ (default: what was chosen on
+        validation data, if anything)."""
+        return {}, ({"chosen": dict(self.chosen)} if self.chosen else {})
 
     def load_state(self, ctx: "MethodContext", tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Restore what :meth:`state` returned (persistence). ``self.params`` must hold the
-        JSON-able constructor keyword arguments, so ``get_method(name, **params)`` rebuilds it."""
+        JSON-able constructor keyword arguments, so ``get_method(name, **params)`` rebuilds it.
+        Default: the choices made on validation data, which every ``"val"`` parameter needs."""
+        self.chosen = dict(meta.get("chosen", {}))
+        if len(ctx.ledger):
+            self.require_chosen()
 
     def state_digest(self, ctx: "MethodContext") -> str:
         """SHA-256 over the method's JSON state and a digest of each of its tensors, in the

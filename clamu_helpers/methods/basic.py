@@ -5,25 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..costs import Costs
-from ..selection import choose, is_val, scale_grid
 from .base import Method, Params, register
+from .declared import ONE_OVER_T, SCALE_GRID, VAL, Real, param
 
 
-def resolve_alpha(alpha, n_tasks: int) -> float:
-    """α as a number: ``"mean"`` is 1/T (model averaging), a number is used as is."""
-    if alpha == "mean":
-        return 1.0 / max(1, n_tasks)
-    return float(alpha)
+#: the served scale α of methods that scale the merged sum τ̄: a positive number, ``"1/T"``
+#: (model averaging; ``"mean"`` is its older spelling) or ``"val"`` (chosen on validation data
+#: from :data:`~clamu_helpers.methods.declared.SCALE_GRID`)
+ALPHA = dict(sentinels=(VAL, ONE_OVER_T), grid=SCALE_GRID)
 
 
-def check_alpha(alpha, name: str = "alpha") -> None:
-    """α: ``"mean"`` (1/T), ``"val"`` (chosen on validation from :func:`scale_grid`) or a
-    finite positive number; anything else is a ``ValueError`` naming the parameter."""
-    if alpha in ("mean", "val"):
-        return
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0 < float(alpha) < float("inf")):
-        raise ValueError(f"{name} must be a positive number, 'mean' (1/T) or 'val' (chosen on validation data), "
-                         f"got {alpha!r}")
+def alpha_param(default):
+    """The declaration of a served scale α (:data:`ALPHA`), with its default."""
+    return param(default, Real(), **ALPHA)
 
 
 def mean_val_score(ctx, weights_of, ids) -> float:
@@ -36,53 +30,20 @@ class Merge(Method):
     """Merging only: every task is served M0 + α τ̄. α = ``"mean"`` (1/T) is model averaging
     (default); a number is task arithmetic with that α; ``"val"`` is task arithmetic with α chosen
     from :func:`clamu_helpers.selection.scale_grid` by the mean validation score of the served
-    model over the merged tasks (Ilharco et al. 2023 tune α on validation data the same way)."""
+    model over the merged tasks (Ilharco et al. 2023 tune α on validation data the same way).
+    Everything but serving comes from the declaration: the search, the refresh, the state."""
 
     reference = "Task arithmetic: Ilharco et al., Editing models with task arithmetic, ICLR 2023"
     scale_param = "alpha"
 
     @dataclass
     class Params(Params):
-        alpha: float | str = "mean"   # "mean" (1/T), "val" or a positive number
-
-        def validate(self):
-            check_alpha(self.alpha)
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        self.chosen: dict = {}
-
-    def alpha(self, ctx) -> float:
-        a = self.params["alpha"]
-        return self.chosen["alpha"] if is_val(a) else resolve_alpha(a, len(ctx.ledger))
-
-    def fit(self, ctx, vectors):
-        self._choose(ctx)
-
-    def refresh(self, ctx, removed, retrained):
-        self._choose(ctx)
-
-    def _choose(self, ctx) -> None:
-        self.chosen = {}
-        ids = ctx.task_ids
-        if is_val(self.params["alpha"]) and ids:
-            theta0, tau_bar = ctx.setting.theta0, ctx.tau_bar
-            c = choose(scale_grid(len(ids)), lambda a: mean_val_score(ctx, theta0 + a * tau_bar, ids))
-            self.chosen = {"alpha": c.value}
+        alpha: float | str = alpha_param("mean")
 
     def weights_for(self, ctx, task_id):
         if not len(ctx.ledger):
             return ctx.setting.theta0
-        return ctx.setting.theta0 + self.alpha(ctx) * ctx.tau_bar
-
-    def served_params(self, ctx):
-        return {"alpha": self.alpha(ctx)} if len(ctx.ledger) else {}
-
-    def state(self, ctx):
-        return {}, ({"chosen": self.chosen} if self.chosen else {})
-
-    def load_state(self, ctx, tensors, meta):
-        self.chosen = dict(meta.get("chosen", {}))
+        return ctx.setting.theta0 + self.resolve("alpha", len(ctx.ledger)) * ctx.tau_bar
 
 
 @register("local")

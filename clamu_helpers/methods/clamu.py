@@ -6,10 +6,10 @@ from dataclasses import dataclass
 import torch
 
 from ..determinism import generator, rng
-from ..errors import StateError
 from ..masks import UPDATES, MaskConfig, MaskRun, pack_masks
-from ..selection import Halving, check_grid, choose, is_val, scale_grid, search, search_steps
+from ..selection import Halving, choose, scale_grid, search, search_steps
 from .base import register
+from .declared import ONE_OVER_T, VAL, Grid, Integer, Options, Real, param
 from .localized import Masked, weighted_mean
 
 #: η candidates of each update rule (``mask_lr="val"``), and the η that the α search uses
@@ -19,11 +19,6 @@ ETA_START = {"draft": 100.0, "normalized": 0.01}
 SEARCHES = ("halving", "full")
 #: the halving schedule: rungs at E_mask/9, E_mask/3 and E_mask, a third of the candidates going on
 HALVING = Halving(reduction=3, min_fraction=1 / 9)
-
-
-def _check_positive_int(value, name):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
 
 
 @register("clamu")
@@ -67,30 +62,17 @@ class Clamu(Masked):
 
     @dataclass
     class Params(Masked.Params):
-        mask_lr: float | str = "val"           # η, a positive number, or "val" (from mask_lrs or ETA_GRIDS)
-        mask_steps: int | None = None          # E_mask (None: the setting's finetuning steps)
-        mask_batch_size: int | str | None = None   # None: the finetuning batch size; "full": all data
-        update: str = "draft"                  # "draft" (the raw rule) or "normalized"
-        alphas: list | None = None             # α grid (None: selection.scale_grid)
-        mask_lrs: list | None = None           # η grid (None: ETA_GRIDS[update])
-        select_clusters: int = 8               # clusters sampled for the validation search
-        search: str = "halving"                # "halving" (successive halving) or "full"
-
-        def validate(self):
-            super().validate()
-            if self.update not in UPDATES:
-                raise ValueError(f"update must be one of {UPDATES}, got {self.update!r}")
-            if self.search not in SEARCHES:
-                raise ValueError(f"search must be one of {SEARCHES}, got {self.search!r}")
-            if not is_val(self.mask_lr):
-                self.mask_lr = check_grid([self.mask_lr], "mask_lr (η, a positive number or 'val')")[0]
-            _check_positive_int(self.mask_steps, "mask_steps (E_mask)")
-            if self.mask_batch_size != "full":
-                _check_positive_int(self.mask_batch_size, "mask_batch_size")
-            _check_positive_int(self.select_clusters, "select_clusters")
-            self.select_clusters = int(self.select_clusters)
-            self.alphas = None if self.alphas is None else list(check_grid(self.alphas, "alphas"))
-            self.mask_lrs = None if self.mask_lrs is None else list(check_grid(self.mask_lrs, "mask_lrs"))
+        alpha: float | str = param(VAL, Real(), sentinels=(VAL, ONE_OVER_T),
+                                   grid=("alphas", lambda p, n: scale_grid(n)))   # α; "val": from alphas
+        mask_lr: float | str = param(VAL, Real(cast=True), sentinels=(VAL,),
+                                     grid=("mask_lrs", lambda p, n: ETA_GRIDS[p.update]))   # η
+        mask_steps: int | None = param(None, Integer(), none=True)   # E_mask (None: the finetuning steps)
+        mask_batch_size: int | str | None = param(None, Integer(), Options("full"), none=True)   # "full": all data
+        update: str = param("draft", Options(*UPDATES))   # "draft" (the raw rule) or "normalized"
+        alphas: list | None = param(None, Grid(), none=True)     # α grid (None: selection.scale_grid)
+        mask_lrs: list | None = param(None, Grid(), none=True)   # η grid (None: ETA_GRIDS[update])
+        select_clusters: int = param(8, Integer(cast=True))   # clusters sampled for the validation search
+        search: str = param("halving", Options(*SEARCHES))   # "halving" (successive halving) or "full"
 
     def needs_vectors(self):
         return self.clusters_need_vectors()
@@ -98,41 +80,31 @@ class Clamu(Masked):
     # -- the budget and the grids --------------------------------------------------------------
     def budget(self, setting) -> tuple[int, int | None]:
         """(E_mask, mini-batch size or None for the full batch), resolved against the setting."""
-        p, ft = self.params, setting.finetune_config
-        steps = ft.steps if p["mask_steps"] is None else p["mask_steps"]
-        batch = None if p["mask_batch_size"] == "full" else (ft.batch_size if p["mask_batch_size"] is None
-                                                              else p["mask_batch_size"])
+        p, ft = self.p, setting.finetune_config
+        steps = ft.steps if p.mask_steps is None else p.mask_steps
+        batch = None if p.mask_batch_size == "full" else (ft.batch_size if p.mask_batch_size is None
+                                                          else p.mask_batch_size)
         return int(steps), batch
 
     def alpha_grid(self, n_tasks: int) -> tuple[float, ...]:
-        p = self.params
-        if not is_val(p["alpha"]):
-            return (self._fixed_alpha(n_tasks),)
-        return tuple(p["alphas"]) if p["alphas"] is not None else scale_grid(n_tasks)
-
-    def _fixed_alpha(self, n_tasks: int) -> float:
-        a = self.params["alpha"]
-        return 1.0 / max(1, n_tasks) if a == "mean" else float(a)
+        return tuple(float(a) for a in self.grid("alpha", n_tasks))
 
     def eta_grid(self) -> tuple[float, ...]:
-        p = self.params
-        if not is_val(p["mask_lr"]):
-            return (p["mask_lr"],)
-        return tuple(p["mask_lrs"]) if p["mask_lrs"] is not None else ETA_GRIDS[p["update"]]
+        return self.grid("mask_lr", 0)
 
     def eta_start(self) -> float:
         grid = self.eta_grid()
-        start = ETA_START[self.params["update"]]
+        start = ETA_START[self.p.update]
         return start if start in grid else grid[len(grid) // 2]
 
     def halving(self) -> Halving | None:
-        return HALVING if self.params["search"] == "halving" else None
+        return HALVING if self.p.search == "halving" else None
 
     def search_plan(self, n_tasks: int) -> list[int]:
         """Candidates trained per search round (α round, then the η round's new values): [] when
         nothing is chosen."""
         na, ne = len(self.alpha_grid(n_tasks)), len(self.eta_grid())
-        a_val, e_val = is_val(self.params["alpha"]), is_val(self.params["mask_lr"])
+        a_val, e_val = "alpha" in self.searched(), "mask_lr" in self.searched()
         if a_val and e_val:
             return [na, ne - 1]
         if a_val:
@@ -143,7 +115,7 @@ class Clamu(Masked):
         """S, the clusters the validation search optimizes masks for on ``n_tasks`` tasks: up to
         ``select_clusters`` of the K, none when nothing is chosen."""
         k = self.n_clusters(n_tasks)
-        return min(self.params["select_clusters"], k) if self.search_plan(n_tasks) and k else 0
+        return min(self.p.select_clusters, k) if self.search_plan(n_tasks) and k else 0
 
     def mask_fits(self, n_tasks: int, e_mask: int | None = None) -> tuple[float, int]:
         """(masks optimized, masks served) by one fit or refresh on ``n_tasks`` tasks, the first
@@ -151,7 +123,7 @@ class Clamu(Masked):
         method fixes ``mask_steps``): the search's rounds over S sampled clusters
         (:func:`~clamu_helpers.selection.search_steps`), whose chosen masks are kept, and the
         K − S other masks once; K are served."""
-        e = self.params["mask_steps"] or e_mask
+        e = self.p.mask_steps or e_mask
         if not e:
             raise ValueError("mask_fits needs e_mask (the setting's E_mask) when mask_steps is not set")
         k, s = self.n_clusters(n_tasks), self.search_sample(n_tasks)
@@ -165,7 +137,7 @@ class Clamu(Masked):
         k = self.n_clusters(n_tasks)
         if not k:
             return costs
-        e_mask = steps if self.params["mask_steps"] is None else self.params["mask_steps"]
+        e_mask = steps if self.p.mask_steps is None else self.p.mask_steps
         s = self.search_sample(n_tasks)
         for n_candidates in self.search_plan(n_tasks):
             if n_candidates:
@@ -189,7 +161,7 @@ class Clamu(Masked):
         clusters = list(groups)
         sample = clusters
         if plan:
-            s = min(self.params["select_clusters"], len(clusters))
+            s = min(self.p.select_clusters, len(clusters))
             pick = rng(ctx.seed, "clamu-select", *sorted(ctx.task_ids)).permutation(len(clusters))[:s]
             sample = sorted(clusters[int(i)] for i in pick)
         runs: dict[tuple[float, float], dict[int, MaskRun]] = {}
@@ -200,7 +172,7 @@ class Clamu(Masked):
             rs = runs.setdefault((alpha, eta), {})
             if c not in rs:
                 ids = groups[c]
-                cfg = MaskConfig(steps, float(eta), batch, float(alpha), self.params["update"], threads)
+                cfg = MaskConfig(steps, float(eta), batch, float(alpha), self.p.update, threads)
                 rs[c] = MaskRun(ctx.setting, target, self.group_data(ctx, ids, "train"), cfg,
                                 generator(ctx.seed, "clamu-mask", *ids))
             return rs[c]
@@ -227,11 +199,12 @@ class Clamu(Masked):
                 costs.add(gradient_steps=trained[0] - before, parallel_steps=steps)
             return best
 
+        searched = self.searched()
         alpha, eta = self.alpha_grid(n)[0], self.eta_grid()[0]
-        if is_val(self.params["alpha"]):
-            eta = self.eta_start() if is_val(self.params["mask_lr"]) else eta
+        if "alpha" in searched:
+            eta = self.eta_start() if "mask_lr" in searched else eta
             alpha = round_of(self.alpha_grid(n), lambda a, b: evaluate(a, eta, b))
-        if is_val(self.params["mask_lr"]):
+        if "mask_lr" in searched:
             grid = self.eta_grid()
             known = eta if (alpha, eta, steps) in scored else None   # trained to E_mask in the α round
             new = [e for e in grid if e != known]
@@ -248,21 +221,13 @@ class Clamu(Masked):
         if rest:
             costs.round(len(rest), steps, trainings=False)
         self.masks = {c: done[c] for c in clusters}
-        if is_val(self.params["alpha"]):
-            self.chosen["alpha"] = alpha
-        if is_val(self.params["mask_lr"]):
-            self.chosen["mask_lr"] = eta
-
-    def alpha(self, ctx) -> float:
-        if is_val(self.params["alpha"]):
-            return float(self.chosen["alpha"])
-        return self._fixed_alpha(len(ctx.ledger))
+        self.chosen = {name: value for name, value in (("alpha", alpha), ("mask_lr", eta)) if name in searched}
 
     def served_params(self, ctx):
         if not self.masks:
             return {}
         steps, batch = self.budget(ctx.setting)
-        eta = self.chosen.get("mask_lr", self.params["mask_lr"])
+        eta = self.chosen_value("mask_lr")
         return {"alpha": self.alpha(ctx), "mask_lr": eta, "mask_steps": steps, "mask_batch_size": batch}
 
     def state(self, ctx):
@@ -272,8 +237,6 @@ class Clamu(Masked):
         self._load_assignment(meta)
         self.masks = self._load_masks(ctx, tensors) if self.assignment else {}
         self._load_chosen(meta)
-        if is_val(self.params["mask_lr"]) and self.assignment and "mask_lr" not in self.chosen:
-            raise StateError(f"saved {self.name!r} state lacks the η chosen on validation data")
 
 
 __all__ = ["Clamu", "ETA_GRIDS", "ETA_START", "HALVING", "SEARCHES"]

@@ -8,6 +8,7 @@ import torch
 from ..determinism import generator
 from .base import register
 from .clamu import Clamu
+from .declared import Integer, param
 
 
 @register("clamu-supermask")
@@ -23,18 +24,14 @@ class ClamuSupermask(Clamu):
 
     @dataclass
     class Params(Clamu.Params):
-        sign_seed: int | None = None           # seed of r (None: the system's seed)
-
-        def validate(self):
-            super().validate()
-            self.sign_seed = None if self.sign_seed is None else int(self.sign_seed)
+        sign_seed: int | None = param(None, Integer(low=None, cast=True), none=True)   # seed of r (None: the system's)
 
     def __init__(self, **params):
         super().__init__(**params)
         self._target: tuple[str, torch.Tensor] | None = None
 
     def signs(self, ctx) -> torch.Tensor:
-        seed = ctx.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
+        seed = ctx.seed if self.p.sign_seed is None else self.p.sign_seed
         bits = torch.randint(0, 2, (ctx.setting.spec.numel,), generator=generator(seed, "supermask"), device="cpu")
         return (bits * 2 - 1).to(torch.float32)
 

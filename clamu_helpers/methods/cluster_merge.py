@@ -10,7 +10,7 @@ from ..ledger import MergeLedger
 from ..masks import storage_bytes
 from ..clustering import members
 from .base import Method, register
-from .basic import check_alpha, resolve_alpha
+from .declared import ONE_OVER_T, Real, param
 from .localized import Localized, fallback_weights
 
 
@@ -32,15 +32,8 @@ class ClusterMerge(Localized):
 
     @dataclass
     class Params(Localized.Params):
-        alpha: float | str = "mean"            # "mean" (1/|k|) or a positive number
-
-        def validate(self):
-            super().validate()
-            if self.alpha != "mean":
-                check_alpha(self.alpha)
-                if self.alpha == "val":
-                    raise ValueError("alpha: cluster-merge serves M0 + α τ̄_k with α = 'mean' (1/|k|) or a "
-                                     "number; 'val' is not offered (clusters differ in size)")
+        # "1/T" (1/|k|; "mean" is its older spelling) or a positive number; no "val": clusters differ in size
+        alpha: float | str = param("mean", Real(), sentinels=(ONE_OVER_T,))
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -53,7 +46,7 @@ class ClusterMerge(Localized):
         its members' τ_t, retrained and charged when that happens, so what the system measures
         can exceed this count (``cost_rule_exact = False``)."""
         c = Method.unlearning_cost(self, n_before, n_forgotten, steps)
-        if self.clusters_need_vectors() and self.params["vectors"] == "retrain":
+        if self.clusters_need_vectors() and self.p.vectors == "retrain":
             c.round(n_before - n_forgotten, steps)
         return c
 
@@ -75,7 +68,7 @@ class ClusterMerge(Localized):
         new_groups = members(assignment)
         shrunk = {frozenset(o - removed): o for o in old}
         plan, need = {}, set()
-        keep_mode = self.params["vectors"] == "keep"
+        keep_mode = self.p.vectors == "keep"
         for c, ids in new_groups.items():
             s = frozenset(ids)
             o = shrunk.get(s)
@@ -115,7 +108,7 @@ class ClusterMerge(Localized):
         self.assignment, self.ledgers = assignment, ledgers
 
     def alpha(self, c) -> float:
-        return resolve_alpha(self.params["alpha"], len(self.ledgers[c]))
+        return self.resolve("alpha", len(self.ledgers[c]))
 
     def weights_for(self, ctx, task_id):
         c = self.assignment.get(str(task_id))

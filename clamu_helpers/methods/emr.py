@@ -9,7 +9,8 @@ from ..errors import StateError
 from ..emr_merging import RESCALERS, EMRResult, emr, emr_elect
 from ..masks import storage_bytes
 from .base import register
-from .localized import Localized, fallback_weights
+from .declared import Flag, Options, param
+from .localized import CLUSTER_VECTOR, Localized, fallback_weights
 
 
 @register("emr")
@@ -28,15 +29,9 @@ class Emr(Localized):
 
     @dataclass
     class Params(Localized.Params):
-        rescale: bool = True                   # serve λ_k m_k ⊙ τ_uni (False: λ_k = 1)
-        rescaler: str = "per-tensor"           # "per-tensor" (the original code) or "global"
-        cluster_vector: str = "mean"           # τ_k of a cluster: its "mean" (default) or "sum"
-
-        def validate(self):
-            super().validate()
-            if self.rescaler not in RESCALERS:
-                raise ValueError(f"rescaler must be one of {RESCALERS}, got {self.rescaler!r}")
-            self.rescale = bool(self.rescale)
+        rescale: bool = param(True, Flag())    # serve λ_k m_k ⊙ τ_uni (False: λ_k = 1)
+        rescaler: str = param("per-tensor", Options(*RESCALERS))   # "per-tensor" (the original code) or "global"
+        cluster_vector: str = param("mean", Options(*CLUSTER_VECTOR))   # τ_k of a cluster: "mean" or "sum"
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -52,14 +47,14 @@ class Emr(Localized):
             for c, ids in self._bar(ctx, list(groups.items()), "EMR"):
                 yield c, self.group_vector(ctx, ids, vectors)
 
-        elect = ctx.tau_bar if self.params["clusters"] is None else None
-        self.result = emr(source, elect=elect, segments=ctx.setting.spec.sizes, rescaler=self.params["rescaler"])
+        elect = ctx.tau_bar if self.p.clusters is None else None
+        self.result = emr(source, elect=elect, segments=ctx.setting.spec.sizes, rescaler=self.p.rescaler)
 
     def weights_for(self, ctx, task_id):
         c = self.assignment.get(str(task_id))
         if c is None or self.result is None:
             return fallback_weights(ctx)
-        return self.result.weights(ctx.setting.theta0, c, self.params["rescale"])
+        return self.result.weights(ctx.setting.theta0, c, self.p.rescale)
 
     def mask_density(self, ctx):
         if self.result is None:
@@ -71,7 +66,7 @@ class Emr(Localized):
         if self.result is None:
             return {}
         lams = list(self.result.rescalers.values())
-        return {"rescaler_mean": sum(lams) / len(lams)} if self.params["rescale"] else {}
+        return {"rescaler_mean": sum(lams) / len(lams)} if self.p.rescale else {}
 
     def state(self, ctx):
         if self.result is None:

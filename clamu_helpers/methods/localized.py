@@ -7,16 +7,15 @@ bit-identical to a from-scratch fit on the remaining tasks (the audit): tasks ar
 function of the set of remaining tasks: ids are sorted, cluster labels are canonical, seeds come
 from (system seed, cluster members), and cluster sums are exact :class:`MergeLedger` sums.
 
-Common parameters (JSON-able, in ``self.params``):
+Common parameters (declared in ``Localized.Params``, read as ``self.p``):
 
 * ``clusters``: None = one cluster per task (task-level masks), or K.
 * ``cluster_by``: "task-vectors" (cosine affinity + spectral), "features" or "random"
   (see :mod:`clamu_helpers.clustering`); ``negative`` ("clip" | "shift") maps cosines to a
   non-negative affinity; ``feature_algorithm`` ("kmeans" | "spectral").
-* ``vectors``: how a refresh gets the remaining τ_t when it needs them (TALL, EMR, TIES,
-  cluster-merge, and task-vector clusters). "retrain" (default): ``ctx.retrain(ids)``
-  retrains them, checks each hash against the ledger and charges one round of finetunes.
-  "keep": the system keeps every τ_t (``keeps_vectors``), counted as T·d·4 extra bytes.
+* ``vectors``: how a refresh gets the remaining τ_t when it needs them (TALL, EMR,
+  cluster-merge, and task-vector clusters): "retrain" (default) or "keep"
+  (:mod:`clamu_helpers.methods.remaining`).
 
 A task without a cluster (forgotten or unknown) is served the fallback M0 + τ̄/T (model
 averaging over the T merged tasks; M0 when T = 0).
@@ -32,39 +31,25 @@ from ..clustering import CLUSTER_BY, NEGATIVE, cluster_tasks, members
 from ..errors import StateError
 from ..masks import masked_weights, storage_bytes
 from ..packing import unpack
-from ..selection import is_val
-from .base import Method, Params
-from .basic import check_alpha, resolve_alpha
+from .base import Params
+from .basic import alpha_param
+from .declared import Integer, Options, one_over_t, param
+from .remaining import UsesRemainingVectors, vectors_param
 
-VECTORS = ("retrain", "keep")
 #: what TALL and EMR take as "the local task vector" of a cluster k: "sum" = τ_k = Σ_{t∈k} τ_t
 #: (its share of τ̄, on τ̄'s scale: TALL's default) or "mean" = τ_k/|k| (the cluster's merged
 #: model, draft Sec. 4.3 and Figure 4: EMR's default)
 CLUSTER_VECTOR = ("sum", "mean")
 
 
-def remaining_vectors(ctx, ids, mode: str, who: str) -> dict:
-    """τ_t of ``ids`` after unlearning: kept by the system (``mode="keep"``), or retrained and
-    hash-checked by :meth:`UnlearningSystem.retrain` (which charges the round)."""
-    ids = list(ids)
-    if not ids:
-        return {}
-    if mode == "keep":
-        missing = [t for t in ids if t not in ctx.vectors]
-        if missing:
-            raise StateError(f"method {who!r} keeps vectors, but the system lacks {missing[:5]}")
-        return {t: ctx.vectors[t] for t in ids}
-    return ctx.retrain(ids, desc="retrain remaining")
-
-
 def fallback_weights(ctx) -> torch.Tensor:
     """M0 + τ̄/T, served to a task that has no cluster (forgotten or unknown); M0 if T = 0."""
     n = len(ctx.ledger)
     theta0 = ctx.setting.theta0
-    return theta0 if n == 0 else theta0 + resolve_alpha("mean", n) * ctx.tau_bar
+    return theta0 if n == 0 else theta0 + one_over_t(n) * ctx.tau_bar
 
 
-class Localized(Method):
+class Localized(UsesRemainingVectors):
     """Shared machinery: clustering, obtaining the remaining τ_t, serving per cluster."""
 
     clustered = True
@@ -72,54 +57,31 @@ class Localized(Method):
 
     @dataclass
     class Params(Params):
-        clusters: int | None = None            # None: one cluster per task; else K
-        cluster_by: str = "task-vectors"       # "task-vectors", "features" or "random"
-        vectors: str = "retrain"               # how a refresh gets the remaining τ_t: "retrain" or "keep"
-        negative: str = "clip"                 # how cosines map to a non-negative affinity: "clip" or "shift"
-        feature_algorithm: str = "kmeans"      # "kmeans" or "spectral" (feature clusters)
-
-        def validate(self):
-            k = self.clusters
-            if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-                raise ValueError(f"clusters must be None (one per task) or an integer K ≥ 1, got {k!r}")
-            for name, allowed in (("cluster_by", CLUSTER_BY), ("vectors", VECTORS), ("negative", NEGATIVE),
-                                  ("feature_algorithm", ("kmeans", "spectral"))):
-                if getattr(self, name) not in allowed:
-                    raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(self, name)!r}")
-            if getattr(self, "cluster_vector", "sum") not in CLUSTER_VECTOR:
-                raise ValueError(f"cluster_vector must be one of {CLUSTER_VECTOR}, got {self.cluster_vector!r}")
+        clusters: int | None = param(None, Integer(), none=True)    # None: one cluster per task; else K
+        cluster_by: str = param("task-vectors", Options(*CLUSTER_BY))   # "task-vectors", "features" or "random"
+        vectors: str = vectors_param()          # how a refresh gets the remaining τ_t: "retrain" or "keep"
+        negative: str = param("clip", Options(*NEGATIVE))    # how cosines map to a non-negative affinity
+        feature_algorithm: str = param("kmeans", Options("kmeans", "spectral"))   # feature clusters
 
     def __init__(self, **params):
         super().__init__(**params)
         self.assignment: dict[str, int] = {}
-        self.keeps_vectors = self.p.vectors == "keep" and self.needs_vectors()
 
     # -- what a refresh needs ------------------------------------------------------------------
     def clusters_need_vectors(self) -> bool:
-        return self.params["clusters"] is not None and self.params["cluster_by"] == "task-vectors"
-
-    def needs_vectors(self) -> bool:
-        """Whether recomputing the state needs every remaining τ_t (default: yes)."""
-        return True
-
-    def remaining_vectors(self, ctx, ids) -> dict:
-        return remaining_vectors(ctx, ids, self.params["vectors"], self.name)
+        return self.p.clusters is not None and self.p.cluster_by == "task-vectors"
 
     def unlearning_cost(self, n_before, n_forgotten, steps):
-        """Retrain the forgotten τ_u (one round); when the state needs every τ_t and they are
-        not kept, retrain the T − n others in a second round (the draft's Table 3: 2× parallel
-        steps); then the method's own rounds (:meth:`refit_cost`)."""
-        c = super().unlearning_cost(n_before, n_forgotten, steps)
-        if self.needs_vectors() and self.params["vectors"] == "retrain":
-            c.round(n_before - n_forgotten, steps)
-        return self.refit_cost(c, n_before - n_forgotten, steps)
+        """:meth:`UsesRemainingVectors.unlearning_cost`, then the method's own rounds
+        (:meth:`refit_cost`)."""
+        return self.refit_cost(super().unlearning_cost(n_before, n_forgotten, steps), n_before - n_forgotten, steps)
 
     def refit_cost(self, costs, n_tasks: int, steps: int):
         """Gradient steps of recomputing the state for ``n_tasks`` tasks (default: none)."""
         return costs
 
     def n_clusters(self, n_tasks: int) -> int:
-        k = self.params["clusters"]
+        k = self.p.clusters
         return n_tasks if k is None else min(int(k), n_tasks)
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -132,13 +94,12 @@ class Localized(Method):
 
     def cluster(self, ctx, vectors) -> dict[str, int]:
         """Canonical assignment task id → cluster of the tasks merged now."""
-        p = self.params
+        p = self.p
         vals = None
         if self.clusters_need_vectors():
             vals = {t: vectors[t].values for t in ctx.task_ids}
-        return cluster_tasks(ctx.task_ids, p["clusters"], p["cluster_by"], seed=ctx.seed, vectors=vals,
-                             setting=ctx.setting, negative=p["negative"],
-                             feature_algorithm=p["feature_algorithm"])
+        return cluster_tasks(ctx.task_ids, p.clusters, p.cluster_by, seed=ctx.seed, vectors=vals,
+                             setting=ctx.setting, negative=p.negative, feature_algorithm=p.feature_algorithm)
 
     def _rebuild(self, ctx, vectors, costs) -> None:
         self.assignment = self.cluster(ctx, vectors)
@@ -164,7 +125,7 @@ class Localized(Method):
         led = ctx.ledger.empty_like()
         led.add_many((t, vectors[t]) for t in ids)
         tau_k = led.tau_bar()
-        return tau_k / len(ids) if self.params.get("cluster_vector", "mean") == "mean" else tau_k
+        return tau_k / len(ids) if getattr(self.p, "cluster_vector", "mean") == "mean" else tau_k
 
     @staticmethod
     def group_data(ctx, ids, split) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,10 +134,6 @@ class Localized(Method):
 
     def _bar(self, ctx, items, desc):
         return tqdm(items, desc=f"{self.name}: {desc}", disable=not ctx.progress, leave=False)
-
-    def extra_vector_bytes(self, ctx) -> int:
-        """T·d·4 bytes when the system keeps every τ_t for refreshes."""
-        return 4 * ctx.setting.spec.numel * len(ctx.vectors) if self.keeps_vectors else 0
 
     def _meta(self) -> dict:
         return {"assignment": dict(sorted(self.assignment.items()))}
@@ -205,20 +162,15 @@ class Masked(Localized):
 
     @dataclass
     class Params(Localized.Params):
-        alpha: float | str = "val"             # a positive number, "mean" (1/T) or "val"
-
-        def validate(self):
-            super().validate()
-            check_alpha(self.alpha)
+        alpha: float | str = alpha_param("val")     # a positive number, "1/T" or "val"
 
     def __init__(self, **params):
         super().__init__(**params)
         self.masks: dict[int, torch.Tensor] = {}
-        self.chosen: dict = {}
 
     def alpha(self, ctx) -> float:
-        a = self.params["alpha"]
-        return float(self.chosen["alpha"]) if is_val(a) else resolve_alpha(a, len(ctx.ledger))
+        """α as served (chosen, 1/T or the number given)."""
+        return float(self.resolve("alpha", len(ctx.ledger)))
 
     def target(self, ctx) -> torch.Tensor:
         """The vector the masks select from: τ̄."""
@@ -261,8 +213,8 @@ class Masked(Localized):
 
     def _load_chosen(self, meta) -> None:
         self.chosen = dict(meta.get("chosen", {}))
-        if is_val(self.params.get("alpha")) and self.assignment and "alpha" not in self.chosen:
-            raise StateError(f"saved {self.name!r} state lacks the α chosen on validation data")
+        if self.assignment:
+            self.require_chosen(what=repr(self.name))
 
 
 def weighted_mean(scores: list[tuple[float, int]]) -> float:
@@ -272,4 +224,4 @@ def weighted_mean(scores: list[tuple[float, int]]) -> float:
     return sum(s * w for s, w in pairs) / total if total else float("nan")
 
 
-__all__ = ["CLUSTER_VECTOR", "Localized", "Masked", "VECTORS", "fallback_weights", "remaining_vectors", "weighted_mean"]
+__all__ = ["CLUSTER_VECTOR", "Localized", "Masked", "fallback_weights", "weighted_mean"]

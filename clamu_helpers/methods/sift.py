@@ -52,10 +52,9 @@ import torch
 from ..determinism import generator
 from ..errors import ClamuError, ExactnessError, StateError
 from ..packing import compress, pack, packed_bytes, unpack
-from ..selection import choose, is_val, scale_grid
 from ..taskvector import sha256_tensor
 from .base import Method, Params, register
-from .basic import mean_val_score, resolve_alpha
+from .declared import ONE_OVER_T, SCALE_GRID, VAL, Integer, Options, Real, one_over_t, param
 
 SCALES = ("1/T", "count", "val")
 PROJECTIONS = ("after_step", "before_step")
@@ -93,7 +92,7 @@ def serve(theta0: torch.Tensor, tau_bar: torch.Tensor, n_tasks: int, mask: torch
     """
     if n_tasks == 0:
         return theta0.clone()
-    alpha = resolve_alpha("mean", n_tasks)
+    alpha = one_over_t(n_tasks)
     if mask is None:
         return theta0 + alpha * tau_bar
     scale = check_scale(scale)
@@ -121,15 +120,10 @@ class SiftMasks(Method):
 
     @dataclass
     class Params(Params):
-        scale: float | str = "1/T"             # "1/T" (the paper), "count", "val" or a positive number
-        projection: str = "after_step"         # when τ_t is projected onto v's orthant
-        sign_seed: int | None = None           # seed of v (None: the system's seed)
-
-        def validate(self):
-            check_scale(self.scale)
-            if self.projection not in PROJECTIONS:
-                raise ClamuError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
-            self.sign_seed = None if self.sign_seed is None else int(self.sign_seed)
+        scale: float | str = param(ONE_OVER_T, Real(), Options("count"), sentinels=(ONE_OVER_T, VAL),
+                                   grid=SCALE_GRID)   # "1/T" (the paper), "count", "val" or a positive number
+        projection: str = param("after_step", Options(*PROJECTIONS))   # when τ_t is projected onto v's orthant
+        sign_seed: int | None = param(None, Integer(low=None, cast=True), none=True)   # seed of v (None: the system's)
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -137,20 +131,19 @@ class SiftMasks(Method):
         self._sign_seed: int | None = None
         self.masks: dict[str, torch.Tensor] = {}      # task id → packed m_t (uint8)
         self.count: torch.Tensor | None = None        # c = Σ_t m_t (int32)
-        self.chosen: dict = {}                        # {"scale": α} when scale="val"
         self._d = 0
 
     # -- the sign vector v -------------------------------------------------------------------
     def sign(self, ctx) -> torch.Tensor:
         """v, drawn once per system (before any training) and reused for every (re)train."""
-        seed = ctx.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
+        seed = ctx.seed if self.p.sign_seed is None else self.p.sign_seed
         d = ctx.setting.spec.numel
         if self._sign is None or self._sign_seed != seed or self._sign.numel() != d:
             self._sign, self._sign_seed = sign_vector(d, seed), seed
         return self._sign
 
     def finetune_kwargs(self, ctx) -> dict:
-        return {"sign": self.sign(ctx), "projection": self.params["projection"]}
+        return {"sign": self.sign(ctx), "projection": self.p.projection}
 
     # -- masks -------------------------------------------------------------------------------
     def mask(self, task_id: str) -> torch.Tensor | None:
@@ -193,15 +186,12 @@ class SiftMasks(Method):
     def _choose(self, ctx) -> None:
         self.chosen = {}
         ids = [t for t in ctx.task_ids if t in self.masks] or list(ctx.task_ids)
-        if is_val(self.params["scale"]) and ids:
-            c = choose(scale_grid(len(ctx.ledger)),
-                       lambda a: mean_val_score(ctx, lambda t: self.serve(ctx, t, a), ids))
-            self.chosen = {"scale": c.value}
+        if ids:
+            self.chosen = self.search(ctx, score=lambda v: self.validation_score(ctx, v, ids))
 
     def scale(self, ctx):
         """The served scale rule or number (``"val"`` resolved to the chosen α)."""
-        sc = self.params["scale"]
-        return self.chosen["scale"] if is_val(sc) else sc
+        return self.chosen_value("scale")
 
     def serve(self, ctx, task_id, scale) -> torch.Tensor:
         return serve(ctx.setting.theta0, ctx.tau_bar, len(ctx.ledger), self.mask(task_id), self.count, scale)
@@ -268,8 +258,8 @@ class SiftMasks(Method):
         self._sign, self._sign_seed, self._d = v, meta.get("sign_seed"), d
         self.masks, self.count = masks, count
         self.chosen = dict(meta.get("chosen", {}))
-        if is_val(self.params["scale"]) and len(ctx.ledger) and "scale" not in self.chosen:
-            raise StateError("saved SIFT state lacks the scale chosen on validation data")
+        if len(ctx.ledger):
+            self.require_chosen(what="SIFT")
 
     def storage_bytes(self, ctx) -> int:
         d = ctx.setting.spec.numel
@@ -303,7 +293,7 @@ class SiftRandomMask(SiftMasks):
     control_of = "sift"
 
     def task_mask(self, ctx, task_id, tau):
-        seed = ctx.seed if self.params["sign_seed"] is None else self.params["sign_seed"]
+        seed = ctx.seed if self.p.sign_seed is None else self.p.sign_seed
         n = int((tau != 0).sum())
         keep = torch.randperm(tau.numel(), generator=generator(seed, "random-mask", task_id), device="cpu")[:n]
         return torch.zeros(tau.numel(), dtype=torch.bool, device="cpu").index_fill_(0, keep, True)
@@ -320,10 +310,9 @@ class SiftMerge(SiftMasks):
 
     @dataclass
     class Params(SiftMasks.Params):
-        def validate(self):
+        def check(self):
             if self.scale == "count":
                 raise ClamuError('scale: sift-merge has no masks to count; use "1/T", "val" or a number')
-            super().validate()
 
     def task_mask(self, ctx, task_id, tau):
         return None
@@ -332,7 +321,7 @@ class SiftMerge(SiftMasks):
         n = len(ctx.ledger)
         if n == 0:
             return ctx.setting.theta0.clone()
-        return ctx.setting.theta0 + (resolve_alpha("mean", n) if scale == "1/T" else scale) * ctx.tau_bar
+        return ctx.setting.theta0 + (one_over_t(n) if scale == ONE_OVER_T else scale) * ctx.tau_bar
 
     def group_of(self, ctx, task_id):
         return "global"

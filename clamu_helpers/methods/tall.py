@@ -1,13 +1,14 @@
 """``tall``: TALL-masks (Wang et al. 2024), per task or per cluster."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import StateError
 from ..masks import LAMBDA_GRID, choose_lambda, masked_weights, pack_masks
-from ..selection import check_grid, choose, is_val, scale_grid
+from ..selection import choose
 from .base import register
-from .localized import Masked, weighted_mean
+from .declared import Grid, Options, param
+from .localized import CLUSTER_VECTOR, Masked, weighted_mean
 
 
 @register("tall")
@@ -28,12 +29,8 @@ class Tall(Masked):
 
     @dataclass
     class Params(Masked.Params):
-        lambdas: list = field(default_factory=lambda: list(LAMBDA_GRID))   # λ grid, chosen per cluster on val
-        cluster_vector: str = "sum"            # τ_k of a cluster: its "sum" (default) or "mean"
-
-        def validate(self):
-            super().validate()
-            self.lambdas = list(check_grid(self.lambdas, "lambdas"))
+        lambdas: list = param(list(LAMBDA_GRID), Grid())   # λ grid, chosen per cluster on val
+        cluster_vector: str = param("sum", Options(*CLUSTER_VECTOR))   # τ_k of a cluster: "sum" or "mean"
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -41,24 +38,23 @@ class Tall(Masked):
 
     def localize(self, ctx, vectors, costs):
         setting, tau_bar = ctx.setting, ctx.tau_bar
-        a = self.params["alpha"]
         self.masks, self.lambdas, self.chosen = {}, {}, {}
         if not self.groups:
             return
-        alphas = scale_grid(len(ctx.ledger)) if is_val(a) else (self.alpha(ctx),)
+        alphas = tuple(float(a) for a in self.grid("alpha", len(ctx.ledger)))
         per_alpha = {al: ({}, {}, []) for al in alphas}  # α → (masks, λs, [(val score, |k|)])
         for c, ids in self._bar(ctx, list(self.groups.items()), "TALL masks"):
             tau_k = self.group_vector(ctx, ids, vectors)
             xv, yv = self.group_data(ctx, ids, "val")
             for al in alphas:
                 ch = choose_lambda(tau_k, tau_bar, lambda m: setting.score(
-                    masked_weights(setting.theta0, m, tau_bar, al), xv, yv), self.params["lambdas"])
+                    masked_weights(setting.theta0, m, tau_bar, al), xv, yv), self.p.lambdas)
                 masks, lams, scores = per_alpha[al]
                 masks[c], lams[c] = pack_masks([ch.mask])[0], ch.lam
                 scores.append((ch.scores[ch.lam], len(ids)))
         best = choose(alphas, lambda al: weighted_mean(per_alpha[al][2])).value if len(alphas) > 1 else alphas[0]
         self.masks, self.lambdas = per_alpha[best][0], per_alpha[best][1]
-        self.chosen = {"alpha": best} if is_val(a) else {}
+        self.chosen = {"alpha": best} if self.searched() else {}
 
     def n_scalars(self):
         return len(self.lambdas)
