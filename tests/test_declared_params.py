@@ -63,7 +63,8 @@ def test_a_declared_method_gets_search_refresh_state_and_audit(powered, blobs, t
     system = UnlearningSystem(blobs, powered, seed=0).fit()
     best = brute_force(blobs, blobs.task_ids, [1.0, 0.5])
     assert (system.method.chosen["alpha"], system.method.chosen["power"]) == best
-    assert system.method.served_params(system.context()) == {"alpha": best[0]}   # its scale_param, as served
+    # what tables record: the served scale and every searchable parameter, as numbers
+    assert system.method.served_params(system.context()) == {"alpha": best[0], "power": best[1]}
     # the refresh searches again on the remaining tasks only
     system.unlearn(["s01", "s04"])
     remaining = [t for t in blobs.task_ids if t not in ("s01", "s04")]

@@ -237,12 +237,16 @@ class Method:
 
     # -- what is served ------------------------------------------------------------------
     def served_params(self, ctx: "MethodContext") -> dict:
-        """The hyperparameters served now, as numbers (a ``"val"`` parameter: the value chosen
-        on validation data; ``"1/T"``: 1/T). Tables record them beside the accuracy. Default: the
-        method's served scale (``scale_param``), when something is merged."""
-        if self.scale_param is None or not len(ctx.ledger):
+        """The hyperparameters served now, as numbers (:meth:`resolve`: a ``"val"`` parameter is
+        the value chosen on validation data, ``"1/T"`` is 1/T). Tables record them beside the
+        accuracy. Default: the served scale (``scale_param``) and every parameter that declares a
+        search grid, when something is merged."""
+        n = len(ctx.ledger)
+        if not n:
             return {}
-        return {self.scale_param: self.resolve(self.scale_param, len(ctx.ledger))}
+        names = [self.scale_param] if self.scale_param else []
+        names += [k for k, d in declared(self.Params).items() if d.grid is not None and k not in names]
+        return {k: self.resolve(k, n) for k in names}
 
     def mask_density(self, ctx: "MethodContext") -> float | None:
         """Mean fraction of parameters inside the served masks (None: the method has no masks)."""

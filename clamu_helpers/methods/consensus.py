@@ -77,19 +77,11 @@ class Consensus(UsesRemainingVectors):
         self.mask = pack(masks[self.chosen_value("k")])
 
     # -- what is served --------------------------------------------------------------------------
-    def resolved(self) -> tuple[int, float]:
-        return int(self.chosen_value("k")), float(self.chosen_value("alpha"))
-
     def weights_for(self, ctx, task_id):
         if self.mask is None:
             return ctx.theta0
-        return masked_weights(ctx.theta0, unpack(self.mask, ctx.setting.spec.numel), ctx.tau_bar, self.resolved()[1])
-
-    def served_params(self, ctx):
-        if self.mask is None:
-            return {}
-        k, alpha = self.resolved()
-        return {"alpha": alpha, "k": k}
+        return masked_weights(ctx.theta0, unpack(self.mask, ctx.setting.spec.numel), ctx.tau_bar,
+                              float(self.chosen_value("alpha")))
 
     def mask_density(self, ctx):
         if self.mask is None:
@@ -102,14 +94,13 @@ class Consensus(UsesRemainingVectors):
         return {"mask": self.mask}, {"chosen": dict(self.chosen)}
 
     def load_state(self, ctx, tensors, meta):
-        self.chosen = dict(meta.get("chosen", {}))
         self.mask = tensors.get("mask")
         if len(ctx.ledger) and self.mask is None:
             raise StateError("saved consensus state lacks its mask")
-        if self.mask is not None:
-            if self.mask.dtype != torch.uint8 or self.mask.numel() != (ctx.setting.spec.numel + 7) // 8:
-                raise StateError("saved consensus mask has the wrong size or type for this spec")
-            self.require_chosen(what="consensus")
+        if self.mask is not None and (self.mask.dtype != torch.uint8
+                                      or self.mask.numel() != (ctx.setting.spec.numel + 7) // 8):
+            raise StateError("saved consensus mask has the wrong size or type for this spec")
+        super().load_state(ctx, tensors, meta)   # the choices made on validation data
 
     def storage_bytes(self, ctx):
         d = ctx.setting.spec.numel

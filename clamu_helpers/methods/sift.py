@@ -203,12 +203,6 @@ class SiftMasks(Method):
     def weights_for(self, ctx, task_id):
         return self.serve(ctx, str(task_id), self.scale(ctx))
 
-    def served_params(self, ctx):
-        if not len(ctx.ledger):
-            return {}
-        sc = self.scale(ctx)
-        return {"scale": 1.0 / len(ctx.ledger) if sc == "1/T" else sc}
-
     def mask_density(self, ctx):
         if not self.masks:
             return None

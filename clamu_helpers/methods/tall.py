@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 from ..errors import StateError
 from ..masks import LAMBDA_GRID, choose_lambda, masked_weights, pack_masks
-from ..selection import choose
 from .base import register
 from .declared import Grid, Options, param
 from .localized import CLUSTER_VECTOR, Masked, weighted_mean
@@ -41,7 +40,7 @@ class Tall(Masked):
         self.masks, self.lambdas, self.chosen = {}, {}, {}
         if not self.groups:
             return
-        alphas = tuple(float(a) for a in self.grid("alpha", len(ctx.ledger)))
+        alphas = self.grid("alpha", len(ctx.ledger))
         per_alpha = {al: ({}, {}, []) for al in alphas}  # α → (masks, λs, [(val score, |k|)])
         for c, ids in self._bar(ctx, list(self.groups.items()), "TALL masks"):
             tau_k = self.group_vector(ctx, ids, vectors)
@@ -52,9 +51,10 @@ class Tall(Masked):
                 masks, lams, scores = per_alpha[al]
                 masks[c], lams[c] = pack_masks([ch.mask])[0], ch.lam
                 scores.append((ch.scores[ch.lam], len(ids)))
-        best = choose(alphas, lambda al: weighted_mean(per_alpha[al][2])).value if len(alphas) > 1 else alphas[0]
+        # α by the clusters' validation scores (each cluster at its own best λ for that α)
+        self.chosen = self.search(ctx, ["alpha"], lambda v: weighted_mean(per_alpha[v["alpha"]][2]))
+        best = self.chosen.get("alpha", alphas[0])
         self.masks, self.lambdas = per_alpha[best][0], per_alpha[best][1]
-        self.chosen = {"alpha": best} if self.searched() else {}
 
     def n_scalars(self):
         return len(self.lambdas)

@@ -61,19 +61,10 @@ class Ties(UsesRemainingVectors):
             ctx, theta0 + v["lam"] * merged[v["k"]], ids))
         self.merged = merged[self.chosen_value("k")]
 
-    def resolved(self) -> tuple[float, float]:
-        return self.chosen_value("k"), self.chosen_value("lam")
-
     def weights_for(self, ctx, task_id):
         if self.merged is None:
             return ctx.setting.theta0
-        return ctx.setting.theta0 + self.resolved()[1] * self.merged
-
-    def served_params(self, ctx):
-        if self.merged is None:
-            return {}
-        k, lam = self.resolved()
-        return {"k": k, "lam": lam}
+        return ctx.setting.theta0 + self.chosen_value("lam") * self.merged
 
     def state(self, ctx):
         if self.merged is None:
@@ -81,14 +72,12 @@ class Ties(UsesRemainingVectors):
         return {"ties": self.merged}, ({"chosen": dict(self.chosen)} if self.chosen else {})
 
     def load_state(self, ctx, tensors, meta):
-        self.chosen = dict(meta.get("chosen", {}))
         self.merged = tensors.get("ties")
         if len(ctx.ledger) and self.merged is None:
             raise StateError("saved TIES state lacks its merged vector")
         if self.merged is not None:
             ctx.setting.spec.check(self.merged, "saved TIES vector")
-        if self.merged is not None:
-            self.require_chosen(what="TIES")
+        super().load_state(ctx, tensors, meta)   # the choices made on validation data
 
     def storage_bytes(self, ctx):
         d = ctx.setting.spec.numel
