@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Iterable, Sequence
+from typing import Callable, Hashable, Sequence
 
 #: the value of a parameter that is chosen on validation data
 VAL = "val"
@@ -37,17 +37,6 @@ def scale_grid(n_tasks: int) -> tuple[float, ...]:
         return ()
     base = 1.0 / n_tasks
     return (base,) + tuple(a for a in SCALE_DECADES if a > base * (1 + 1e-9))
-
-
-def check_grid(values: Iterable, name: str) -> tuple[float, ...]:
-    """A non-empty grid of finite positive numbers, or a :class:`ValueError` naming ``name``."""
-    try:
-        out = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a list of positive numbers, got {values!r}") from None
-    if not out or any(not (math.isfinite(v) and v > 0) for v in out):
-        raise ValueError(f"{name} must be a non-empty list of finite positive numbers, got {list(values)!r}")
-    return out
 
 
 @dataclass
@@ -154,4 +143,4 @@ def _key(score: float) -> float:
     return -math.inf if math.isnan(score) else score
 
 
-__all__ = ["Choice", "Halving", "SCALE_DECADES", "VAL", "check_grid", "choose", "is_val", "scale_grid", "search", "search_steps"]
+__all__ = ["Choice", "Halving", "SCALE_DECADES", "VAL", "choose", "is_val", "scale_grid", "search", "search_steps"]
