@@ -214,13 +214,16 @@ def show_widget_screenshot(app, doctree) -> None:
     from docutils import nodes
     if app.env.docname != WIDGET_NOTEBOOK:
         return
+    note = nodes.paragraph(text="The widget is live only in JupyterLab (open this notebook there and "
+                                "run it). Below, a screenshot of it after two tasks were picked and "
+                                "Forget was pressed (taken by the kit's browser test):")
+    shot = nodes.image(uri="/" + WIDGET_SCREENSHOT, alt="Notebook 07's widget in JupyterLab: two tasks picked "
+                       "in the task picker, Forget pressed, the audit verdict and the request history shown")
+    box = nodes.container("", note, shot, classes=["widget-screenshot"])
     for raw in list(doctree.findall(nodes.raw))[:]:
-        if WIDGET_MIME not in raw.astext():
-            continue
-        note = nodes.paragraph(text="The widget is live only in JupyterLab (open this notebook there and "
-                                    "run it). Below, a screenshot of it after two tasks were picked and "
-                                    "Forget was pressed (taken by the kit's browser test):")
-        shot = nodes.image(uri="/" + WIDGET_SCREENSHOT, alt="Notebook 07's widget in JupyterLab: two tasks picked "
-                           "in the task picker, Forget pressed, the audit verdict and the request history shown")
-        raw.parent.insert(raw.parent.index(raw) + 1, nodes.container("", note, shot, classes=["widget-screenshot"]))
-        return                                   # the first widget is the demo
+        if WIDGET_MIME in raw.astext():
+            raw.parent.insert(raw.parent.index(raw) + 1, box)
+            return                               # the first widget is the demo
+    # executed by ``reproduce`` (static widgets: no live widget output), the page still shows it
+    sections = list(doctree.findall(nodes.section))
+    (sections[0] if sections else doctree).append(box)
