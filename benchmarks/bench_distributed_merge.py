@@ -31,11 +31,11 @@ from _common import best_of, machine, save  # noqa: E402
 
 import torch  # noqa: E402
 
-from clamu_helpers.params import ParamSpec  # noqa: E402
-from clamu_helpers.partial import shutdown_pools  # noqa: E402
-from clamu_helpers.store import TaskVectorStore  # noqa: E402
-from clamu_helpers.streaming import stream_emr, stream_merge, stream_tall_masks  # noqa: E402
-from clamu_helpers.taskvector import TaskVector  # noqa: E402
+from clamu_helpers.core.params import ParamSpec  # noqa: E402
+from clamu_helpers.scaleout.partial import shutdown_pools  # noqa: E402
+from clamu_helpers.training.store import TaskVectorStore  # noqa: E402
+from clamu_helpers.scaleout.streaming import stream_emr, stream_merge, stream_tall_masks  # noqa: E402
+from clamu_helpers.core.taskvector import TaskVector  # noqa: E402
 
 
 def _digest(*parts) -> str:
@@ -84,7 +84,7 @@ def main(T: int, d: int, workers: int, repeat: int, ray_on: bool, masks: bool = 
         for b in backends:
             if b == "ray":
                 os.environ.setdefault("RAY_raylet_start_wait_time_s", "600")
-                from clamu_helpers.parallel import WORKER_ENV, ray_init
+                from clamu_helpers.training.parallel import WORKER_ENV, ray_init
                 t = time.perf_counter()
                 ray_init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
                          runtime_env={"env_vars": dict(WORKER_ENV)})

@@ -10,7 +10,7 @@ finetune and per mask), per embedded setting built by ``get_setting(name, profil
   after the last; the largest rate is "the peak" every share below is taken of (another job on
   the machine lowers a measurement, never raises it, so the largest is the least disturbed). It is a measured peak,
   not the chip's nominal one (16 float32 FLOPs per cycle per core on Zen 1 with AVX2 FMA).
-* **finetune step**: the kit's own path, :func:`clamu_helpers.finetune.finetune`. FLOPs are
+* **finetune step**: the kit's own path, :func:`clamu_helpers.training.finetune.finetune`. FLOPs are
   counted over a whole ``finetune`` call with ``steps=1`` (one forward + backward of one
   mini-batch of the setting's ``batch_size``, only the parameters the setting trains requiring
   gradients, exactly as the kit runs it); seconds per step are the fastest of ``repeat`` calls
@@ -18,10 +18,10 @@ finetune and per mask), per embedded setting built by ``get_setting(name, profil
   by its steps, so the call's fixed cost (copy of M0, τ_t's concatenation) is spread over its
   steps as it is in a real run. The JSON also keeps a 1-step call's seconds, so the fixed cost
   can be read off (``fixed_s`` ≈ t(1 step) − per-step marginal, 0 where noise makes it negative).
-* **mask step**: :func:`clamu_helpers.masks.optimize_mask` at ClAMU's equal budget for the
+* **mask step**: :func:`clamu_helpers.localization.masks.optimize_mask` at ClAMU's equal budget for the
   setting (``Clamu.budget``: steps, mini-batch), ``MaskConfig(steps, 100.0, batch, 0.1,
   "draft", 1)`` on a random τ̄ of scale 1e-3; FLOPs counted over a 1-step call (forward +
-  backward through :func:`clamu_helpers.params.functional`), seconds the same way as finetuning.
+  backward through :func:`clamu_helpers.core.params.functional`), seconds the same way as finetuning.
 * **evaluation**: ``setting.score(θ0, *task.test)`` for the first task (forward only, no
   gradients); FLOPs of one call, seconds the fastest of ``repeat`` calls.
 
@@ -156,10 +156,10 @@ def measure(setting_name: str, profile: str = "cpu", repeat: int = 3, peak: floa
     step and per evaluated task (``peak``: GFLOP/s to take shares of; None leaves them out).
     Returns ``{"setting", "skipped": why}`` when the setting cannot be built here."""
     from clamu_helpers import get_setting
-    from clamu_helpers.determinism import generator
-    from clamu_helpers.errors import MissingResourceError
-    from clamu_helpers.finetune import finetune
-    from clamu_helpers.masks import MaskConfig, optimize_mask
+    from clamu_helpers.runtime.determinism import generator
+    from clamu_helpers.core.errors import MissingResourceError
+    from clamu_helpers.training.finetune import finetune
+    from clamu_helpers.localization.masks import MaskConfig, optimize_mask
     from clamu_helpers.methods import get_method
     from clamu_helpers.settings import availability
 

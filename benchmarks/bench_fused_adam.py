@@ -69,7 +69,7 @@ def optimizer_steps(steps: int, reps: int) -> dict:
 
 def whole_finetunes(runs: int) -> dict:
     from clamu_helpers import FinetuneConfig
-    from clamu_helpers.finetune import finetune
+    from clamu_helpers.training.finetune import finetune
     from clamu_helpers.settings import get_setting
     setting = get_setting("images-label-subsets", "cpu", 0)
     setting.theta0   # builds (or reads) the cached M0 outside the timings

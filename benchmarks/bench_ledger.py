@@ -25,10 +25,10 @@ from _common import best_of, save  # noqa: E402
 import torch  # noqa: E402
 
 from clamu_helpers import ledger_kernel  # noqa: E402
-from clamu_helpers.ledger import MergeLedger  # noqa: E402
-from clamu_helpers.params import ParamSpec  # noqa: E402
+from clamu_helpers.core.ledger import MergeLedger  # noqa: E402
+from clamu_helpers.core.params import ParamSpec  # noqa: E402
 from clamu_helpers import digests  # noqa: E402
-from clamu_helpers.taskvector import TaskVector  # noqa: E402
+from clamu_helpers.core.taskvector import TaskVector  # noqa: E402
 
 
 def reference_add(total: torch.Tensor, v: torch.Tensor, bits: int = 40) -> None:

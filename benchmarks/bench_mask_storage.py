@@ -19,10 +19,10 @@ from _common import save  # noqa: E402
 
 import torch  # noqa: E402
 
-from clamu_helpers.ledger import MergeLedger  # noqa: E402
-from clamu_helpers.masks import tall_masks  # noqa: E402
-from clamu_helpers.packing import bits_per_parameter, compress, decompress, pack, unpack  # noqa: E402
-from clamu_helpers.parallel import run_finetunes  # noqa: E402
+from clamu_helpers.core.ledger import MergeLedger  # noqa: E402
+from clamu_helpers.localization.masks import tall_masks  # noqa: E402
+from clamu_helpers.core.packing import bits_per_parameter, compress, decompress, pack, unpack  # noqa: E402
+from clamu_helpers.training.parallel import run_finetunes  # noqa: E402
 from clamu_helpers.settings.synthetic import SyntheticSetting  # noqa: E402
 
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import save  # noqa: E402
 
-from clamu_helpers.parallel import (WORKER_ENV, SettingRecipe, run_finetunes, shutdown_ray,  # noqa: E402
+from clamu_helpers.training.parallel import (WORKER_ENV, SettingRecipe, run_finetunes, shutdown_ray,  # noqa: E402
                                     shutdown_workers)
 from clamu_helpers.settings import get_setting  # noqa: E402
 

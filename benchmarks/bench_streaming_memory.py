@@ -26,9 +26,9 @@ from _common import save  # noqa: E402
 
 import torch  # noqa: E402
 
-from clamu_helpers.params import ParamSpec  # noqa: E402
-from clamu_helpers.store import TaskVectorStore  # noqa: E402
-from clamu_helpers.taskvector import TaskVector  # noqa: E402
+from clamu_helpers.core.params import ParamSpec  # noqa: E402
+from clamu_helpers.training.store import TaskVectorStore  # noqa: E402
+from clamu_helpers.core.taskvector import TaskVector  # noqa: E402
 
 
 def _rss_mib() -> float:
@@ -37,7 +37,7 @@ def _rss_mib() -> float:
 
 def child(mode: str, root: str, keys: list[str], d: int) -> dict:
     torch.set_num_threads(1)
-    from clamu_helpers.streaming import stream_merge, stream_tall_masks
+    from clamu_helpers.scaleout.streaming import stream_merge, stream_tall_masks
     spec = ParamSpec(("tau",), ((d,),))
     store = TaskVectorStore(root)
     base = _rss_mib()

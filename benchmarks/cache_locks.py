@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/cache_locks.py [--profile smoke] [--jobs 2] [--only 03_localization,04_clamu]
 
-``clamu_helpers.cache.cached_tensors`` builds an entry (MiniLM features, the tiny GPT-2's
+``clamu_helpers.runtime.cache.cached_tensors`` builds an entry (MiniLM features, the tiny GPT-2's
 pretraining, ...) under a per-key ``flock``: a second process asking for the same key waits and
 reads it. This script runs ``reproduce`` twice from an empty ``CLAMU_CACHE`` (each into its own
 output folder, never ``figures/``): once as the kit is, once with the lock replaced by a no-op, and
@@ -30,13 +30,13 @@ from _common import machine, save
 ROOT = Path(__file__).resolve().parents[1]
 
 #: imported by every Python process of a run (PYTHONPATH): logs each cache build, and with
-#: CLAMU_BENCH_NO_LOCK=1 replaces the per-key lock by a no-op, once clamu_helpers.cache is imported
+#: CLAMU_BENCH_NO_LOCK=1 replaces the per-key lock by a no-op, once clamu_helpers.runtime.cache is imported
 SITE = textwrap.dedent('''
     import contextlib, importlib.abc, importlib.util, os, sys
 
     class _Patch(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
-            if name != "clamu_helpers.cache":
+            if name != "clamu_helpers.runtime.cache":
                 return None
             sys.meta_path.remove(self)
             spec = importlib.util.find_spec(name)

@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import clamu_helpers  # noqa: E402,F401  (sets CUBLAS_WORKSPACE_CONFIG before CUDA initialises)
 import torch  # noqa: E402
 
-from clamu_helpers.audit import audit  # noqa: E402
-from clamu_helpers.determinism import generator  # noqa: E402
-from clamu_helpers.device import resolve  # noqa: E402
-from clamu_helpers.finetune import finetune  # noqa: E402
-from clamu_helpers.masks import MaskConfig, optimize_mask  # noqa: E402
+from clamu_helpers.unlearning.audit import audit  # noqa: E402
+from clamu_helpers.runtime.determinism import generator  # noqa: E402
+from clamu_helpers.runtime.device import resolve  # noqa: E402
+from clamu_helpers.training.finetune import finetune  # noqa: E402
+from clamu_helpers.localization.masks import MaskConfig, optimize_mask  # noqa: E402
 from clamu_helpers.settings import paper_models as pm  # noqa: E402
 from clamu_helpers.settings.base import FinetuneConfig, Setting, Task  # noqa: E402
 

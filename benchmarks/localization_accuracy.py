@@ -19,8 +19,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pandas as pd  # noqa: E402
 
 from clamu_helpers.settings import get_setting  # noqa: E402
-from clamu_helpers.store import TaskVectorStore  # noqa: E402
-from clamu_helpers.system import UnlearningSystem  # noqa: E402
+from clamu_helpers.training.store import TaskVectorStore  # noqa: E402
+from clamu_helpers.unlearning.system import UnlearningSystem  # noqa: E402
 
 
 def configs(clusters: list[int], clamu_alphas: list[float]) -> list[tuple[str, dict]]:

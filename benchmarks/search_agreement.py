@@ -13,7 +13,7 @@ both on the same tasks — every embedded setting, each seed — and reports how
 The fits use K = ``--clusters`` feature clusters over the setting's first ``--tasks`` tasks
 (default: the ``cpu`` notebooks' T per setting), so S = K and the fit is the search alone plus
 the chosen masks: the comparison costs what the two searches cost and nothing else. Every
-(setting, seed) pair runs as one unit on a one-thread worker (``clamu_helpers.workers``).
+(setting, seed) pair runs as one unit on a one-thread worker (``clamu_helpers.runtime.workers``).
 Writes ``benchmarks/results/search_agreement.json`` (``_<profile>`` for other profiles), which
 REPORT.md shows under "Measured by benchmarks beside the run" (``reproduce`` writes it; after
 running this script, ``python -m clamu_helpers reproduce --report-only`` rewrites REPORT.md).
@@ -51,7 +51,7 @@ def compare(unit: tuple) -> dict:
 
 
 def summarise(rows: list[dict]) -> dict:
-    from clamu_helpers.claims import t_interval
+    from clamu_helpers.reproduction.claims import t_interval
     diff = t_interval([r["difference"] for r in rows])
     steps = sum(r["halving"]["mask_steps"] for r in rows) / sum(r["full"]["mask_steps"] for r in rows)
     return {"pairs": len(rows), "agree": sum(r["agree"] for r in rows),
@@ -61,8 +61,8 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def main(profile: str, seeds: list[int], clusters: int, tasks: int | None, settings: list[str]) -> dict:
-    from clamu_helpers.profiles import available
-    from clamu_helpers.workers import run_units
+    from clamu_helpers.reproduction.profiles import available
+    from clamu_helpers.runtime.workers import run_units
     names = available(settings)
     units = [(n, profile, sd, tasks or SETTINGS.get(n, 100), clusters) for n in names for sd in seeds]
     rows = run_units(compare, units, desc="search agreement")

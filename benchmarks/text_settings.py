@@ -20,7 +20,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from clamu_helpers.finetune import finetune  # noqa: E402
+from clamu_helpers.training.finetune import finetune  # noqa: E402
 from clamu_helpers.settings import get_setting  # noqa: E402
 
 

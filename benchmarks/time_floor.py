@@ -36,7 +36,7 @@ def fits(profile: str) -> list[tuple]:
     per seed, as the notebooks run them (mirrored from each notebook's source, with the profile's
     knobs; a drift shows as predicted mask seconds far from the measured ones)."""
     from clamu_helpers import experiments as ex, get_setting
-    from clamu_helpers.profiles import default, take
+    from clamu_helpers.reproduction.profiles import default, take
 
     out = []
     # 03, Table 1: ClAMU and its control, per-author masks, at 2, 5, 50 and T authors
@@ -85,7 +85,7 @@ def unit_costs(units: Path) -> dict[str, dict]:
 
 def main(profile: str, figures: Path | None = None, units: Path | None = None) -> dict:
     from clamu_helpers.methods import get_method
-    from clamu_helpers.profiles import seeds_for
+    from clamu_helpers.reproduction.profiles import seeds_for
 
     seeds = len(seeds_for(profile))
     figures = Path(figures or ROOT / "figures" / profile)

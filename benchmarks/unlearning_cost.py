@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 
 from clamu_helpers.methods import METHODS  # noqa: E402
 from clamu_helpers.settings import get_setting  # noqa: E402
-from clamu_helpers.unlearning_cost import (draft_arithmetic, measure_unlearning, parse_method,  # noqa: E402
+from clamu_helpers.reproduction.unlearning_cost import (draft_arithmetic, measure_unlearning, parse_method,  # noqa: E402
                                            sift_ratios)
 
 SHOW = ["method", "acc_remaining_before", "acc_remaining", "acc_forgotten", "acc_forgotten_never_trained",

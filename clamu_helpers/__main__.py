@@ -8,7 +8,7 @@ import sys
 
 
 def cmd_audit(args) -> int:
-    from .audit import audit
+    from .unlearning.audit import audit
     from .methods.declared import parse_params
     from .settings import get_setting
     setting = get_setting(args.setting, args.profile, args.seed)
@@ -65,7 +65,7 @@ def cmd_settings(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from .reproduce import report_only, reproduce
+    from .reproduction.reproduce import report_only, reproduce
     if args.report_only:
         return report_only(profile=args.profile, out=args.out)
     return reproduce(profile=args.profile, only=args.only, out=args.out, notebooks_dir=args.notebooks,
@@ -74,8 +74,8 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_receipts(args) -> int:
-    from .persistence import verify
-    from .receipts import summary
+    from .unlearning.persistence import verify
+    from .unlearning.receipts import summary
     _, meta = verify(args.dir)
     chain = meta.get("receipts", [])
     if args.json:
@@ -96,8 +96,8 @@ def cmd_receipts(args) -> int:
 def cmd_verify(args) -> int:
     """Exit 0 when the chain verifies (and, with --rebuild, a fit from scratch serves the last
     receipt's digest); 1 naming the first bad receipt; 2 when the state cannot be read."""
-    from .persistence import verify
-    from .receipts import check_chain
+    from .unlearning.persistence import verify
+    from .unlearning.receipts import check_chain
     folder, meta = verify(args.dir)
     chain, served = meta.get("receipts", []), meta["digests"]["served"]
     result = {"directory": str(args.dir), "state": folder.name, "receipts": len(chain),
@@ -123,9 +123,9 @@ def _rebuild(directory, meta: dict, chain: list[dict], use_store: bool = False) 
     τ_t is finetuned again unless ``use_store`` (then cached finetunes are read)."""
     import time
 
-    from .experiments import default_store
+    from .reproduction.experiments import default_store
     from .settings import FinetuneConfig, get_setting
-    from .system import UnlearningSystem
+    from .unlearning.system import UnlearningSystem
     t0 = time.perf_counter()
     s = meta["setting"]
     recipe = meta.get("recipe") or {"name": s["name"], "profile": s["profile"], "seed": s["seed"], "kwargs": {}}
@@ -148,7 +148,7 @@ def _rebuild(directory, meta: dict, chain: list[dict], use_store: bool = False) 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clamu", description="Exact unlearning by model merging (ClAMU, SIFT-Masks).")
     sub = p.add_subparsers(dest="command", required=True)
-    from .device import PRECISIONS
+    from .runtime.device import PRECISIONS
 
     a = sub.add_parser("audit", help="fit, unlearn k tasks, rebuild from scratch, compare digests (JSON)")
     a.add_argument("--setting", default="images-label-subsets")
@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
-    from .errors import ClamuError
+    from .core.errors import ClamuError
     try:
         return args.func(args)
     except ClamuError as e:

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${CLAMU_VENV:-.venv}/bin/python
 OUT=${CLAMU_BOOK_OUT:-build/book}
+# the API pages are generated on every build: pages of modules that moved or went away must not linger
+rm -rf book/api/generated
 "$PY" -m sphinx -W --keep-going -q -b html -c book -d "$OUT/doctrees" . "$OUT/html" "$@"
 "$PY" book/check_links.py "$OUT/html"
 echo "book: $OUT/html/book/index.html"

@@ -1,5 +1,6 @@
-"""The package's shape: no import cycles (lazy and TYPE_CHECKING imports included), no module
-over ~300 lines without a reason written at its top, methods that never import the system."""
+"""The package's shape: layers that import only downwards, no import cycles (lazy and TYPE_CHECKING
+imports included), no module over ~300 lines without a reason written at its top, methods that
+never import the system, and the flat module names of before the layers still importing."""
 from __future__ import annotations
 
 import ast
@@ -96,7 +97,7 @@ def test_no_import_cycles_in_the_package():
 def test_methods_never_import_the_system():
     graph = import_graph()
     offenders = sorted(m for m, deps in graph.items()
-                       if m.startswith("clamu_helpers.methods") and "clamu_helpers.system" in deps)
+                       if m.startswith("clamu_helpers.methods") and "clamu_helpers.unlearning.system" in deps)
     assert not offenders, f"methods see a MethodContext, not the system: {offenders}"
 
 
@@ -152,3 +153,70 @@ def test_methods_read_typed_parameters_not_the_json():
                      for i, line in enumerate(p.read_text().splitlines())
                      if re.search(r"self\.params(\[|\.get\()", line))
     assert not readers, f"read self.p, not self.params[...]: {readers}"
+
+
+def _layer(module: str) -> str | None:
+    """The layer (subpackage of ``_layout.LAYERS``) a package module belongs to, or None for the
+    package's own ``__init__``, ``__main__`` and ``_layout``."""
+    from clamu_helpers._layout import LAYERS
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def test_layers_import_only_downwards():
+    """The flow of the package is its layout: a module imports from its own layer or those
+    below it (``_layout.LAYERS``, bottom up), never from a layer above."""
+    from clamu_helpers._layout import LAYERS
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    graph = import_graph()
+    upward = sorted(f"{m} → {d}" for m, deps in graph.items() for d in deps
+                    if _layer(m) and _layer(d) and rank[_layer(d)] > rank[_layer(m)])
+    assert not upward, f"imports from a higher layer: {upward}"
+    assert not [m for m in _modules() if m.count(".") == 1 and _layer(m) is None
+                and m.split(".")[1] not in ("__main__", "_layout")], "a module outside every layer"
+
+
+def test_the_layer_check_finds_an_upward_import():
+    """The check above would fail on one upward import (a core module importing the system)."""
+    from clamu_helpers._layout import LAYERS
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    graph = {**import_graph(), "clamu_helpers.core.ledger": {"clamu_helpers.unlearning.system"}}
+    assert [m for m, deps in graph.items() for d in deps
+            if _layer(m) and _layer(d) and rank[_layer(d)] > rank[_layer(m)]] == ["clamu_helpers.core.ledger"]
+
+
+def test_flat_names_of_before_the_layers_are_the_same_modules():
+    """``import clamu_helpers.ledger`` and ``from clamu_helpers import experiments`` (the flat
+    layout the notebooks and users' code were written against) give the layer's module itself,
+    with its own name and spec; the package's ``finetune`` stays the function."""
+    import importlib
+    import pickle
+
+    import clamu_helpers
+    from clamu_helpers._layout import flat_names
+    names = flat_names()
+    assert len(names) >= 43 and names["clamu_helpers.ledger"] == "clamu_helpers.core.ledger"
+    for old, new in names.items():
+        module = importlib.import_module(old)
+        assert module is importlib.import_module(new), old
+        assert module.__name__ == module.__spec__.name == new
+    from clamu_helpers import experiments, ledger
+    from clamu_helpers.reproduction import experiments as experiments_
+    assert experiments is experiments_ and ledger.MergeLedger is clamu_helpers.MergeLedger
+    assert callable(clamu_helpers.finetune) and clamu_helpers.finetune.__module__ == "clamu_helpers.training.finetune"
+    # a pickle written under the flat name still loads (pickle imports the module by name)
+    flat = pickle.dumps(ledger.MergeLedger, protocol=0).replace(b"clamu_helpers.core.ledger", b"clamu_helpers.ledger")
+    assert pickle.loads(flat) is ledger.MergeLedger
+
+
+def test_settings_are_discovered_like_methods():
+    """Every module of ``settings/`` that is not machinery is a family with a ``register()``,
+    and every family's settings are registered without being listed anywhere."""
+    import importlib
+    import pkgutil
+
+    import clamu_helpers.settings as S
+    families = [m.name for m in pkgutil.iter_modules(S.__path__) if m.name not in S._MACHINERY]
+    assert sorted(families) == ["authors", "images", "paper", "text"]
+    assert all(callable(importlib.import_module(f"clamu_helpers.settings.{f}").register) for f in families)
+    assert {"images-uniform", "reviews-by-movie", "fictitious-authors", "paper-tofu"} <= set(S.SETTINGS)

@@ -36,7 +36,7 @@ def test_the_book_builds_with_no_warning_and_every_internal_link_resolves(built_
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):                # every notebook, in the book
         assert f"notebooks/{nb.stem}.html" in pages
     assert "figures/cpu/REPORT.html" in pages and "SECURITY.html" in pages
-    assert "book/api/generated/methods.html" in pages and "book/api/generated/clamu_helpers.ledger.html" in pages
+    assert "book/api/generated/methods.html" in pages and "book/api/generated/clamu_helpers.core.ledger.html" in pages
     # nothing is fetched from the network when a page opens
     shots = {p: (built_book / p).read_text().count("widget-screenshot") for p in pages if p.startswith("notebooks/")}
     assert {p for p, n in shots.items() if n} == {"notebooks/07_interactive_unlearning.html"}   # only the demo's widget

@@ -194,7 +194,7 @@ def test_every_committed_report_row_has_its_verdict_from_an_interval():
 
 
 def test_rows_from_before_intervals_are_reported_without_a_verdict(tmp_path):
-    from clamu_helpers.reproduce import write_report
+    from clamu_helpers.reproduction.reproduce import write_report
     (tmp_path / "report").mkdir()
     legacy = [{"claim": "old claim", "paper": "+5%", "ours": "+1%", "reproduces": True}]
     (tmp_path / "report" / "02_clustering.json").write_text(json.dumps(legacy))
@@ -212,12 +212,12 @@ def test_notebooks_type_no_paper_number_and_no_verdict():
         nb = nbformat.read(nb_path, as_version=4)
         src = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
         assert '"reproduces"' not in src, f"{nb_path.name} sets a verdict itself"
-        assert '"paper":' not in src, f"{nb_path.name} types a paper number; declare it in clamu_helpers.claims"
+        assert '"paper":' not in src, f"{nb_path.name} types a paper number; declare it in clamu_helpers.reproduction.claims"
 
 
 def test_report_summary_lists_claims_with_their_verdicts(tmp_path):
     from clamu_helpers import plots
-    from clamu_helpers.reproduce import write_report
+    from clamu_helpers.reproduction.reproduce import write_report
     rows = [C.check("fig3-clamu", [0.05, 0.06, 0.07]), C.check("fig4-features", [0.01, -0.01, 0.0], why="too few tasks"),
             C.arithmetic("draft counting at T=500", "374.5×")]
     plots.report_rows("04_clamu", rows, "smoke", out=tmp_path)

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from clamu_helpers import experiments as ex
-from clamu_helpers.audit import audit, choose_forget_set
-from clamu_helpers.errors import UnknownNameError
-from clamu_helpers.reproduce import _notebooks, write_report
+from clamu_helpers.unlearning.audit import audit, choose_forget_set
+from clamu_helpers.core.errors import UnknownNameError
+from clamu_helpers.reproduction.reproduce import _notebooks, write_report
 
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -140,7 +140,7 @@ def _notebook(path, *sources):
 
 
 def test_reproduce_runs_notebooks_at_once_and_survives_a_failure(tmp_path, capfd):
-    from clamu_helpers.reproduce import reproduce
+    from clamu_helpers.reproduction.reproduce import reproduce
     nbs, out, marker = tmp_path / "nbs", tmp_path / "out", tmp_path / "marker"
     nbs.mkdir()
     # 00 can only finish if 01 runs while it waits: proof that two notebooks run at once
@@ -180,7 +180,7 @@ def test_status_line_says_cell_progress_and_time_left(tmp_path):
     """What reproduce shows for a running notebook, read from its papermill log."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
-    from clamu_helpers.reproduce import status_line
+    from clamu_helpers.reproduction.reproduce import status_line
     nb = tmp_path / "04_x.ipynb"
     nbformat.write(new_notebook(cells=[new_code_cell(str(i)) for i in range(5)]), nb)
     log = tmp_path / "04_x.log"
@@ -202,7 +202,7 @@ def test_status_line_says_cell_progress_and_time_left(tmp_path):
 def test_the_watchdog_stops_a_stopped_kernel_runs_it_once_more_and_spares_a_busy_one(tmp_path, capfd):
     """A kernel with no output and no CPU for --stall-after seconds is stopped and its notebook
     run once more; a kernel that computes without printing, or idles but prints, is left alone."""
-    from clamu_helpers.reproduce import reproduce
+    from clamu_helpers.reproduction.reproduce import reproduce
     nbs, out, marker = tmp_path / "nbs", tmp_path / "out", tmp_path / "stopped-once"
     nbs.mkdir()
     _notebook(nbs / "00_stops_once.ipynb", f'''import pathlib, time
@@ -230,7 +230,7 @@ if not m.exists():
 
 
 def test_stall_after_must_not_be_negative(tmp_path):
-    from clamu_helpers.errors import ClamuError
-    from clamu_helpers.reproduce import reproduce
+    from clamu_helpers.core.errors import ClamuError
+    from clamu_helpers.reproduction.reproduce import reproduce
     with pytest.raises(ClamuError, match="--stall-after must be 0"):
         reproduce(profile="smoke", notebooks_dir=str(tmp_path), out=str(tmp_path / "o"), stall_after=-1)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from clamu_helpers.clustering import (canonical, cluster_tasks, cosine_affinity, feature_clusters, hidden_features,
+from clamu_helpers.localization.clustering import (canonical, cluster_tasks, cosine_affinity, feature_clusters, hidden_features,
                                       members, random_clusters, singletons, task_features, task_vector_clusters)
 
 
@@ -84,7 +84,7 @@ def test_hidden_features_fall_back_to_input_of_last_linear(tiny):
 
 
 def test_task_features_are_computed_once_per_setting_with_the_same_bits(monkeypatch):
-    import clamu_helpers.clustering as clustering
+    import clamu_helpers.localization.clustering as clustering
     from clamu_helpers.settings import get_setting
     s = get_setting("synthetic", "smoke", 3, tasks=4)
     fresh = np.stack([hidden_features(s, s.task(t).train[0]).double().mean(0).numpy() for t in s.task_ids])

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from clamu_helpers import UnlearningSystem
-from clamu_helpers.masks import masked_weights, tall_masks
+from clamu_helpers.localization.masks import masked_weights, tall_masks
 from clamu_helpers.methods import get_method
-from clamu_helpers.selection import scale_grid
+from clamu_helpers.localization.selection import scale_grid
 from clamu_helpers.settings import SyntheticSetting
 
 

@@ -3,13 +3,13 @@ merge), TIES as a system method, cluster TALL on one scale, and the errors for b
 import pytest
 import torch
 
-from clamu_helpers.experiments import served_columns
-from clamu_helpers.merging import ties_merge
+from clamu_helpers.reproduction.experiments import served_columns
+from clamu_helpers.core.merging import ties_merge
 from clamu_helpers.methods.clamu import HALVING
 from clamu_helpers.methods import METHODS, get_method
-from clamu_helpers.selection import choose, scale_grid
+from clamu_helpers.localization.selection import choose, scale_grid
 from clamu_helpers.settings.synthetic import SyntheticSetting
-from clamu_helpers.system import UnlearningSystem
+from clamu_helpers.unlearning.system import UnlearningSystem
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_clamu_equal_budget_defaults_and_search_record(blobs):
 def test_clamu_mask_fits_counts_the_mask_steps_a_fit_trains(blobs, monkeypatch, params, expect):
     """``Clamu.mask_fits`` (used by benchmarks/time_floor.py to split mask time into search and
     served masks) equals the mask steps a fit trains, in full-budget masks."""
-    from clamu_helpers.masks import MaskRun
+    from clamu_helpers.localization.masks import MaskRun
     trained = []
     real = MaskRun.advance
     monkeypatch.setattr(MaskRun, "advance", lambda self, n: trained.append(min(n, self.config.steps - self.done))
@@ -100,7 +100,7 @@ def test_clamu_mask_fits_counts_the_mask_steps_a_fit_trains(blobs, monkeypatch, 
 
 
 def test_successive_halving_keeps_the_best_third_and_resumes_them():
-    from clamu_helpers.selection import Halving, search, search_steps
+    from clamu_helpers.localization.selection import Halving, search, search_steps
     h = Halving(3, 1 / 9)
     assert h.rungs(20) == [3, 7, 20] and h.rungs(1) == [1] and Halving(2, 1 / 4).rungs(40) == [10, 20, 40]
     quality = {"a": 0.2, "b": 0.9, "c": 0.5, "d": 0.9, "e": float("nan"), "f": 0.1}

@@ -27,7 +27,7 @@ import pytest
 from clamu_helpers import persistence
 from clamu_helpers.methods import METHODS
 from clamu_helpers.settings.synthetic import SyntheticSetting
-from clamu_helpers.system import UnlearningSystem
+from clamu_helpers.unlearning.system import UnlearningSystem
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win32",
                                 reason="needs fork and SIGKILL (POSIX)")
@@ -42,7 +42,7 @@ ZYGOTE = textwrap.dedent("""
     import json, os, signal, sys, time
     from clamu_helpers import atomic, persistence
     from clamu_helpers.settings.synthetic import SyntheticSetting
-    from clamu_helpers.system import UnlearningSystem
+    from clamu_helpers.unlearning.system import UnlearningSystem
 
     # Warm up once here (first optimizer steps import lazily and take seconds), on one thread
     # so that no OpenMP pool exists when forking. Children reuse the setting (M0 built).

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from clamu_helpers.audit import audit
-from clamu_helpers.errors import ParameterError, StateError
+from clamu_helpers.unlearning.audit import audit
+from clamu_helpers.core.errors import ParameterError, StateError
 from clamu_helpers.methods import METHODS, Method, Params, get_method, register
 from clamu_helpers.methods.declared import (ONE_OVER_T, SCALE_GRID, VAL, Grid, Real, canonical, declared,
                                             default_of, param)
 from clamu_helpers.settings.synthetic import SyntheticSetting
-from clamu_helpers.system import UnlearningSystem
+from clamu_helpers.unlearning.system import UnlearningSystem
 
 
 class PoweredMerge(Method):
@@ -48,8 +48,8 @@ def blobs():
 
 def brute_force(setting, ids, powers):
     """The best (α, p) over the declared grids, by the test's own loop."""
-    from clamu_helpers.ledger import MergeLedger
-    from clamu_helpers.finetune import finetune
+    from clamu_helpers.core.ledger import MergeLedger
+    from clamu_helpers.training.finetune import finetune
     led = MergeLedger(setting.spec)
     for t in ids:
         led.add(t, finetune(setting, setting.task(t)))

@@ -2,8 +2,8 @@
 one unlearning, the history records them, and a bad pick is refused with a sentence."""
 import pytest
 
-from clamu_helpers.demo import UnlearningDemo, task_name
-from clamu_helpers.errors import UnknownTaskError
+from clamu_helpers.reproduction.demo import UnlearningDemo, task_name
+from clamu_helpers.core.errors import UnknownTaskError
 from clamu_helpers.settings.synthetic import SyntheticSetting
 
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from clamu_helpers import UnlearningSystem
-from clamu_helpers.determinism import fingerprint, fingerprint_of
-from clamu_helpers.device import PRECISIONS, autocast, module_device, prepare_cuda, resolve, tensor_devices
-from clamu_helpers.errors import DeviceError, ExactnessError, StateError
-from clamu_helpers.finetune import finetune
+from clamu_helpers.runtime.determinism import fingerprint, fingerprint_of
+from clamu_helpers.runtime.device import PRECISIONS, autocast, module_device, prepare_cuda, resolve, tensor_devices
+from clamu_helpers.core.errors import DeviceError, ExactnessError, StateError
+from clamu_helpers.training.finetune import finetune
 from clamu_helpers.methods import METHODS
 from clamu_helpers.settings import get_setting
 from clamu_helpers.settings.base import FinetuneConfig
@@ -96,7 +96,7 @@ def test_unlearning_refuses_a_retrain_in_another_environment(tiny):
 def test_cpu_fingerprint_records_the_kernel_family():
     """On the CPU the fingerprint names the kernels torch will pick: ATen's capability, the
     vendor and instruction-set flags, BLAS and oneDNN; short, stable, and equal after JSON."""
-    from clamu_helpers.determinism import KERNEL_FLAGS, cpu_kernels
+    from clamu_helpers.runtime.determinism import KERNEL_FLAGS, cpu_kernels
     fp = fingerprint(1, "cpu", "float32")
     assert fp["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     flags = fp["cpu_flags"]
@@ -109,7 +109,7 @@ def test_cpu_fingerprint_records_the_kernel_family():
 
 
 def test_cpuinfo_parsing_keeps_only_kernel_deciding_flags():
-    from clamu_helpers.determinism import parse_cpuinfo
+    from clamu_helpers.runtime.determinism import parse_cpuinfo
     x86 = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu MHz\t\t: 2100.000\nflags\t\t: fpu sse2 avx avx2 fma "
            "avx512f avx512_bf16 avx512_vnni amx_tile amx_bf16 sha_ni\n\nprocessor\t: 1\nvendor_id\t: GenuineIntel\n"
            "flags\t\t: fpu\n")
@@ -145,7 +145,7 @@ def test_a_retrain_on_a_processor_with_other_kernels_is_refused_before_any_finet
 
 
 def test_a_fingerprint_recorded_before_the_kernel_fields_is_not_a_mismatch(tiny):
-    from clamu_helpers.determinism import cpu_kernels, fingerprint_diff
+    from clamu_helpers.runtime.determinism import cpu_kernels, fingerprint_diff
     here = fingerprint(1, "cpu", "float32")
     old = {k: v for k, v in here.items() if k not in cpu_kernels()}
     assert fingerprint_diff(old, here) == {}                        # not recorded: not compared
@@ -184,7 +184,7 @@ def test_precision_is_deterministic_recorded_and_part_of_the_key(tiny, precision
 
 
 def test_bf16_audit_is_exact(tiny):
-    from clamu_helpers.audit import audit
+    from clamu_helpers.unlearning.audit import audit
     from clamu_helpers.settings.synthetic import SyntheticSetting
     s = SyntheticSetting("smoke", 0, tasks=5, finetune=FinetuneConfig(steps=15, lr=1e-2, batch_size=8,
                                                                       precision="bf16"))

@@ -1,4 +1,4 @@
-"""Digests that name their algorithm (clamu_helpers.digests), and what was stored before them.
+"""Digests that name their algorithm (clamu_helpers.core.digests), and what was stored before them.
 
 ``tests/fixtures/legacy_state`` holds two systems (merge and TALL on the synthetic setting, 6
 tasks, one unlearned) saved by the kit at commit 56e20d3, when every τ_t digest was bare
@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from clamu_helpers import FinetuneConfig, UnlearningSystem, digests, get_setting
-from clamu_helpers.errors import ExactnessError, StateError
-from clamu_helpers.ledger import MergeLedger
-from clamu_helpers.params import ParamSpec
-from clamu_helpers.receipts import check_chain
-from clamu_helpers.store import TaskVectorStore
-from clamu_helpers.streaming import stream_merge
-from clamu_helpers.taskvector import TaskVector
+from clamu_helpers.core.errors import ExactnessError, StateError
+from clamu_helpers.core.ledger import MergeLedger
+from clamu_helpers.core.params import ParamSpec
+from clamu_helpers.unlearning.receipts import check_chain
+from clamu_helpers.training.store import TaskVectorStore
+from clamu_helpers.scaleout.streaming import stream_merge
+from clamu_helpers.core.taskvector import TaskVector
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy_state"
 SPEC = ParamSpec(("w",), ((64,),))

@@ -17,14 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clamu_helpers import parallel
-from clamu_helpers.errors import ExactnessError
-from clamu_helpers.ledger import MergeLedger
+from clamu_helpers.core.errors import ExactnessError
+from clamu_helpers.core.ledger import MergeLedger
 from clamu_helpers.methods import METHODS
 from clamu_helpers.settings.base import FinetuneConfig
 from clamu_helpers.settings.synthetic import SyntheticSetting
-from clamu_helpers.store import TaskVectorStore
-from clamu_helpers.system import UnlearningSystem
-from clamu_helpers.taskvector import TaskVector
+from clamu_helpers.training.store import TaskVectorStore
+from clamu_helpers.unlearning.system import UnlearningSystem
+from clamu_helpers.core.taskvector import TaskVector
 
 EXAMPLES = 12
 STATS = {"sequences": 0, "steps": 0}

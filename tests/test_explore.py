@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from clamu_helpers.explore import Explorer
+from clamu_helpers.reproduction.explore import Explorer
 
 
 @pytest.fixture

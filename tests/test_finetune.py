@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from clamu_helpers import FinetuneConfig, finetune
-from clamu_helpers.determinism import stable_seed
-from clamu_helpers.finetune import batches
+from clamu_helpers.runtime.determinism import stable_seed
+from clamu_helpers.training.finetune import batches
 
 CHILD = """
 import json, sys
@@ -72,7 +72,7 @@ def _cfg(setting, **change):
 
 
 def test_fused_optimizer_is_the_default_recorded_and_part_of_the_store_key(tiny):
-    from clamu_helpers.store import TaskVectorStore
+    from clamu_helpers.training.store import TaskVectorStore
     fused, loop = _cfg(tiny, fused=True), _cfg(tiny, fused=False)
     assert FinetuneConfig().fused and tiny.finetune_config.fused
     assert fused.to_json()["fused"] is True and loop.to_json()["fused"] is False

@@ -1,7 +1,7 @@
 """A ``reproduce`` killed at any moment leaves every artifact old or new, and ``--resume`` re-runs
 only the notebooks it left unfinished.
 
-Two tiny notebooks write tables, a figure, report rows (through ``clamu_helpers.plots``, as the
+Two tiny notebooks write tables, a figure, report rows (through ``clamu_helpers.reproduction.plots``, as the
 real ones do) and their executed copies. Each trial writes a new version of everything; the run
 is SIGKILLed (its whole process group: kernels included) at a random moment, and every file under
 the output folder must then be byte-for-byte what it was before the trial, or complete and of
@@ -21,7 +21,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from clamu_helpers.reproduce import finished_here
+from clamu_helpers.reproduction.reproduce import finished_here
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS = int(os.environ.get("CLAMU_KILL_TRIALS", "6"))

@@ -167,7 +167,7 @@ def test_add_many_and_remove_many_check_everything_first():
 def test_the_stamp_names_the_contents_so_a_cache_of_tau_bar_is_never_stale():
     import copy
 
-    from clamu_helpers.system import UnlearningSystem
+    from clamu_helpers.unlearning.system import UnlearningSystem
     led = MergeLedger.from_vectors([tv(1), tv(2)])
     stamps = {led.stamp}
     backup = copy.deepcopy(led)

@@ -6,10 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clamu_helpers import ledger_kernel
-from clamu_helpers.errors import NonFiniteError
-from clamu_helpers.ledger import MergeLedger
-from clamu_helpers.params import ParamSpec
-from clamu_helpers.taskvector import TaskVector
+from clamu_helpers.core.errors import NonFiniteError
+from clamu_helpers.core.ledger import MergeLedger
+from clamu_helpers.core.params import ParamSpec
+from clamu_helpers.core.taskvector import TaskVector
 
 pytestmark = pytest.mark.skipif(not ledger_kernel.available(), reason="numba is not installed")
 SPEC = ParamSpec(("w",), ((3001,),))   # not a multiple of any chunk size

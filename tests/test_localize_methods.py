@@ -3,18 +3,18 @@ refreshed state equal to a from-scratch computation, accuracy over plain merging
 import pytest
 import torch
 
-from clamu_helpers.clustering import members, task_vector_clusters
-from clamu_helpers.costs import Costs
-from clamu_helpers.finetune import finetune
-from clamu_helpers.ledger import MergeLedger
-from clamu_helpers.emr_merging import emr
-from clamu_helpers.masks import MaskConfig, choose_lambda, masked_weights, optimize_mask, storage_bytes
-from clamu_helpers.determinism import generator
+from clamu_helpers.localization.clustering import members, task_vector_clusters
+from clamu_helpers.runtime.costs import Costs
+from clamu_helpers.training.finetune import finetune
+from clamu_helpers.core.ledger import MergeLedger
+from clamu_helpers.localization.emr_merging import emr
+from clamu_helpers.localization.masks import MaskConfig, choose_lambda, masked_weights, optimize_mask, storage_bytes
+from clamu_helpers.runtime.determinism import generator
 from clamu_helpers.methods import METHODS, get_method
 from clamu_helpers.methods.clamu import ETA_GRIDS, HALVING
-from clamu_helpers.selection import scale_grid
-from clamu_helpers.packing import packed_bytes, unpack
-from clamu_helpers.system import UnlearningSystem
+from clamu_helpers.localization.selection import scale_grid
+from clamu_helpers.core.packing import packed_bytes, unpack
+from clamu_helpers.unlearning.system import UnlearningSystem
 
 FAST = {"mask_steps": 40}
 CONFIGS = [

@@ -8,13 +8,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from clamu_helpers.errors import ShapeMismatchError
-from clamu_helpers.emr_merging import emr
-from clamu_helpers.masks import (LAMBDA_GRID, MaskConfig, choose_lambda, mask_from_scores, masked_weights,
+from clamu_helpers.core.errors import ShapeMismatchError
+from clamu_helpers.localization.emr_merging import emr
+from clamu_helpers.localization.masks import (LAMBDA_GRID, MaskConfig, choose_lambda, mask_from_scores, masked_weights,
                                  optimize_mask, pack_masks, ste_score_step, storage_bytes, tall_masks,
                                  unpack_masks)
-from clamu_helpers.packing import packed_bytes
-from clamu_helpers.params import ParamSpec
+from clamu_helpers.core.packing import packed_bytes
+from clamu_helpers.core.params import ParamSpec
 
 
 def _rand(*shape, seed=0):
@@ -234,7 +234,7 @@ def test_minibatch_mask_optimization_is_deterministic_and_needs_a_generator():
 def _reference_mask_loop(st, tau_bar, data, cfg, g):
     """The optimisation as first written (three passes per step to build M0 + α m ⊙ τ̄, the
     loss of the whole model output): the bits the one-pass kernel must keep."""
-    from clamu_helpers.finetune import batches
+    from clamu_helpers.training.finetune import batches
     x, y = data
     s = torch.zeros(st.spec.numel)
     alpha_tau = cfg.alpha * tau_bar
@@ -264,7 +264,7 @@ def test_one_pass_masked_weights_keep_the_bits_of_the_three_pass_loop(update):
 
 
 def test_a_mask_run_advanced_in_pieces_equals_one_run(smoke_images):
-    from clamu_helpers.masks import MaskRun
+    from clamu_helpers.localization.masks import MaskRun
     s = smoke_images
     task = s.tasks[0]
     tau = 1e-2 * torch.randn(s.spec.numel, generator=torch.Generator().manual_seed(0))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from clamu_helpers.merging import ties_merge, trim_top_k
+from clamu_helpers.core.merging import ties_merge, trim_top_k
 
 
 def test_trim_keeps_top_fraction_by_magnitude():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from clamu_helpers.packing import bits_per_parameter, compress, decompress, pack, packed_bytes, unpack
+from clamu_helpers.core.packing import bits_per_parameter, compress, decompress, pack, packed_bytes, unpack
 
 
 @pytest.mark.parametrize("d", [1, 7, 8, 9, 1000, 4099])

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from clamu_helpers.errors import ClamuError, MissingResourceError
+from clamu_helpers.core.errors import ClamuError, MissingResourceError
 from clamu_helpers.settings import SETTINGS, get_setting
 from clamu_helpers.settings import paper_data as pdata
 from clamu_helpers.settings import paper_models as pm
-from clamu_helpers.system import UnlearningSystem
+from clamu_helpers.unlearning.system import UnlearningSystem
 
 DATA = Path(__file__).parent / "fixtures" / "clamu_data"
 TINY = "tiny-random"
@@ -274,7 +274,7 @@ FEATURE_CASES = {
 
 @pytest.mark.parametrize("case", list(FEATURE_CASES))
 def test_gpt2_cluster_features_are_last_layer_last_real_token(case):
-    from clamu_helpers.clustering import hidden_features
+    from clamu_helpers.localization.clustering import hidden_features
     name, kw = FEATURE_CASES[case]
     s = get_setting(name, "smoke", model=TINY, data_dir=DATA, tasks=3, **kw)
     x = s.task(s.task_ids[0]).train[0]
@@ -294,7 +294,7 @@ def test_gpt2_cluster_features_are_last_layer_last_real_token(case):
 def test_paper_text_lm_head_first_token_feature_clusters_run():
     """With first-token LM scoring the forward never calls ``lm_head`` (it reads its weight), so
     a forward hook captured nothing; the setting's features are ``hidden(x)`` instead."""
-    from clamu_helpers.clustering import feature_clusters, hidden_features, task_features
+    from clamu_helpers.localization.clustering import feature_clusters, hidden_features, task_features
     s = get_setting("paper-sent140", "smoke", model=TINY, data_dir=DATA, tasks=3, head="lm", min_samples=6)
     tok = s.tokenizer
     # the byte tokenizer gives " negative"/" positive" the same first token, so pick names that differ

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from clamu_helpers import parallel
-from clamu_helpers.parallel import (RecipeMismatchError, SettingRecipe, run_finetunes, shutdown_ray,
+from clamu_helpers.training.parallel import (RecipeMismatchError, SettingRecipe, run_finetunes, shutdown_ray,
                                     shutdown_workers)
 
 
@@ -12,7 +12,7 @@ def _stop_workers():
     yield
     shutdown_workers()
 from clamu_helpers.settings.synthetic import SyntheticSetting
-from clamu_helpers.store import TaskVectorStore
+from clamu_helpers.training.store import TaskVectorStore
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +100,13 @@ def test_ray_equals_serial(tiny, serial, tmp_path):
                           recipe=SettingRecipe("synthetic", "smoke", 0))
         assert "actors" not in parallel._RAY   # a failed run leaves no actors behind
         # the merge itself on Ray, in the same Ray session: partial ledgers of shares of the
-        # store, reduced here, give the serial digest (clamu_helpers.partial)
-        from clamu_helpers.streaming import stream_merge
+        # store, reduced here, give the serial digest (clamu_helpers.scaleout.partial)
+        from clamu_helpers.scaleout.streaming import stream_merge
         keys = [store.key(tiny, tiny.task(t), 3) for t in tiny.task_ids]
         serial_merge = stream_merge(store, keys, tiny.spec)
         assert stream_merge(store, keys, tiny.spec, backend="ray", workers=3).digest() == serial_merge.digest()
         # and the TALL and EMR mask builds, shared by tasks among Ray workers: the serial bits
-        from clamu_helpers.streaming import stream_emr, stream_tall_masks
+        from clamu_helpers.scaleout.streaming import stream_emr, stream_tall_masks
         tall = stream_tall_masks(store, keys, tiny.spec, lambdas=[0.2, 0.5], chunk=64)
         tall_ray = stream_tall_masks(store, keys, tiny.spec, lambdas=[0.2, 0.5], chunk=64, backend="ray", workers=2)
         assert all(torch.equal(tall.masks[lam][t], tall_ray.masks[lam][t]) for lam in tall.masks for t in tiny.task_ids)

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from clamu_helpers import ParamSpec, ShapeMismatchError
-from clamu_helpers.params import functional
+from clamu_helpers.core.params import functional
 
 
 def _model():

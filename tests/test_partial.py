@@ -4,13 +4,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clamu_helpers.errors import DuplicateTaskError, ExactnessError, ShapeMismatchError, StateError
-from clamu_helpers.ledger import MergeLedger
-from clamu_helpers.params import ParamSpec
-from clamu_helpers.partial import PartialLedger, combine, shares
-from clamu_helpers.store import TaskVectorStore
-from clamu_helpers.streaming import stream_merge
-from clamu_helpers.taskvector import TaskVector
+from clamu_helpers.core.errors import DuplicateTaskError, ExactnessError, ShapeMismatchError, StateError
+from clamu_helpers.core.ledger import MergeLedger
+from clamu_helpers.core.params import ParamSpec
+from clamu_helpers.scaleout.partial import PartialLedger, combine, shares
+from clamu_helpers.training.store import TaskVectorStore
+from clamu_helpers.scaleout.streaming import stream_merge
+from clamu_helpers.core.taskvector import TaskVector
 
 SPEC = ParamSpec(("w", "b"), ((19, 7), (5,)))
 FP = {"torch": "x", "threads": 1, "device": "cpu"}

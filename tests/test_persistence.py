@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from clamu_helpers import persistence
-from clamu_helpers.errors import ShapeMismatchError, StateError
+from clamu_helpers.core.errors import ShapeMismatchError, StateError
 from clamu_helpers.methods import METHODS
 from clamu_helpers.settings.base import FinetuneConfig
 from clamu_helpers.settings.synthetic import SyntheticSetting
-from clamu_helpers.store import TaskVectorStore
-from clamu_helpers.system import UnlearningSystem
+from clamu_helpers.training.store import TaskVectorStore
+from clamu_helpers.unlearning.system import UnlearningSystem
 
 def make(setting, name, ids=None):
     """A fitted system; slow methods declare fast test parameters (``Method.test_params``)."""
@@ -231,7 +231,7 @@ def _edit_state(d: Path, edit) -> dict:
 def test_a_state_from_a_processor_with_other_kernels_is_refused_before_any_retrain(saved, tmp_path, small,
                                                                                  monkeypatch):
     from clamu_helpers import system as system_module
-    from clamu_helpers.errors import ExactnessError
+    from clamu_helpers.core.errors import ExactnessError
     here = saved["merge"][0].fingerprint
     other = {"cpu_capability": "AVX512" if here["cpu_capability"] != "AVX512" else "AVX2",
              "cpu_flags": sorted(set(here["cpu_flags"] or []) ^ {"avx512f", "avx512_vnni"})}
@@ -252,7 +252,7 @@ def test_a_state_from_a_processor_with_other_kernels_is_refused_before_any_retra
 
 
 def test_a_state_saved_before_the_cpu_kernel_fields_loads_and_unlearns(saved, tmp_path, small):
-    from clamu_helpers.determinism import cpu_kernels
+    from clamu_helpers.runtime.determinism import cpu_kernels
     d = copy_state(saved["merge"][1], tmp_path / "st")
     meta = _edit_state(d, lambda meta: [meta["fingerprint"].pop(k) for k in cpu_kernels()])
     assert not set(cpu_kernels()) & set(meta["fingerprint"])

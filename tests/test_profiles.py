@@ -1,4 +1,4 @@
-"""What changes with the profile is declared once (clamu_helpers.profiles), and no notebook
+"""What changes with the profile is declared once (clamu_helpers.reproduction.profiles), and no notebook
 decides it by comparing the profile itself."""
 import re
 
@@ -46,5 +46,5 @@ def test_no_notebook_decides_by_the_profile_itself(path):
     """Only the parameters cell reads the profile; a default that depends on it comes from
     profiles.default, availability from profiles.available."""
     text = notebook_files.script_of(path).read_text()
-    assert not re.search(r"profile\s*(==|!=|in\b)", text), "compare profiles in clamu_helpers.profiles.KNOBS"
+    assert not re.search(r"profile\s*(==|!=|in\b)", text), "compare profiles in clamu_helpers.reproduction.profiles.KNOBS"
     assert "availability(" not in text, "use profiles.available(names)"

@@ -3,7 +3,7 @@
 The crash suite's forked children once hung for 15 minutes (and, looped on a loaded machine, again
 for 120 s) in ``tqdm.std.TqdmDefaultWriteLock.acquire``: tqdm's monitor thread takes the class-wide
 lock every 10 s, and a fork at that moment leaves the child a lock no thread of its own will
-release. ``clamu_helpers.progress`` turns the monitor off and renews tqdm's locks in a forked child.
+release. ``clamu_helpers.runtime.progress`` turns the monitor off and renews tqdm's locks in a forked child.
 """
 import os
 import signal
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "win3
 def test_kit_bars_start_no_monitor_thread():
     import tqdm.std
 
-    from clamu_helpers.progress import tqdm as bar
+    from clamu_helpers.runtime.progress import tqdm as bar
     for _ in bar(range(3), disable=True):
         pass
     assert tqdm.std.tqdm.monitor_interval == 0
@@ -29,7 +29,7 @@ def test_kit_bars_start_no_monitor_thread():
 def test_a_child_forked_while_a_thread_holds_the_lock_makes_its_bars():
     import tqdm.std
 
-    import clamu_helpers.progress  # noqa: F401  (the fork handler)
+    import clamu_helpers.runtime.progress  # noqa: F401  (the fork handler)
     held, release = threading.Event(), threading.Event()
 
     def holder():
@@ -43,7 +43,7 @@ def test_a_child_forked_while_a_thread_holds_the_lock_makes_its_bars():
     pid = os.fork()
     if pid == 0:   # the child: a bar, under an alarm so that a hang ends as SIGALRM
         signal.alarm(20)
-        for _ in clamu_helpers.progress.tqdm(range(2), disable=True):
+        for _ in clamu_helpers.runtime.progress.tqdm(range(2), disable=True):
             pass
         os._exit(0)
     try:   # the parent keeps holding the lock until the child is done (bounded wait)

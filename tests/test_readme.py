@@ -39,11 +39,11 @@ def test_every_file_the_readme_links_exists():
 def test_merging_across_machines_example_gives_the_one_machine_digest(tmp_path, monkeypatch):
     import torch
 
-    from clamu_helpers.ledger import MergeLedger
-    from clamu_helpers.params import ParamSpec
-    from clamu_helpers.partial import PartialLedger
-    from clamu_helpers.store import TaskVectorStore
-    from clamu_helpers.taskvector import TaskVector
+    from clamu_helpers.core.ledger import MergeLedger
+    from clamu_helpers.core.params import ParamSpec
+    from clamu_helpers.scaleout.partial import PartialLedger
+    from clamu_helpers.training.store import TaskVectorStore
+    from clamu_helpers.core.taskvector import TaskVector
     block = re.search(r"## Merging across machines.*?```python\n(.*?)```", README, re.S).group(1)
     spec = ParamSpec(("w",), ((300,),))
     g = torch.Generator().manual_seed(0)
@@ -59,7 +59,7 @@ def test_merging_across_machines_example_gives_the_one_machine_digest(tmp_path, 
     exec(compile(block, "README.md", "exec"), ns)
     one_machine = MergeLedger.from_vectors(vecs).digest()
     assert ns["merged"].digest() == one_machine == ns["led"].digest()
-    from clamu_helpers.streaming import stream_emr, stream_tall_masks
+    from clamu_helpers.scaleout.streaming import stream_emr, stream_tall_masks
     serial_tall, serial_emr = stream_tall_masks(store, keys, spec), stream_emr(store, keys, spec)
     assert all(torch.equal(ns["tall"].masks[lam][t], serial_tall.masks[lam][t])
                for lam in serial_tall.masks for t in serial_tall.masks[lam])

@@ -9,9 +9,9 @@ import pytest
 
 from clamu_helpers import persistence, receipts
 from clamu_helpers.__main__ import main
-from clamu_helpers.errors import StateError
+from clamu_helpers.core.errors import StateError
 from clamu_helpers.settings.synthetic import SyntheticSetting
-from clamu_helpers.system import UnlearningSystem
+from clamu_helpers.unlearning.system import UnlearningSystem
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ def blobs():
 
 @pytest.fixture(autouse=True)
 def private_store(tmp_path, monkeypatch):
-    from clamu_helpers.store import TaskVectorStore
+    from clamu_helpers.training.store import TaskVectorStore
     monkeypatch.setattr(ex, "_STORE", TaskVectorStore(tmp_path / "store"))
 
 
@@ -29,8 +29,8 @@ def test_forget_orders_differ_and_replay_matches_real_unlearning(blobs):
     assert (refit[refit.order > 0].replayed == "refitted").all() and refit[refit.order > 0].gradient_steps.isna().all()
     assert refit.exact.dropna().tolist() == [1.0]
     # orders are different permutations: the remaining tasks (hence local scores) differ somewhere
-    from clamu_helpers.audit import choose_forget_set
-    from clamu_helpers.determinism import stable_seed
+    from clamu_helpers.unlearning.audit import choose_forget_set
+    from clamu_helpers.runtime.determinism import stable_seed
     firsts = {tuple(choose_forget_set(blobs.task_ids, 8, stable_seed(0, "forget-order", o))[:5]) for o in range(3)}
     assert len(firsts) == 3
     # the gap is the served score minus the local models' on the same remaining tasks
@@ -99,7 +99,7 @@ def test_seeds_per_profile_and_per_seed_values(monkeypatch):
 
 
 def test_time_is_counted_exclusively_by_category(blobs):
-    from clamu_helpers.system import UnlearningSystem
+    from clamu_helpers.unlearning.system import UnlearningSystem
     timing.reset()
     UnlearningSystem(blobs, "tall").fit()
     snap = timing.snapshot()
@@ -113,7 +113,7 @@ def test_rows_from_another_source_digest_are_flagged_in_the_report(tmp_path):
     import json
 
     from clamu_helpers import claims, plots, provenance
-    from clamu_helpers.reproduce import write_report
+    from clamu_helpers.reproduction.reproduce import write_report
     rows = [claims.check("fig3-clamu", [0.05, 0.06, 0.07])]
     plots.report_rows("01_now", rows, "smoke", out=tmp_path)
     plots.report_rows("02_old", rows, "smoke", out=tmp_path)
@@ -185,7 +185,7 @@ def test_report_only_rewrites_the_report_from_saved_rows(tmp_path):
     import json
 
     from clamu_helpers import claims, plots
-    from clamu_helpers.reproduce import report_only
+    from clamu_helpers.reproduction.reproduce import report_only
     assert report_only("smoke", out=str(tmp_path)) == 2                  # nothing run yet: a clear no
     plots.report_rows("01_x", [claims.check("fig3-clamu", [0.05, 0.06, 0.07])], "smoke", out=tmp_path)
     (tmp_path / "timings.json").write_text(json.dumps({

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from clamu_helpers import parallel
-from clamu_helpers.errors import DuplicateTaskError, ExactnessError, UnknownTaskError
+from clamu_helpers.core.errors import DuplicateTaskError, ExactnessError, UnknownTaskError
 from clamu_helpers.settings.synthetic import SyntheticSetting
-from clamu_helpers.system import UnlearningSystem
-from clamu_helpers.taskvector import TaskVector
+from clamu_helpers.unlearning.system import UnlearningSystem
+from clamu_helpers.core.taskvector import TaskVector
 
 METHODS_HERE = ["merge", "local", "sift"]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from clamu_helpers.__main__ import main
-from clamu_helpers.errors import StorageError
+from clamu_helpers.core.errors import StorageError
 from clamu_helpers.settings.synthetic import SyntheticSetting
-from clamu_helpers.store import TaskVectorStore
-from clamu_helpers.system import UnlearningSystem
+from clamu_helpers.training.store import TaskVectorStore
+from clamu_helpers.unlearning.system import UnlearningSystem
 
 
 class Disk:

@@ -17,10 +17,10 @@ import time
 import pytest
 
 from clamu_helpers import persistence, shared_state
-from clamu_helpers.errors import ClamuError, StateError
-from clamu_helpers.receipts import check_chain
+from clamu_helpers.core.errors import ClamuError, StateError
+from clamu_helpers.unlearning.receipts import check_chain
 from clamu_helpers.settings.synthetic import SyntheticSetting
-from clamu_helpers.system import UnlearningSystem
+from clamu_helpers.unlearning.system import UnlearningSystem
 
 TASKS, PROCESSES, REQUESTS = 48, 4, 25
 

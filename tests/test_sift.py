@@ -4,14 +4,14 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from clamu_helpers.determinism import deterministic, generator
-from clamu_helpers.errors import ClamuError, ExactnessError, StateError
-from clamu_helpers.finetune import _optimizer, batches, finetune
-from clamu_helpers.ledger import MergeLedger
+from clamu_helpers.runtime.determinism import deterministic, generator
+from clamu_helpers.core.errors import ClamuError, ExactnessError, StateError
+from clamu_helpers.training.finetune import _optimizer, batches, finetune
+from clamu_helpers.core.ledger import MergeLedger
 from clamu_helpers.methods import get_method
 from clamu_helpers.methods.sift import serve, sign_vector
-from clamu_helpers.packing import packed_bytes
-from clamu_helpers.system import UnlearningSystem
+from clamu_helpers.core.packing import packed_bytes
+from clamu_helpers.unlearning.system import UnlearningSystem
 
 PROJECTIONS = ("after_step", "before_step")
 

@@ -4,13 +4,13 @@ import multiprocessing as mp
 import pytest
 import torch
 
-from clamu_helpers.errors import ShapeMismatchError, StateError
-from clamu_helpers.finetune import finetune
-from clamu_helpers.packing import pack
-from clamu_helpers.params import ParamSpec
+from clamu_helpers.core.errors import ShapeMismatchError, StateError
+from clamu_helpers.training.finetune import finetune
+from clamu_helpers.core.packing import pack
+from clamu_helpers.core.params import ParamSpec
 from clamu_helpers.settings.base import FinetuneConfig
-from clamu_helpers.store import TaskVectorStore
-from clamu_helpers.taskvector import TaskVector
+from clamu_helpers.training.store import TaskVectorStore
+from clamu_helpers.core.taskvector import TaskVector
 
 SPEC = ParamSpec(("a", "b", "c"), ((5, 7), (3,), (11, 2)))
 

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from clamu_helpers.errors import ExactnessError, NonFiniteError, StateError
-from clamu_helpers.ledger import MergeLedger
-from clamu_helpers.packing import pack, unpack
-from clamu_helpers.params import ParamSpec
-from clamu_helpers.store import TaskVectorStore
+from clamu_helpers.core.errors import ExactnessError, NonFiniteError, StateError
+from clamu_helpers.core.ledger import MergeLedger
+from clamu_helpers.core.packing import pack, unpack
+from clamu_helpers.core.params import ParamSpec
+from clamu_helpers.training.store import TaskVectorStore
 from clamu_helpers import emr_merging
-from clamu_helpers.streaming import stream_emr, stream_merge, stream_tall_masks
-from clamu_helpers.taskvector import TaskVector
+from clamu_helpers.scaleout.streaming import stream_emr, stream_merge, stream_tall_masks
+from clamu_helpers.core.taskvector import TaskVector
 
 SPEC = ParamSpec(("w", "b"), ((37, 29), (13,)))   # d = 1086: not a multiple of the chunk
 D = SPEC.numel

@@ -8,12 +8,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from clamu_helpers.parallel import run_finetunes  # noqa: E402
+from clamu_helpers.training.parallel import run_finetunes  # noqa: E402
 from clamu_helpers.settings import FinetuneConfig, get_setting  # noqa: E402
 from clamu_helpers.settings.authors import (AuthorGenerator, CausalLM, answer_probability,  # noqa: E402
                                             qa_example)
-from clamu_helpers.store import TaskVectorStore  # noqa: E402
-from clamu_helpers.system import UnlearningSystem  # noqa: E402
+from clamu_helpers.training.store import TaskVectorStore  # noqa: E402
+from clamu_helpers.unlearning.system import UnlearningSystem  # noqa: E402
 
 text = pytest.importorskip("clamu_helpers.settings.text")
 
@@ -113,8 +113,8 @@ def test_cached_features_model_equals_full_model_on_raw_text(which, request):
 def test_real_token_layers_equal_the_padded_layers(fortunes):
     """The per-token work on real tokens only gives the loss and gradient of the padded layers
     to float rounding (other bits, so the setting's revision enters the store key)."""
-    from clamu_helpers.params import functional
-    from clamu_helpers.store import TaskVectorStore
+    from clamu_helpers.core.params import functional
+    from clamu_helpers.training.store import TaskVectorStore
     s = fortunes
     x, y = s.tasks[0].train
     assert bool((x[..., -1] == 0).any())                     # some padding to skip
@@ -155,7 +155,7 @@ def test_heads_build_and_finetune(reviews):
 def test_text_cluster_features_are_the_pooled_embedding_for_both_heads(reviews):
     """Both heads cluster on M0's mean-pooled final-layer embedding (not on a hooked FFN layer
     or the head's input), bit for bit, whatever the ambient thread count."""
-    from clamu_helpers.clustering import feature_clusters, hidden_features
+    from clamu_helpers.localization.clustering import feature_clusters, hidden_features
     s_cls = get_setting("reviews-by-movie", "smoke", tasks=3, head="cls", progress=False)
     x, _ = reviews.task(reviews.task_ids[0]).train
     old = torch.get_num_threads()
@@ -178,7 +178,7 @@ def test_text_cluster_features_are_the_pooled_embedding_for_both_heads(reviews):
 def test_authors_cluster_features_last_layer_last_real_token(authors):
     """Final hidden state (after ln_f) at the last non-padding token: (N, n_embd), unchanged by
     padding, equal to the last position of each row run alone at its own length."""
-    from clamu_helpers.clustering import feature_clusters, hidden_features
+    from clamu_helpers.localization.clustering import feature_clusters, hidden_features
     x = torch.cat([authors.tasks[0].train[0][:5], authors.tasks[1].train[0][:5]])
     pad = authors.tokenizer.pad
     lengths = (x != pad).sum(1)
@@ -227,9 +227,9 @@ def test_authors_loss_and_metric_at_answer_positions_equal_the_full_model_output
     """The batch is cut at its longest row and the output layer runs at answer positions only:
     the loss and the answer probability equal those of the whole (N, L, V) output to float
     rounding, and the bits of τ_t changed, so the store key names the new computation."""
-    from clamu_helpers.params import functional
+    from clamu_helpers.core.params import functional
     from clamu_helpers.settings.authors import answer_view
-    from clamu_helpers.store import TaskVectorStore
+    from clamu_helpers.training.store import TaskVectorStore
     s = authors
     x, y = s.tasks[1].train
     w = s.theta0 + 0.02 * torch.randn(s.spec.numel, generator=torch.Generator().manual_seed(3))

@@ -1,11 +1,11 @@
 """The unlearning-cost comparison: the draft's counting and measured costs."""
 import pytest
 
-from clamu_helpers.audit import choose_forget_set
+from clamu_helpers.unlearning.audit import choose_forget_set
 
-from clamu_helpers.errors import ClamuError
+from clamu_helpers.core.errors import ClamuError
 from clamu_helpers.methods import METHODS
-from clamu_helpers.unlearning_cost import (deletion_cost, draft_arithmetic, draft_table,
+from clamu_helpers.reproduction.unlearning_cost import (deletion_cost, draft_arithmetic, draft_table,
                                            measure_unlearning, parse_method, sequence_cost, sift_ratios)
 
 
@@ -106,7 +106,7 @@ def test_other_methods_when_registered(tiny, name):
 
 def test_claim_ratios_take_the_larger_baseline_per_seed_for_one_deletion():
     import pandas as pd
-    from clamu_helpers.unlearning_cost import CLAIM_BASELINES, claim_ratios
+    from clamu_helpers.reproduction.unlearning_cost import CLAIM_BASELINES, claim_ratios
     rows = [{"method": m, "seed": sd, "tasks": 200, "k_rule": k, "ratio_seconds": v}
             for m, sd, k, v in [("tall", 1, "1", 50.0), ("emr", 1, "1", 70.0), ("tall", 0, "1", 30.0),
                                 ("emr", 0, "1", 20.0), ("clamu", 0, "1", 999.0), ("tall", 0, "10%", 500.0)]]

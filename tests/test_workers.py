@@ -110,7 +110,7 @@ def _build_once(marker_dir):
 
     import torch
 
-    from clamu_helpers.cache import cached_tensors
+    from clamu_helpers.runtime.cache import cached_tensors
 
     def build():
         (Path(marker_dir) / f"built-{os.getpid()}").touch()
@@ -187,7 +187,7 @@ def _always_dies(_):
 
 
 def test_a_unit_that_kills_every_worker_is_named_and_no_worker_is_left(monkeypatch):
-    from clamu_helpers.errors import WorkerDiedError
+    from clamu_helpers.core.errors import WorkerDiedError
     monkeypatch.setenv("CLAMU_WORKERS", "2")
     with pytest.warns(UserWarning, match="in 1 worker"), \
             pytest.raises(WorkerDiedError, match=r"seeds: a worker process died on every try .* 0 of 2 units finished, not finished: \[7, 8\]"):

@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Callable, ClassVar
 
 import torch
 
-from .. import digests
-from ..costs import Costs
-from ..errors import ClamuError, ParameterError, StateError, UnknownNameError
-from ..selection import choose, is_val
+from ..core import digests
+from ..runtime.costs import Costs
+from ..core.errors import ClamuError, ParameterError, StateError, UnknownNameError
+from ..localization.selection import choose, is_val
 from .declared import ONE_OVER_T, canonical, declared, grid_values, one_over_t
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ class Method:
         ``names`` (default: :meth:`searched`; a fixed parameter among them is a grid of one) is
         scored by ``score(values)`` (default: :meth:`validation_score`, the mean validation score
         of what the method serves with those values), the best kept (ties to the first,
-        :func:`~clamu_helpers.selection.choose`). Returns the ``"val"`` parameters' choice."""
+        :func:`~clamu_helpers.localization.selection.choose`). Returns the ``"val"`` parameters' choice."""
         names = self.searched() if names is None else list(names)
         if not names:
             return {}
@@ -213,7 +213,7 @@ class Method:
 
     # -- life cycle ------------------------------------------------------------------------
     def finetune_kwargs(self, ctx: "MethodContext") -> dict:
-        """Extra keyword arguments for :func:`clamu_helpers.finetune.finetune` (SIFT's sign)."""
+        """Extra keyword arguments for :func:`clamu_helpers.training.finetune.finetune` (SIFT's sign)."""
         return {}
 
     def fit(self, ctx: "MethodContext", vectors: dict) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..costs import Costs
+from ..runtime.costs import Costs
 from .base import Method, Params, register
 from .declared import ONE_OVER_T, SCALE_GRID, VAL, Real, param
 
@@ -29,7 +29,7 @@ def mean_val_score(ctx, weights_of, ids) -> float:
 class Merge(Method):
     """Merging only: every task is served M0 + α τ̄. α = ``"mean"`` (1/T) is model averaging
     (default); a number is task arithmetic with that α; ``"val"`` is task arithmetic with α chosen
-    from :func:`clamu_helpers.selection.scale_grid` by the mean validation score of the served
+    from :func:`clamu_helpers.localization.selection.scale_grid` by the mean validation score of the served
     model over the merged tasks (Ilharco et al. 2023 tune α on validation data the same way).
     Everything but serving comes from the declaration: the search, the refresh, the state."""
 

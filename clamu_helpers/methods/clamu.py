@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..determinism import generator, rng
-from ..masks import UPDATES, MaskConfig, MaskRun, pack_masks
-from ..selection import Halving, choose, scale_grid, search, search_steps
+from ..runtime.determinism import generator, rng
+from ..localization.masks import UPDATES, MaskConfig, MaskRun, pack_masks
+from ..localization.selection import Halving, choose, scale_grid, search, search_steps
 from .base import register
 from .declared import ONE_OVER_T, VAL, Grid, Integer, Options, Real, param
 from .localized import Masked, weighted_mean
@@ -26,7 +26,7 @@ class Clamu(Masked):
     """ClAMU optimized masks: per cluster k, scores s_k from 0, m_k = 1{s_k > 0}, ``mask_steps``
     (E_mask) straight-through updates of step ``mask_lr`` (η) on mini-batches of the cluster's
     training data (batches from a generator seeded by (system seed, cluster members)), served
-    M0 + α m_k ⊙ τ̄ (:func:`clamu_helpers.masks.optimize_mask`).
+    M0 + α m_k ⊙ τ̄ (:func:`clamu_helpers.localization.masks.optimize_mask`).
 
     Defaults, and where they come from:
 
@@ -36,7 +36,7 @@ class Clamu(Masked):
       finetuning steps and batch size ("an equal number of steps", draft Sec. 4.4);
       ``mask_batch_size="full"`` uses all of the cluster's data every step.
     * ``alpha="val"`` and ``mask_lr="val"``: chosen on validation data, α from the shared
-      :func:`clamu_helpers.selection.scale_grid` (the draft writes α = 1, which is in the grid),
+      :func:`clamu_helpers.localization.selection.scale_grid` (the draft writes α = 1, which is in the grid),
       η from :data:`ETA_GRIDS` (or ``alphas`` / ``mask_lrs``). The search is coordinate-wise:
       α at η = :data:`ETA_START`, then η at the chosen α; each candidate optimizes the masks of
       a seeded sample of ``select_clusters`` clusters and scores the mean validation accuracy
@@ -46,7 +46,7 @@ class Clamu(Masked):
       candidate's masks train E_mask/9 steps and are scored, the best third carry on to
       E_mask/3, the best third of those to E_mask (the η round halves the new η values, then
       compares the winner with η = :data:`ETA_START`, already trained in the α round). A run
-      carried on resumes bit for bit (:class:`clamu_helpers.masks.MaskRun`), so the chosen
+      carried on resumes bit for bit (:class:`clamu_helpers.localization.masks.MaskRun`), so the chosen
       candidate's masks are those of a full-budget run. ``search="full"``: every candidate
       trains for E_mask (the search as first written; ``benchmarks/search_agreement.py``
       measures how often the two choose alike).
@@ -121,7 +121,7 @@ class Clamu(Masked):
         """(masks optimized, masks served) by one fit or refresh on ``n_tasks`` tasks, the first
         in full-budget masks (mask steps ÷ E_mask, ``e_mask`` the setting's E_mask unless the
         method fixes ``mask_steps``): the search's rounds over S sampled clusters
-        (:func:`~clamu_helpers.selection.search_steps`), whose chosen masks are kept, and the
+        (:func:`~clamu_helpers.localization.selection.search_steps`), whose chosen masks are kept, and the
         K − S other masks once; K are served."""
         e = self.p.mask_steps or e_mask
         if not e:
@@ -133,7 +133,7 @@ class Clamu(Masked):
     def refit_cost(self, costs, n_tasks, steps):
         """The search rounds over a sample of S clusters, then the K − S masks left (all K when
         nothing is chosen): E_mask gradient steps per mask (what halving trains of each
-        candidate, :func:`~clamu_helpers.selection.search_steps`), E_mask parallel steps per round."""
+        candidate, :func:`~clamu_helpers.localization.selection.search_steps`), E_mask parallel steps per round."""
         k = self.n_clusters(n_tasks)
         if not k:
             return costs

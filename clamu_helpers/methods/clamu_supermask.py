@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..determinism import generator
+from ..runtime.determinism import generator
 from .base import register
 from .clamu import Clamu
 from .declared import Integer, param

@@ -5,10 +5,10 @@ import hashlib
 from dataclasses import dataclass
 import json
 
-from ..errors import ShapeMismatchError, StateError
-from ..ledger import MergeLedger
-from ..masks import storage_bytes
-from ..clustering import members
+from ..core.errors import ShapeMismatchError, StateError
+from ..core.ledger import MergeLedger
+from ..localization.masks import storage_bytes
+from ..localization.clustering import members
 from .base import Method, register
 from .declared import ONE_OVER_T, Real, param
 from .localized import Localized, fallback_weights

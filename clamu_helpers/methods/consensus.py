@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import StateError
-from ..masks import masked_weights, storage_bytes, tall_masks
-from ..packing import pack, unpack
+from ..core.errors import StateError
+from ..localization.masks import masked_weights, storage_bytes, tall_masks
+from ..core.packing import pack, unpack
 from .base import Params, register
 from .basic import mean_val_score
 from .declared import SCALE_GRID, VAL, Grid, Integer, Real, param
@@ -23,9 +23,9 @@ K_GRID = (1, 2, 3)
 class Consensus(UsesRemainingVectors):
     """Consensus merging: every task is served the one model M0 + α m ⊙ τ̄ with the consensus
     mask m = 1{Σ_t m_t ≥ k}, where m_t = 1{|τ_t| > λ|τ̄ − τ_t|} are the TALL masks of the merged
-    tasks (:func:`clamu_helpers.masks.tall_masks`, one λ for all tasks). ``k`` (an integer ≥ 1 or
+    tasks (:func:`clamu_helpers.localization.masks.tall_masks`, one λ for all tasks). ``k`` (an integer ≥ 1 or
     ``"val"``: from ``ks``) and ``alpha`` (a number or ``"val"``: from
-    :func:`~clamu_helpers.selection.scale_grid`) are chosen together by the mean validation score
+    :func:`~clamu_helpers.localization.selection.scale_grid`) are chosen together by the mean validation score
     over the merged tasks. ``lam`` is fixed (default 0.4, the middle of the TALL λ grid: our
     choice, a parameter) so that the search stays |ks| × |α| evaluations.
 

@@ -1,6 +1,6 @@
 """What a method may use: :class:`MethodContext`, the narrow contract between methods and the system.
 
-A method never holds the :class:`~clamu_helpers.system.UnlearningSystem`. Every call of the
+A method never holds the :class:`~clamu_helpers.unlearning.system.UnlearningSystem`. Every call of the
 method interface (``fit``, ``refresh``, ``weights_for``, ``state``...) receives a context that
 carries exactly:
 
@@ -23,11 +23,11 @@ from typing import Mapping, Protocol, Sequence
 
 import torch
 
-from ..costs import Costs
-from ..errors import StateError
-from ..ledger import MergeLedger
+from ..runtime.costs import Costs
+from ..core.errors import StateError
+from ..core.ledger import MergeLedger
 from ..settings.base import Setting
-from ..taskvector import TaskVector
+from ..core.taskvector import TaskVector
 
 
 class LedgerView:

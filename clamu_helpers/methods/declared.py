@@ -14,7 +14,7 @@ scikit-learn's parameter constraints and mergekit's declared parameters)::
   is accepted and resolved the same way, and kept as written so that the digests of systems
   saved with it do not move;
 * the **grid** is what :data:`VAL` searches: :data:`SCALE_GRID` (the one grid of served scales,
-  :func:`clamu_helpers.selection.scale_grid` of the number of merged tasks) or the name of
+  :func:`clamu_helpers.localization.selection.scale_grid` of the number of merged tasks) or the name of
   another field holding a list (``grid="ks"``), optionally falling back, when that field is
   None, to a function of the parameters and T (``grid=("alphas", lambda p, n: scale_grid(n))``).
 
@@ -29,14 +29,14 @@ import math
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Callable
 
-from ..errors import ParameterError
-from ..selection import VAL, scale_grid
+from ..core.errors import ParameterError
+from ..localization.selection import VAL, scale_grid
 
 #: 1/T: the served scale of model averaging (T = the number of merged tasks)
 ONE_OVER_T = "1/T"
 #: older spellings of a sentinel → the sentinel (accepted, resolved alike, stored as written)
 ALIASES = {"mean": ONE_OVER_T}
-#: the grid of served scales: 1/T and the half-decades above it (:func:`~clamu_helpers.selection.scale_grid`)
+#: the grid of served scales: 1/T and the half-decades above it (:func:`~clamu_helpers.localization.selection.scale_grid`)
 SCALE_GRID = scale_grid
 
 
@@ -203,7 +203,7 @@ def parse_params(items, what: str = "--param") -> dict:
     method parameters written as text (the command line's ``--param``, method specs such as
     ``"sift:scale=count"``): a value is read as JSON where it is JSON (numbers, ``true``, lists)
     and kept as text otherwise (``1/T``, ``count``, ``val``). An item without ``=`` raises
-    :class:`~clamu_helpers.errors.ParameterError` naming ``what`` and the item."""
+    :class:`~clamu_helpers.core.errors.ParameterError` naming ``what`` and the item."""
     out = {}
     for item in items or []:
         key, eq, value = str(item).partition("=")

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import StateError
-from ..emr_merging import RESCALERS, EMRResult, emr, emr_elect
-from ..masks import storage_bytes
+from ..core.errors import StateError
+from ..localization.emr_merging import RESCALERS, EMRResult, emr, emr_elect
+from ..localization.masks import storage_bytes
 from .base import register
 from .declared import Flag, Options, param
 from .localized import CLUSTER_VECTOR, Localized, fallback_weights
@@ -18,7 +18,7 @@ class Emr(Localized):
     """EMR-merging over the vectors it merges: the task vectors τ_t (``clusters`` None) or the
     cluster vectors (τ_k/|k| by default: each cluster's merged model, draft Sec. 4.3). The sign
     ε is elected from exactly those vectors (per task: the exact ledger τ̄; with clusters: the
-    sum of the cluster vectors), then τ_uni, m_k and λ_k as :func:`clamu_helpers.emr_merging.emr`
+    sum of the cluster vectors), then τ_uni, m_k and λ_k as :func:`clamu_helpers.localization.emr_merging.emr`
     computes them: per-parameter-tensor rescalers as the original code does
     (``rescaler="per-tensor"``), or the global-sum form (``"global"``); λ_k = 1 if not
     ``rescale``. Served M0 + λ_k m_k ⊙ τ_uni. Storage: τ_uni and τ̄ (kept for exact unlearning),

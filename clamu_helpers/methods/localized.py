@@ -11,7 +11,7 @@ Common parameters (declared in ``Localized.Params``, read as ``self.p``):
 
 * ``clusters``: None = one cluster per task (task-level masks), or K.
 * ``cluster_by``: "task-vectors" (cosine affinity + spectral), "features" or "random"
-  (see :mod:`clamu_helpers.clustering`); ``negative`` ("clip" | "shift") maps cosines to a
+  (see :mod:`clamu_helpers.localization.clustering`); ``negative`` ("clip" | "shift") maps cosines to a
   non-negative affinity; ``feature_algorithm`` ("kmeans" | "spectral").
 * ``vectors``: how a refresh gets the remaining τ_t when it needs them (TALL, EMR,
   cluster-merge, and task-vector clusters): "retrain" (default) or "keep"
@@ -25,12 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from ..progress import tqdm
+from ..runtime.progress import tqdm
 
-from ..clustering import CLUSTER_BY, NEGATIVE, cluster_tasks, members
-from ..errors import StateError
-from ..masks import masked_weights, storage_bytes
-from ..packing import unpack
+from ..localization.clustering import CLUSTER_BY, NEGATIVE, cluster_tasks, members
+from ..core.errors import StateError
+from ..localization.masks import masked_weights, storage_bytes
+from ..core.packing import unpack
 from .base import Params
 from .basic import alpha_param
 from .declared import Integer, Options, one_over_t, param

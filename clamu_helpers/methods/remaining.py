@@ -13,7 +13,7 @@ vectors from, the second round in its counting rule, and the extra storage.
 """
 from __future__ import annotations
 
-from ..errors import StateError
+from ..core.errors import StateError
 from .base import Method
 from .declared import Options, param
 

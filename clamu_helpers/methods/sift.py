@@ -21,7 +21,7 @@
   coordinate i; c_i ≥ 1 wherever m_t,i = 1): not in the paper, offered for comparison. c is
   kept exactly (int32) and m_u is subtracted at unlearning.
 * a number α: s = α (α = 1 is the draft's unscaled M0 + m_t ⊙ τ̄).
-* ``"val"``: α chosen from :func:`clamu_helpers.selection.scale_grid` (1/T is its first value)
+* ``"val"``: α chosen from :func:`clamu_helpers.localization.selection.scale_grid` (1/T is its first value)
   by the mean validation score over the masked tasks, as every method's served scale is chosen
   in the figures. It is chosen again after each unlearning request (validation scores only, no
   gradient step); the masks of the other tasks still do not change.
@@ -49,10 +49,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..determinism import generator
-from ..errors import ClamuError, ExactnessError, StateError
-from ..packing import compress, pack, packed_bytes, unpack
-from ..taskvector import sha256_tensor
+from ..runtime.determinism import generator
+from ..core.errors import ClamuError, ExactnessError, StateError
+from ..core.packing import compress, pack, packed_bytes, unpack
+from ..core.taskvector import sha256_tensor
 from .base import Method, Params, register
 from .declared import ONE_OVER_T, SCALE_GRID, VAL, Integer, Options, Real, one_over_t, param
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import StateError
-from ..masks import LAMBDA_GRID, choose_lambda, masked_weights, pack_masks
+from ..core.errors import StateError
+from ..localization.masks import LAMBDA_GRID, choose_lambda, masked_weights, pack_masks
 from .base import register
 from .declared import Grid, Options, param
 from .localized import CLUSTER_VECTOR, Masked, weighted_mean
@@ -16,7 +16,7 @@ class Tall(Masked):
     ``lambdas`` by the score on the cluster's pooled validation data; served M0 + α m_k ⊙ τ̄.
 
     The original serves the plain sum (α = 1). ``alpha="val"`` (default) chooses α from
-    :func:`clamu_helpers.selection.scale_grid` (which holds 1) by the mean validation score, with
+    :func:`clamu_helpers.localization.selection.scale_grid` (which holds 1) by the mean validation score, with
     λ_k re-chosen for each α, as every method's served scale is chosen here. With clusters the
     local vector τ_k is the cluster's sum (``cluster_vector="sum"``): its share of τ̄ on τ̄'s own
     scale, so the test compares the cluster against the rest of τ̄ exactly as a task's τ_t is

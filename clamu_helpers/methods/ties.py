@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import StateError
-from ..merging import ties_merge
+from ..core.errors import StateError
+from ..core.merging import ties_merge
 from .base import Params, register
 from .basic import mean_val_score
 from .declared import VAL, Grid, Real, param
@@ -21,7 +21,7 @@ LAMBDA_GRID = (0.1, 0.3, 0.5, 1.0, 1.5, 2.0)
 
 @register("ties")
 class Ties(UsesRemainingVectors):
-    """Every task is served M0 + λ τ_TIES, τ_TIES = :func:`clamu_helpers.merging.ties_merge` of
+    """Every task is served M0 + λ τ_TIES, τ_TIES = :func:`clamu_helpers.core.merging.ties_merge` of
     the merged τ_t (sorted by id) with trim fraction k. ``k`` and ``lam`` are numbers or ``"val"``
     (the whole grid ``ks`` × ``lams`` is scored by the mean validation score over the merged
     tasks). TIES needs every τ_t: a refresh retrains the remaining ones (``vectors="retrain"``)

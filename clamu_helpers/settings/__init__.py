@@ -1,12 +1,15 @@
-"""Settings by name. Each setting is registered once (:func:`register_setting`: its factory
-``(profile, seed, **kw) -> Setting``, the paper setting it stands in for, its paper twin, its
-availability check); ``SETTINGS``, ``ANALOG_OF``, ``PAPER_SETTING_OF`` and ``AVAILABILITY``
+"""Settings by name, discovered like methods: each module of this folder that is not machinery
+is a family of settings whose ``register()`` registers them. Each setting is registered once
+(:func:`register_setting`: its factory ``(profile, seed, **kw) -> Setting``, the paper setting it
+stands in for, its paper twin, its availability check); ``SETTINGS``, ``ANALOG_OF``, ``PAPER_SETTING_OF`` and ``AVAILABILITY``
 are views of that one registry, and :func:`get_setting` builds one by name."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import sys
 
-from ..errors import UnknownNameError
+from ..core.errors import UnknownNameError
 
 from .base import PROFILES, FinetuneConfig, Setting, Task
 from .recipe import SettingRecipe
@@ -53,10 +56,11 @@ __all__ = ["ANALOG_OF", "AVAILABILITY", "FinetuneConfig", "PAPER_SETTING_OF", "P
            "Setting", "SettingEntry", "SettingRecipe", "SyntheticSetting", "Task", "availability", "get_setting",
            "register_setting", "resolve_setting"]
 
-# the embedded analogs and the paper's own settings register themselves (heavy imports are lazy)
-from . import authors, images, paper, text  # noqa: E402
+#: modules of this folder that hold no setting family: the machinery, and the paper's loaders
+_MACHINERY = {"base", "recipe", "registry", "synthetic", "paper_data", "paper_models"}
 
-images.register()
-text.register()
-authors.register()
-paper.register_all()
+# every other module is a family of settings whose ``register()`` registers them (the embedded
+# analogs and the paper's own settings; heavy imports are lazy): adding a family is adding its file
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _info.name not in _MACHINERY:
+        importlib.import_module(f"{__name__}.{_info.name}").register()

@@ -37,11 +37,11 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
-from ..progress import tqdm
+from ..runtime.progress import tqdm
 
-from ..cache import cached_tensors, content_key
-from ..determinism import deterministic, fingerprint, generator, rng, stable_seed
-from ..errors import MissingResourceError
+from ..runtime.cache import cached_tensors, content_key
+from ..runtime.determinism import deterministic, fingerprint, generator, rng, stable_seed
+from ..core.errors import MissingResourceError
 from .base import FinetuneConfig, Setting, Task, batched_features
 
 FIRST = ("Aldric", "Brenna", "Calloway", "Dervla", "Emeric", "Fenna", "Galen", "Hesper", "Ilario", "Jorun",
@@ -363,7 +363,7 @@ class AuthorsSetting(Setting):
         (:func:`answer_probability`), with the output layer run at the answer positions only."""
         if len(y) == 0:
             return float("nan")
-        from ..params import functional
+        from ..core.params import functional
         x, y, keep = answer_view(x, y, self.tokenizer.pad)
         dev = self.device
         keep = keep.to(dev)

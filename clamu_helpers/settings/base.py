@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..params import ParamSpec, functional
-from ..timing import EVALUATION, timed_function
+from ..core.params import ParamSpec, functional
+from ..runtime.timing import EVALUATION, timed_function
 
-#: the profiles (clamu_helpers.profiles says what changes with each)
+#: the profiles (clamu_helpers.reproduction.profiles says what changes with each)
 PROFILES = ("smoke", "cpu", "paper")
 
 
@@ -55,7 +55,7 @@ class FinetuneConfig:
     fused: bool = True            # fused optimizer kernel (other bits than foreach=False; see above)
 
     def __post_init__(self):
-        from ..device import check_precision
+        from ..runtime.device import check_precision
         check_precision(self.precision)
         if not isinstance(self.fused, bool):
             raise TypeError(f"FinetuneConfig.fused must be True or False, got {self.fused!r}")
@@ -84,7 +84,7 @@ class Task:
 
     def digest(self) -> str:
         """SHA-256 of the task's training data: part of every cache key for τ_t."""
-        from ..taskvector import sha256_tensor
+        from ..core.taskvector import sha256_tensor
         h = hashlib.sha256(self.task_id.encode())
         for t in self.train:
             h.update(sha256_tensor(t).encode())
@@ -110,7 +110,7 @@ class Setting:
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        if "score" in cls.__dict__:  # a subclass's metric is timed as evaluation too (clamu_helpers.timing)
+        if "score" in cls.__dict__:  # a subclass's metric is timed as evaluation too (clamu_helpers.runtime.timing)
             cls.score = timed_function(EVALUATION)(cls.__dict__["score"])
 
     def __init__(self, profile: str = "cpu", seed: int = 0, finetune: FinetuneConfig | None = None):
@@ -142,14 +142,14 @@ class Setting:
     @property
     def device(self) -> torch.device:
         """Where M0 (and so θ0) lives: where systems on this setting compute by default."""
-        from ..device import module_device
+        from ..runtime.device import module_device
         return module_device(self.model)
 
     def to(self, device: "str | torch.device") -> "Setting":
-        """Move M0 to ``device`` (checked by :func:`clamu_helpers.device.resolve`): finetuning,
+        """Move M0 to ``device`` (checked by :func:`clamu_helpers.runtime.device.resolve`): finetuning,
         evaluation and mask optimisation then run there. θ0, the task data and everything exact
         (ledger, τ_t, masks) stay on the CPU; weights and batches move to the device as used."""
-        from ..device import resolve
+        from ..runtime.device import resolve
         dev = resolve(device)
         if dev != self.device:
             self.model.to(dev)
@@ -209,7 +209,7 @@ class Setting:
         return [t.task_id for t in self.tasks]
 
     def task(self, task_id: str) -> Task:
-        from ..errors import UnknownTaskError
+        from ..core.errors import UnknownTaskError
         try:
             return self._by_id[str(task_id)]
         except KeyError:
@@ -238,9 +238,9 @@ def batched_features(model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor
                      batch: int = 256) -> torch.Tensor:
     """``fn(x)`` in batches of ``batch`` rows, as (N, h) float32: M0's features for feature
     clustering (a setting's ``cluster_features``). Runs without gradients, with ``model`` in eval
-    mode (restored afterwards) and one pinned thread (:func:`~clamu_helpers.determinism.deterministic`),
+    mode (restored afterwards) and one pinned thread (:func:`~clamu_helpers.runtime.determinism.deterministic`),
     so the features are bit-stable whatever the machine's core count; batching bounds memory."""
-    from ..determinism import deterministic
+    from ..runtime.determinism import deterministic
     was_training = model.training
     model.eval()
     try:

@@ -27,9 +27,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..cache import cached_tensors, content_key
-from ..determinism import deterministic, fingerprint, generator, rng
-from ..errors import MissingResourceError
+from ..runtime.cache import cached_tensors, content_key
+from ..runtime.determinism import deterministic, fingerprint, generator, rng
+from ..core.errors import MissingResourceError
 from .base import FinetuneConfig, Setting, Task
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -229,7 +229,7 @@ class ImageSetting(Setting):
 
     def build_pretrained(self) -> nn.Module:
         x, y = self.pretrain_pool()
-        from ..taskvector import sha256_tensor
+        from ..core.taskvector import sha256_tensor
         key = content_key("images-mlp-v1", sha256_tensor(x), sha256_tensor(y), self.pretrain_epochs,
                           self.seed, fingerprint())
 

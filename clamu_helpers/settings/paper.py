@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..params import functional
+from ..core.params import functional
 from . import paper_data as pdata
 from . import paper_models as pm
 from .base import FinetuneConfig, Setting, Task, batched_features
@@ -259,7 +259,7 @@ def _paper_available(relative: str, weights: str):
     return check
 
 
-def register_all() -> None:
+def register() -> None:
     """Register the five paper settings (``model="tiny-random"`` runs them offline)."""
     from .registry import register_setting
     clip, gpt2 = "open_clip ViT-B-32", "GPT-2"

@@ -39,8 +39,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..determinism import rng
-from ..errors import ClamuError, MissingResourceError
+from ..runtime.determinism import rng
+from ..core.errors import ClamuError, MissingResourceError
 
 IMAGE_DATASETS = ("dtd", "resisc45", "mnist")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")

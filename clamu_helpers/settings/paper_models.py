@@ -37,8 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..determinism import generator, stable_seed
-from ..errors import ClamuError, MissingResourceError
+from ..runtime.determinism import generator, stable_seed
+from ..core.errors import ClamuError, MissingResourceError
 
 PAD = -1
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..cache import content_key
+from ..runtime.cache import content_key
 
 if TYPE_CHECKING:
     from .base import Setting

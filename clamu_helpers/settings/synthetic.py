@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..determinism import deterministic, generator
+from ..runtime.determinism import deterministic, generator
 from .base import FinetuneConfig, Setting, Task
 
 

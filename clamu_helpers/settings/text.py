@@ -15,12 +15,12 @@ finetuned. The lower layers are frozen, so their outputs are computed once per s
 cached on disk by content hash (model file, texts, token limit, layer). A task's inputs
 ``x`` are those cached hidden states packed with the attention mask,
 ``x[..., :384]`` = hidden states and ``x[..., 384]`` = mask (one tensor, as
-:func:`~clamu_helpers.finetune.finetune` expects), and M0 is :class:`TopEncoder` (the top
+:func:`~clamu_helpers.training.finetune.finetune` expects), and M0 is :class:`TopEncoder` (the top
 layers + mean pooling + head). Running M0 on ``x`` equals running the full encoder on the raw
 text and the same head (:meth:`TextSetting.full_forward`), up to float rounding (the tests
 check ≤ 1e-4); eager attention is used on both paths.
 
-Feature clustering (:func:`~clamu_helpers.clustering.feature_clusters`) uses
+Feature clustering (:func:`~clamu_helpers.localization.clustering.feature_clusters`) uses
 :meth:`TextSetting.cluster_features`: M0's pooled sentence embedding at its final layer
 (``TopEncoder.encode``, mean over the non-padding tokens), the same for both heads.
 
@@ -52,11 +52,11 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
-from ..progress import tqdm
+from ..runtime.progress import tqdm
 
-from ..cache import cached_tensors, content_key
-from ..determinism import deterministic, fingerprint, generator, rng
-from ..errors import MissingResourceError
+from ..runtime.cache import cached_tensors, content_key
+from ..runtime.determinism import deterministic, fingerprint, generator, rng
+from ..core.errors import MissingResourceError
 from .base import FinetuneConfig, Setting, Task, batched_features
 
 HEADS = ("label-name", "cls")
