@@ -81,12 +81,28 @@ def test_clamu_equal_budget_defaults_and_search_record(blobs):
     assert search < (len(scale_grid(T)) + 3) * 10
 
 
+def _count_mask_steps(monkeypatch) -> list:
+    """Mask steps trained from here on, one entry per ``MaskRun.advance``."""
+    from clamu_helpers.localization.masks import MaskRun
+    trained = []
+    real = MaskRun.advance
+    monkeypatch.setattr(MaskRun, "advance", lambda self, n: trained.append(min(n, self.config.steps - self.done))
+                        or real(self, n))
+    return trained
+
+
 @pytest.mark.parametrize("params, expect", [({}, None), ({"clusters": 3}, None), ({"search": "full"}, None),
-                                            ({"alpha": 1.0, "mask_lr": 100.0}, (10, 10))])
+                                            ({"alpha": 1.0, "mask_lr": 100.0}, (10, 10)),
+                                            ({"clusters": 3, "search_on": "tasks"}, None),
+                                            ({"halving_reduction": 4, "halving_min_fraction": 1 / 16}, None)])
 def test_clamu_mask_fits_counts_the_mask_steps_a_fit_trains(blobs, monkeypatch, params, expect):
     """``Clamu.mask_fits`` (used by benchmarks/time_floor.py to split mask time into search and
     served masks) equals the mask steps a fit trains, in full-budget masks."""
+    from collections import OrderedDict
+
+    import clamu_helpers.methods.clamu as clamu
     from clamu_helpers.localization.masks import MaskRun
+    monkeypatch.setattr(clamu, "_SHARED", OrderedDict())   # a search on tasks is made, not found
     trained = []
     real = MaskRun.advance
     monkeypatch.setattr(MaskRun, "advance", lambda self, n: trained.append(min(n, self.config.steps - self.done))
@@ -97,6 +113,62 @@ def test_clamu_mask_fits_counts_the_mask_steps_a_fit_trains(blobs, monkeypatch, 
     assert s.fit_costs.gradient_steps == len(s.task_ids) * blobs.finetune_config.steps + sum(trained)
     if expect is not None:
         assert fits == expect                       # nothing chosen: every served mask once, no search
+
+
+def test_search_on_tasks_is_one_search_for_every_k_and_the_control(blobs, monkeypatch):
+    """``search_on="tasks"``: the α/η search runs on one mask per task over τ̄, so fits with other
+    K, and the supermask control, reuse it instead of searching again, and are charged its steps
+    as if they ran it (fit compute stays comparable); a cleared cache gives the same choice."""
+    from collections import OrderedDict
+
+    import clamu_helpers.methods.clamu as clamu
+    monkeypatch.setattr(clamu, "_SHARED", OrderedDict())
+    trained = _count_mask_steps(monkeypatch)
+    T, E = len(blobs.task_ids), blobs.finetune_config.steps
+    a = _fit(blobs, "clamu", mask_steps=9, clusters=2, search_on="tasks")
+    first = sum(trained)
+    trained.clear()
+    b = _fit(blobs, "clamu", mask_steps=9, clusters=5, search_on="tasks")
+    c = _fit(blobs, "clamu-supermask", mask_steps=9, clusters=2, search_on="tasks")
+    assert a.method.chosen == b.method.chosen == c.method.chosen and set(a.method.chosen) == {"alpha", "mask_lr"}
+    assert sum(trained) == (5 + 2) * 9                    # b and c trained only the masks they serve
+    assert first == a.method.mask_fits(T)[0] * 9          # a trained the search and its 2 masks
+    for s in (a, b, c):                                   # each charged the search as if it ran it
+        assert s.fit_costs.gradient_steps == T * E + s.method.mask_fits(T)[0] * 9
+    search_steps = first - 2 * 9
+    assert b.fit_costs.gradient_steps == T * E + search_steps + 5 * 9
+    # the cache is a pure cache: searched again from nothing, the same choice and served bits
+    monkeypatch.setattr(clamu, "_SHARED", OrderedDict())
+    again = _fit(blobs, "clamu", mask_steps=9, clusters=5, search_on="tasks")
+    assert again.method.chosen == b.method.chosen and again.served_digest() == b.served_digest()
+
+
+@pytest.mark.parametrize("clear_between", [False, True])
+def test_search_on_tasks_is_searched_again_after_unlearning_and_stays_exact(blobs, monkeypatch, clear_between):
+    """A refresh after unlearning has another task set, so it searches again: the unlearned
+    system equals a fresh fit on the remaining tasks, whether or not the cache saw them first."""
+    from collections import OrderedDict
+
+    import clamu_helpers.methods.clamu as clamu
+    monkeypatch.setattr(clamu, "_SHARED", OrderedDict())
+    kw = dict(mask_steps=6, clusters=3, search_on="tasks")
+    a = _fit(blobs, "clamu", **kw)
+    a.unlearn(["s02", "s05"])
+    if clear_between:
+        monkeypatch.setattr(clamu, "_SHARED", OrderedDict())
+    b = UnlearningSystem(blobs, "clamu", **kw).fit([t for t in blobs.task_ids if t not in ("s02", "s05")])
+    assert a.method.chosen == b.method.chosen and a.served_digest() == b.served_digest()
+
+
+def test_a_more_aggressive_halving_schedule_trains_fewer_search_steps(blobs):
+    default = _fit(blobs, "clamu", mask_steps=16)
+    aggressive = _fit(blobs, "clamu", mask_steps=16, halving_reduction=4, halving_min_fraction=1 / 16)
+    assert aggressive.method.halving().rungs(16) == [1, 4, 16] and default.method.halving().rungs(16) == [2, 6, 16]
+    assert aggressive.fit_costs.gradient_steps < default.fit_costs.gradient_steps
+    for bad in (dict(halving_reduction=1), dict(halving_min_fraction=0), dict(halving_min_fraction=1.5),
+                dict(search_on="everything")):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            get_method("clamu", **bad)
 
 
 def test_successive_halving_keeps_the_best_third_and_resumes_them():
@@ -136,6 +208,8 @@ def test_a_clamu_state_saved_before_halving_loads_as_the_full_search(blobs, tmp_
     state = next((tmp_path / "sys").glob("state-*/state.json"))
     meta = json.loads(state.read_text())
     assert meta["method"]["params"].pop("search") == "full"
+    for later in ("halving_reduction", "halving_min_fraction", "search_on"):   # added after halving
+        meta["method"]["params"].pop(later)
     state.write_bytes(json.dumps(meta).encode())
     manifest = state.with_name("manifest.json")          # as the older version wrote it
     listed = json.loads(manifest.read_text())
@@ -147,6 +221,7 @@ def test_a_clamu_state_saved_before_halving_loads_as_the_full_search(blobs, tmp_
     pointer.write_text(json.dumps(ptr))
     back = UnlearningSystem.load(tmp_path / "sys", blobs)
     assert back.method.params["search"] == "full" and back.served_digest() == s.served_digest()
+    assert (back.method.p.halving_reduction, back.method.p.search_on) == (3, "clusters")
 
 
 def test_supermask_control_optimizes_over_random_signs_of_tau_bar(blobs):

@@ -1,6 +1,7 @@
 """``clamu``: ClAMU's optimized masks (draft, Algorithm 1 ``Localize``), and its supermask control."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -17,8 +18,15 @@ ETA_GRIDS = {"draft": (10.0, 100.0, 1000.0, 10000.0), "normalized": (0.003, 0.01
 ETA_START = {"draft": 100.0, "normalized": 0.01}
 #: ``search``: "halving" (successive halving, :data:`HALVING`) or "full" (every candidate at E_mask)
 SEARCHES = ("halving", "full")
-#: the halving schedule: rungs at E_mask/9, E_mask/3 and E_mask, a third of the candidates going on
+#: the default halving schedule: rungs at E_mask/9, E_mask/3 and E_mask, a third of the candidates
+#: going on (``halving_reduction``, ``halving_min_fraction``)
 HALVING = Halving(reduction=3, min_fraction=1 / 9)
+#: ``search_on``: where the α/η search trains its candidate masks: a sample of the fit's own
+#: clusters, or a sample of the tasks, one mask each (the same search whatever the clusters)
+SEARCH_ON = ("clusters", "tasks")
+#: searches on tasks already made in this process: (τ̄, data, task set, search) → (α, η, steps per round)
+_SHARED: OrderedDict = OrderedDict()
+_SHARED_MAX = 64
 
 
 @register("clamu")
@@ -57,8 +65,10 @@ class Clamu(Masked):
     reference = "ClAMU: the draft of Exact Unlearning of Finetuning Data via Model Merging at Scale (2025), Alg. 1"
     test_params = {"mask_steps": 20}
     cost_rule = "retrain-and-masks"
-    #: systems saved before successive halving searched every candidate in full
-    legacy_params = {"search": "full"}
+    #: what systems saved before each parameter existed did: successive halving came later (they
+    #: searched every candidate in full), then its schedule, then the search on tasks
+    legacy_params = {"search": "full", "halving_reduction": HALVING.reduction,
+                     "halving_min_fraction": HALVING.min_fraction, "search_on": "clusters"}
 
     @dataclass
     class Params(Masked.Params):
@@ -73,6 +83,9 @@ class Clamu(Masked):
         mask_lrs: list | None = param(None, Grid(), none=True)   # η grid (None: ETA_GRIDS[update])
         select_clusters: int = param(8, Integer(cast=True))   # clusters sampled for the validation search
         search: str = param("halving", Options(*SEARCHES))   # "halving" (successive halving) or "full"
+        halving_reduction: int = param(HALVING.reduction, Integer(low=2, cast=True))   # 1/this go on per rung
+        halving_min_fraction: float = param(HALVING.min_fraction, Real(high=1.0, closed="right", cast=True))  # 1st rung
+        search_on: str = param("clusters", Options(*SEARCH_ON))   # "clusters" (the fit's own) or "tasks" (shared)
 
     def needs_vectors(self):
         return self.clusters_need_vectors()
@@ -98,7 +111,9 @@ class Clamu(Masked):
         return start if start in grid else grid[len(grid) // 2]
 
     def halving(self) -> Halving | None:
-        return HALVING if self.p.search == "halving" else None
+        if self.p.search != "halving":
+            return None
+        return Halving(reduction=self.p.halving_reduction, min_fraction=self.p.halving_min_fraction)
 
     def search_plan(self, n_tasks: int) -> list[int]:
         """Candidates trained per search round (α round, then the η round's new values): [] when
@@ -112,28 +127,35 @@ class Clamu(Masked):
         return [ne] if e_val else []
 
     def search_sample(self, n_tasks: int) -> int:
-        """S, the clusters the validation search optimizes masks for on ``n_tasks`` tasks: up to
-        ``select_clusters`` of the K, none when nothing is chosen."""
+        """S, the masks the validation search optimizes per candidate on ``n_tasks`` tasks: up to
+        ``select_clusters`` of the K clusters (of the T tasks with ``search_on="tasks"``), none
+        when nothing is chosen."""
         k = self.n_clusters(n_tasks)
-        return min(self.p.select_clusters, k) if self.search_plan(n_tasks) and k else 0
+        pool = n_tasks if self.p.search_on == "tasks" else k
+        return min(self.p.select_clusters, pool) if self.search_plan(n_tasks) and k else 0
+
+    def reused_masks(self, n_tasks: int) -> int:
+        """Masks of the search that are served (the chosen candidate's, on the fit's own clusters)."""
+        return self.search_sample(n_tasks) if self.p.search_on == "clusters" else 0
 
     def mask_fits(self, n_tasks: int, e_mask: int | None = None) -> tuple[float, int]:
         """(masks optimized, masks served) by one fit or refresh on ``n_tasks`` tasks, the first
         in full-budget masks (mask steps ÷ E_mask, ``e_mask`` the setting's E_mask unless the
-        method fixes ``mask_steps``): the search's rounds over S sampled clusters
-        (:func:`~clamu_helpers.localization.selection.search_steps`), whose chosen masks are kept, and the
-        K − S other masks once; K are served."""
+        method fixes ``mask_steps``): the search's rounds over S sampled masks
+        (:func:`~clamu_helpers.localization.selection.search_steps`), whose chosen masks are kept
+        when they are the fit's own clusters, and the other masks once; K are served."""
         e = self.p.mask_steps or e_mask
         if not e:
             raise ValueError("mask_fits needs e_mask (the setting's E_mask) when mask_steps is not set")
         k, s = self.n_clusters(n_tasks), self.search_sample(n_tasks)
         searched = sum(search_steps(n, e, self.halving()) for n in self.search_plan(n_tasks)) * s
-        return (searched + (k - s) * e) / e, k
+        return (searched + (k - self.reused_masks(n_tasks)) * e) / e, k
 
     def refit_cost(self, costs, n_tasks, steps):
-        """The search rounds over a sample of S clusters, then the K − S masks left (all K when
-        nothing is chosen): E_mask gradient steps per mask (what halving trains of each
-        candidate, :func:`~clamu_helpers.localization.selection.search_steps`), E_mask parallel steps per round."""
+        """The search rounds over a sample of S masks, then the masks left (K − S on the fit's
+        own clusters, all K when the search ran on tasks or nothing is chosen): E_mask gradient
+        steps per mask (what halving trains of each candidate,
+        :func:`~clamu_helpers.localization.selection.search_steps`), E_mask parallel steps per round."""
         k = self.n_clusters(n_tasks)
         if not k:
             return costs
@@ -143,7 +165,7 @@ class Clamu(Masked):
             if n_candidates:
                 costs.add(gradient_steps=search_steps(n_candidates, e_mask, self.halving()) * s,
                           parallel_steps=e_mask)
-        return costs.round(k - s, e_mask, trainings=False)
+        return costs.round(k - self.reused_masks(n_tasks), e_mask, trainings=False)
 
     # -- fitting -------------------------------------------------------------------------------
     def target(self, ctx) -> torch.Tensor:
@@ -155,26 +177,48 @@ class Clamu(Masked):
         if not groups:
             return
         steps, batch = self.budget(ctx.setting)
-        target, threads = self.target(ctx), ctx.setting.finetune_config.threads
         n = len(ctx.ledger)
-        plan = self.search_plan(n)
         clusters = list(groups)
-        sample = clusters
-        if plan:
-            s = min(self.p.select_clusters, len(clusters))
-            pick = rng(ctx.seed, "clamu-select", *sorted(ctx.task_ids)).permutation(len(clusters))[:s]
-            sample = sorted(clusters[int(i)] for i in pick)
+        alpha, eta = self.alpha_grid(n)[0], self.eta_grid()[0]   # a fixed value is a grid of one
+        done: dict[int, torch.Tensor] = {}
+        if self.search_plan(n):
+            if self.p.search_on == "tasks":
+                alpha, eta, rounds = self._shared_search(ctx, steps, batch)
+            else:
+                alpha, eta, rounds, done = self._search(ctx, groups, self.target(ctx), steps, batch)
+            for gradient_steps in rounds:   # each round's candidates run side by side: E_mask parallel steps
+                costs.add(gradient_steps=gradient_steps, parallel_steps=steps)
+        target = self.target(ctx)
+        rest = [c for c in clusters if c not in done]
+        for c in self._bar(ctx, rest, f"ClAMU masks (α={alpha:.3g}, η={eta:g})"):
+            done[c] = pack_masks([self._run(ctx, groups[c], target, alpha, eta, steps, batch).advance(steps).mask])[0]
+        if rest:
+            costs.round(len(rest), steps, trainings=False)
+        self.masks = {c: done[c] for c in clusters}
+        self.chosen = {name: value for name, value in (("alpha", alpha), ("mask_lr", eta)) if name in self.searched()}
+
+    def _run(self, ctx, ids, target, alpha, eta, steps, batch) -> MaskRun:
+        """The mask optimisation of one group of tasks (batches seeded by (seed, its members))."""
+        cfg = MaskConfig(steps, float(eta), batch, float(alpha), self.p.update, ctx.setting.finetune_config.threads)
+        return MaskRun(ctx.setting, target, self.group_data(ctx, ids, "train"), cfg,
+                       generator(ctx.seed, "clamu-mask", *ids))
+
+    def _search(self, ctx, groups, target, steps, batch):
+        """The α/η search over masks of a seeded sample of ``groups``: (α, η, gradient steps of
+        each round that trained, the chosen candidate's full-budget masks by group)."""
+        n = len(ctx.ledger)
+        clusters = list(groups)
+        s = min(self.p.select_clusters, len(clusters))
+        pick = rng(ctx.seed, "clamu-select", *sorted(ctx.task_ids)).permutation(len(clusters))[:s]
+        sample = sorted(clusters[int(i)] for i in pick)
         runs: dict[tuple[float, float], dict[int, MaskRun]] = {}
         scored: dict[tuple[float, float, int], float] = {}
-        trained = [0]
+        trained, rounds = [0], []
 
         def run_of(alpha, eta, c) -> MaskRun:
             rs = runs.setdefault((alpha, eta), {})
             if c not in rs:
-                ids = groups[c]
-                cfg = MaskConfig(steps, float(eta), batch, float(alpha), self.p.update, threads)
-                rs[c] = MaskRun(ctx.setting, target, self.group_data(ctx, ids, "train"), cfg,
-                                generator(ctx.seed, "clamu-mask", *ids))
+                rs[c] = self._run(ctx, groups[c], target, alpha, eta, steps, batch)
             return rs[c]
 
         def evaluate(alpha, eta, b):
@@ -196,7 +240,7 @@ class Clamu(Masked):
             before = trained[0]
             best = search(candidates, score, steps, self.halving()).value
             if trained[0] > before:
-                costs.add(gradient_steps=trained[0] - before, parallel_steps=steps)
+                rounds.append(trained[0] - before)
             return best
 
         searched = self.searched()
@@ -213,15 +257,28 @@ class Clamu(Masked):
             eta = choose(finalists, lambda e: evaluate(alpha, e, steps)).value
         chosen = runs.get((alpha, eta), {})
         done = {c: pack_masks([r.mask])[0] for c, r in chosen.items() if r.done == steps}
-        runs.clear()   # the candidates not chosen: free their scores
-        rest = [c for c in clusters if c not in done]
-        for c in self._bar(ctx, rest, f"ClAMU masks (α={alpha:.3g}, η={eta:g})"):
-            done[c] = pack_masks([run_of(alpha, eta, c).advance(steps).mask])[0]
-            runs.clear()
-        if rest:
-            costs.round(len(rest), steps, trainings=False)
-        self.masks = {c: done[c] for c in clusters}
-        self.chosen = {name: value for name, value in (("alpha", alpha), ("mask_lr", eta)) if name in searched}
+        return alpha, eta, rounds, done
+
+    def _shared_search(self, ctx, steps, batch):
+        """``search_on="tasks"``: the search over one mask per task, over τ̄, made once per
+        process for (τ̄, the setting, the seed, the task set, the search's parameters) and reused
+        by every fit with the same key (another K, the other clustering, the supermask control).
+        Returns (α, η, gradient steps of each round)."""
+        n = len(ctx.ledger)
+        recipe = getattr(ctx.setting, "recipe", None)
+        key = (ctx.ledger.digest(), repr(recipe) if recipe is not None else ("object", id(ctx.setting)), ctx.seed,
+               tuple(sorted(ctx.task_ids)), steps, batch, self.alpha_grid(n), self.eta_grid(), tuple(self.searched()),
+               self.p.update, self.p.select_clusters, self.p.search, self.p.halving_reduction,
+               self.p.halving_min_fraction, ctx.setting.finetune_config.threads)
+        if key in _SHARED:
+            _SHARED.move_to_end(key)
+            return _SHARED[key][:3]
+        tasks = {i: (t,) for i, t in enumerate(sorted(ctx.task_ids))}
+        alpha, eta, rounds, _ = self._search(ctx, tasks, ctx.tau_bar, steps, batch)
+        _SHARED[key] = (alpha, eta, rounds, ctx.setting)   # the setting pins the id in a key without a recipe
+        while len(_SHARED) > _SHARED_MAX:
+            _SHARED.popitem(last=False)
+        return alpha, eta, rounds
 
     def served_params(self, ctx):
         if not self.masks:
@@ -239,4 +296,4 @@ class Clamu(Masked):
         self._load_chosen(meta)
 
 
-__all__ = ["Clamu", "ETA_GRIDS", "ETA_START", "HALVING", "SEARCHES"]
+__all__ = ["Clamu", "ETA_GRIDS", "ETA_START", "HALVING", "SEARCHES", "SEARCH_ON"]
