@@ -226,3 +226,22 @@ def test_report_summary_lists_claims_with_their_verdicts(tmp_path):
     assert "| reproduces |" in summary and "| **does not reproduce** |" in summary and "too few tasks" in summary
     assert "374.5×" not in summary                 # arithmetic is not a claim check
     assert "Cost model (arithmetic" in text and "374.5×" in text
+
+
+def test_what_this_run_shows_is_one_call_that_saves_the_rows_and_renders_them(tmp_path):
+    """The notebooks' last cell: rows saved for REPORT.md (None rows dropped), and one Markdown
+    line per row with our interval, the paper's number, the verdict and its reason."""
+    from clamu_helpers.reproduction import plots
+    rows = [C.check("fig3-clamu", [0.05, 0.06, 0.07]), None,
+            C.check("fig4-features", [0.01, -0.01, 0.0], why="too few tasks"),
+            C.measurement("Fig 3: ClAMU − its supermask control", [0.01, 0.02, 0.03])]
+    md = plots.report("04_clamu", rows, "smoke", 3, out=tmp_path)
+    text = md.data
+    assert text.startswith("**What this run shows** (3 seeds; 95% t interval over seeds):")
+    lines = [ln for ln in text.splitlines() if ln.startswith("- ")]
+    assert len(lines) == 3
+    assert lines[0].endswith(": **reproduces**") and "**does not reproduce** (" in lines[1]
+    assert lines[1].endswith("; too few tasks)")                          # the reason from the numbers, then ours
+    assert "supermask control" in lines[2] and "**" not in lines[2]     # a measurement has no verdict
+    saved = json.loads((tmp_path / "report" / "04_clamu.json").read_text())["rows"]
+    assert [r["claim"] for r in saved] == [r["claim"] for r in rows if r]

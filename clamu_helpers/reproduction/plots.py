@@ -167,3 +167,21 @@ def report_rows(notebook: str, rows: list[dict], profile: str, out=None) -> Path
     rows = [{**row, "source_digest": rec["source_digest"]} for row in rows]
     _write_text(path, json.dumps({"rows": rows, "time": snapshot(), **rec}, indent=2, default=str) + "\n")
     return path
+
+
+def run_shows(rows: list[dict], n_seeds: int) -> str:
+    """"What this run shows": one Markdown line per report row (claim, our interval, the
+    paper's number, the verdict and its reason), under a header that says the seeds."""
+    lines = [f"- {r['claim']}: {r['ours']} — paper {r['paper']}" + (f": **{r['verdict']}**" if r.get("verdict") else "")
+             + (f" ({r['why']})" if r.get("why") else "") for r in rows if r]
+    return f"**What this run shows** ({n_seeds} seeds; 95% t interval over seeds):\n\n" + "\n".join(lines)
+
+
+def report(notebook: str, rows: list, profile: str, n_seeds: int, out=None):
+    """A notebook's last call: save its report rows for REPORT.md (:func:`report_rows`; rows that
+    are None, claims a setting could not check, are dropped) and return "What this run shows"
+    as Markdown for the notebook to display."""
+    from IPython.display import Markdown
+    rows = [r for r in rows if r]
+    report_rows(notebook, rows, profile, out=out)
+    return Markdown(run_shows(rows, n_seeds))
