@@ -1,0 +1,53 @@
+"""The quantities claims are judged on (clamu_helpers.reproduction.measures), each checked against
+the formula the notebooks wrote inline, on small frames whose answers are known."""
+import pandas as pd
+import pytest
+
+from clamu_helpers.reproduction import measures as M
+from clamu_helpers.reproduction.experiments import per_seed
+
+
+def _fig3():
+    rows = []
+    for seed, (clamu, tall, emr, sm) in enumerate([(0.80, 0.70, 0.75, 0.78), (0.82, 0.79, 0.60, 0.70)]):
+        for label, acc in (("ClAMU", clamu), ("TALL", tall), ("EMR", emr), ("ClAMU supermask (control)", sm)):
+            rows.append({"seed": seed, "label": label, "accuracy": acc})
+    return pd.DataFrame(rows)
+
+
+def test_lead_is_the_label_minus_the_best_other_per_seed():
+    f = _fig3()
+    assert per_seed(f, M.lead("ClAMU", "TALL", "EMR")) == pytest.approx([0.05, 0.03])
+    assert per_seed(f, M.lead("ClAMU", "ClAMU supermask (control)")) == pytest.approx([0.02, 0.12])
+    assert per_seed(f, M.lead("ClAMU", "TALL", relative=True)) == pytest.approx([0.1 / 0.7, 0.03 / 0.79])
+    with pytest.raises(ValueError, match="at least one"):
+        M.lead("ClAMU")
+    with pytest.raises(ValueError, match="several rows per label"):
+        per_seed(pd.concat([f, f]), M.lead("ClAMU", "TALL"))
+
+
+def test_recovery_and_growth_at_the_largest_task_count():
+    rows = [{"seed": 0, "tasks": t, "model": m, "accuracy": a}
+            for t, vals in ((2, (0.9, 0.95, 0.3)), (50, (0.5, 0.9, 0.3)))
+            for m, a in zip(("merged", "local", "zero-shot"), vals)]
+    f = pd.DataFrame(rows)
+    share = M.recovery("merged", "zero-shot", "local", by="model", at_largest="tasks")
+    assert per_seed(f, share) == pytest.approx([(0.5 - 0.3) / (0.9 - 0.3)])    # Fig 2 (ii): (m − z) / (l − z)
+    assert per_seed(f, M.lead("merged", "local", by="model", at_largest="tasks")) == pytest.approx([-0.4])
+    assert per_seed(f, M.growth("merged", by="model")) == pytest.approx([0.5 / 0.9])
+
+
+def test_change_is_the_nearest_checkpoint_minus_none_unlearned_over_orders():
+    rows = []
+    for order, lift in ((0, 0.02), (1, 0.04)):
+        for unlearned, remaining in ((0, 20), (10, 10), (19, 1)):
+            rows.append({"seed": 0, "order": order, "unlearned": unlearned, "remaining": 20 if unlearned == 0 else remaining,
+                         "accuracy": 0.7 + lift * (unlearned > 0) + 0.1 * (unlearned == 19)})
+    f = pd.DataFrame(rows)
+    assert per_seed(f, M.change("accuracy", 0.5)) == pytest.approx([0.03])    # mean of the orders' +0.02, +0.04
+    assert per_seed(f, M.change("accuracy", 0.95)) == pytest.approx([0.13])
+
+
+def test_ratio_of_a_column_between_two_rows():
+    f = pd.DataFrame({"seed": [0, 0], "label": ["ClAMU", "SIFT-Masks"], "gradient_steps": [900, 30]})
+    assert per_seed(f, M.ratio("ClAMU", "SIFT-Masks", "gradient_steps")) == [30.0]
