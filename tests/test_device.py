@@ -226,3 +226,23 @@ def test_gpu_profile_script_checks_exactness_at_toy_size(tmp_path):
     m = r["models"]["gpt2-lm"]
     assert r["all_exact"] and m["audits"]["sift"]["exact"] and m["second_process_retrain"]["equal"]
     assert m["finetune_s_per_step_float32"] > 0 and m["finetune_s_per_step_bf16"] > 0 and m["mask_s_per_step"] > 0
+
+
+def test_bf16_benchmark_measures_at_toy_size(tmp_path):
+    """benchmarks/bench_bf16.py (the bf16-vs-float32 measurement of the text and authors
+    settings) at toy size: bf16 really changes τ_t, each precision repeats its bits, and the
+    per-task rows and the 1-point verdict are written."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_bf16.py"
+    spec = importlib.util.spec_from_file_location("bench_bf16", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--settings", "synthetic", "--profile", "smoke", "--tasks", "2", "--seeds", "0",
+                     "--repeat", "2", "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "bench_bf16.json").read_text())
+    s = r["summary"]["synthetic"]
+    assert s["tasks"] == 2 and s["deterministic"] and (tmp_path / "bench_bf16.csv").exists()
+    assert 0 < s["tau_rel_change_min"] and s["tau_rel_change_max"] < 0.5   # bf16 ran, and stayed close
+    assert 0.5 < s["sign_agreement_min"] <= 1 and s["speedup_median"] > 0
+    assert isinstance(s["within_1_point_mean"], bool) and s["flips"] <= s["test_examples"]
