@@ -62,10 +62,10 @@ from _common import RESULTS, machine  # noqa: E402
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from clamu_helpers.claims import t_interval  # noqa: E402
+from clamu_helpers.reproduction.claims import t_interval  # noqa: E402
 
-from clamu_helpers.device import autocast  # noqa: E402
-from clamu_helpers.finetune import finetune  # noqa: E402
+from clamu_helpers.runtime.device import autocast  # noqa: E402
+from clamu_helpers.training.finetune import finetune  # noqa: E402
 from clamu_helpers.settings import get_setting  # noqa: E402
 
 SETTINGS = ("reviews-by-movie", "fortunes-label-subsets", "fictitious-authors")
