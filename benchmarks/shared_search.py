@@ -69,8 +69,8 @@ def summarise(rows: list[dict]) -> dict:
     base = df[df.protocol == "clusters"].set_index(key)
     out = {}
     for protocol, sub in df.groupby("protocol", sort=False):
+        joined = sub.merge(base.reset_index(), on=key, suffixes=("", "_base")).set_index(key)
         sub = sub.set_index(key)
-        joined = sub.join(base, rsuffix="_base")
         per_seed = (joined.accuracy - joined.accuracy_base).groupby(level="seed").mean().tolist()
         diff = t_interval(per_seed) if len(per_seed) > 1 else None
         feat = sub.xs("features", level="clustering")
@@ -88,16 +88,18 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def main(profile: str, seeds: list[int], setting: str) -> dict:
+def main(profile: str, seeds: list[int], setting: str, rows: list[dict] | None = None, ran_on: dict | None = None) -> dict:
+    """Run the units (or take ``rows`` of an earlier run), print and save the summary."""
     from clamu_helpers.runtime.workers import run_units
-    units = [(setting, profile, sd, p) for sd in seeds for p in PROTOCOLS]
-    rows = [r for unit_rows in run_units(run, units, desc="shared search") for r in unit_rows]
+    if rows is None:
+        units = [(setting, profile, sd, p) for sd in seeds for p in PROTOCOLS]
+        rows = [r for unit_rows in run_units(run, units, desc="shared search") for r in unit_rows]
     summary = summarise(rows)
     print(f"{'protocol':<18} {'seconds':>8} {'× today':>8} {'same (α, η)':>12}  accuracy − today's          control gap per seed")
     for p, s in summary.items():
         print(f"{p:<18} {s['seconds']:8.0f} {s['seconds_ratio']:8.2f} {s['choice_agrees']:>5} of {s['fits']:<4}  "
               f"{s['accuracy_difference_text']:<26} {s['control_gap_per_seed']}")
-    result = {"profile": profile, "setting": setting, "seeds": seeds, "machine": machine(), "rows": rows,
+    result = {"profile": profile, "setting": setting, "seeds": seeds, "machine": ran_on or machine(), "rows": rows,
               "summary": summary}
     save("shared_search" if profile == "cpu" else f"shared_search_{profile}", result)
     return result
@@ -108,5 +110,11 @@ if __name__ == "__main__":
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--setting", default="fortunes-label-subsets")
+    ap.add_argument("--summarise", metavar="JSON", help="summarise the rows of an earlier run's JSON again")
     a = ap.parse_args()
-    main(a.profile, [int(s) for s in a.seeds.split(",")], a.setting)
+    if a.summarise:
+        import json
+        old = json.loads(open(a.summarise).read())
+        main(old["profile"], old["seeds"], old["setting"], rows=old["rows"], ran_on=old["machine"])
+    else:
+        main(a.profile, [int(s) for s in a.seeds.split(",")], a.setting)
