@@ -78,3 +78,44 @@ def test_changed_hyperparameter_is_refused(tiny):
 
 def test_every_registered_method_is_known():
     assert {"merge", "local"} <= set(METHODS)
+
+
+@pytest.mark.parametrize("method, params", [("merge", {"alpha": "val"}), ("sift", {}), ("sift-random-mask", {})])
+def test_a_fit_with_a_store_streams_its_finetunes_in_chunks_with_the_same_bits(tmp_path, monkeypatch, method, params):
+    """With a store, methods that read τ_t one at a time (``streams_vectors``) are fitted from
+    chunks of finetunes merged and let go, then read back lazily: never more than a chunk of
+    τ_t at once, and the same served bits as the in-memory fit; unlearning stays exact."""
+    from clamu_helpers.settings.synthetic import SyntheticSetting
+    from clamu_helpers.training import parallel
+    from clamu_helpers.training.store import StoredVectors, TaskVectorStore
+    from clamu_helpers.unlearning import system as system_module
+    setting = SyntheticSetting(tasks=8)
+    assert METHODS[method].streams_vectors
+    monkeypatch.setattr(system_module, "FIT_CHUNK", 3)
+    calls, seen = [], []
+    real_run, real_fit = system_module.run_finetunes, METHODS[method].fit
+    monkeypatch.setattr(system_module, "run_finetunes", lambda s, ids, **kw: calls.append(len(ids)) or real_run(s, ids, **kw))
+    monkeypatch.setattr(METHODS[method], "fit", lambda self, ctx, vectors: seen.append(type(vectors)) or real_fit(self, ctx, vectors))
+    store = TaskVectorStore(tmp_path / "store")
+    streamed = UnlearningSystem(setting, method, store=store, **params).fit()
+    assert calls == [3, 3, 2] and seen == [StoredVectors]
+    in_memory = UnlearningSystem(setting, method, **params).fit()
+    assert streamed.served_digest() == in_memory.served_digest()
+    keys = parallel.store_keys(setting, setting.task_ids, 0, store, device="cpu",
+                               **streamed.method.finetune_kwargs(streamed.context()))
+    assert all(store.get(k, setting.spec) is not None for k in keys.values())   # the keys the fit filed
+    streamed.unlearn(["s02", "s05"])
+    fresh = UnlearningSystem(setting, method, store=store, **params).fit([t for t in setting.task_ids if t not in ("s02", "s05")])
+    assert streamed.served_digest() == fresh.served_digest()
+
+
+def test_stored_vectors_name_a_task_the_store_lost(tmp_path):
+    from clamu_helpers.core.ledger import MergeLedger
+    from clamu_helpers.settings.synthetic import SyntheticSetting
+    from clamu_helpers.training.store import StoredVectors, TaskVectorStore
+    from clamu_helpers import StateError
+    setting = SyntheticSetting(tasks=2)
+    lazy = StoredVectors(TaskVectorStore(tmp_path / "store"), {"s00": "0" * 64}, setting.spec, MergeLedger(setting.spec))
+    assert list(lazy) == ["s00"] and len(lazy) == 1
+    with pytest.raises(StateError, match="lost τ_t of task 's00'"):
+        lazy["s00"]

@@ -111,6 +111,10 @@ class Method:
     control_of: str | None = None
     #: keep every τ_t in memory after fit (local models; methods whose refresh needs them)
     keeps_vectors = False
+    #: ``fit`` reads the τ_t one at a time, in any order (or not at all): a system with a store
+    #: may then finetune and merge in chunks and hand ``fit`` a lazy mapping over the store, so
+    #: the memory of a fit stays flat in T (:meth:`UnlearningSystem.fit`)
+    streams_vectors = False
     #: unlearning retrains τ_u (False only for ``local``, which stores τ_u itself)
     retrains = True
     #: the counting rule :meth:`unlearning_cost` implements, in a word (tables and docs)

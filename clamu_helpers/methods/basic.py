@@ -33,6 +33,8 @@ class Merge(Method):
     model over the merged tasks (Ilharco et al. 2023 tune α on validation data the same way).
     Everything but serving comes from the declaration: the search, the refresh, the state."""
 
+    streams_vectors = True   # fit chooses α on validation data from τ̄ alone
+
     reference = "Task arithmetic: Ilharco et al., Editing models with task arithmetic, ICLR 2023"
     scale_param = "alpha"
 

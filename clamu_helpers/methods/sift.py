@@ -117,6 +117,7 @@ class SiftMasks(Method):
     scale_param = "scale"
     keeps_vectors = False
     retrains = True
+    streams_vectors = True   # fit reads each τ_t once, for its mask and the count c
 
     @dataclass
     class Params(Params):

@@ -138,6 +138,11 @@ def _pool_job(job: _Job):
     return _finetune_job(_WORKER_CONTEXT, job)
 
 
+def store_keys(setting: "Setting", task_ids: Sequence[str], seed: int, store: "TaskVectorStore", **kwargs) -> dict[str, str]:
+    """The store key of each task's τ_t as :func:`run_finetunes` files it (``kwargs`` as it gets them)."""
+    return {str(t): store.key(setting, setting.task(str(t)), seed, **kwargs) for t in task_ids}
+
+
 def run_finetunes(setting: "Setting", task_ids: Sequence[str], seed: int = 0, backend: str = "serial",
                   store: "TaskVectorStore | None" = None, progress: bool = True, desc: str = "finetune",
                   workers: int = 2, ray_address: str | None = None, recipe: SettingRecipe | None = None,
@@ -158,7 +163,7 @@ def run_finetunes(setting: "Setting", task_ids: Sequence[str], seed: int = 0, ba
         raise ValueError(f"workers must be ≥ 1, got {workers}")
     ids = list(dict.fromkeys(str(t) for t in task_ids))
     tasks = {tid: setting.task(tid) for tid in ids}   # UnknownTaskError early, in the parent
-    keys = {tid: store.key(setting, tasks[tid], seed, **kwargs) if store is not None else None for tid in ids}
+    keys = store_keys(setting, ids, seed, store, **kwargs) if store is not None else dict.fromkeys(ids)
     out: dict[str, TaskVector] = {}
     for tid in ids:
         if store is not None:

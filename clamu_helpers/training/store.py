@@ -40,6 +40,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -370,3 +371,26 @@ def open_all(store: TaskVectorStore, keys: Sequence[str], spec: ParamSpec) -> li
         seen[sv.task_id] = key
         out.append(sv)
     return out
+
+
+class StoredVectors(Mapping):
+    """τ_t read from the store on access, one at a time, each checked against the digest the
+    ``ledger`` (a :class:`~clamu_helpers.core.ledger.MergeLedger`) recorded when it was merged:
+    what a streaming ``UnlearningSystem.fit`` hands the method instead of a dict."""
+
+    def __init__(self, store: "TaskVectorStore", keys: dict[str, str], spec: ParamSpec, ledger):
+        self._store, self._keys, self._spec, self._ledger = store, dict(keys), spec, ledger
+
+    def __getitem__(self, task_id: str) -> TaskVector:
+        tv = self._store.get(self._keys[task_id], self._spec)
+        if tv is None:
+            raise StateError(f"the store at {self._store.root} lost τ_t of task {task_id!r} during the fit "
+                             f"(key {self._keys[task_id]}); fit again")
+        self._ledger.check_hashes({task_id: tv}, "task vectors read back from the store")
+        return tv
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)

@@ -13,6 +13,13 @@ runs: finetuning, retraining, mask optimisation, evaluation and the served model
 ledger, every τ_t (hashed as it comes back from the device), masks and clusters; weights are
 composed there and moved to the device to be served or scored. The ledger quantises on the
 CPU because each τ_t has to come back to the CPU to be hashed and stored anyway.
+
+With a store and a method that reads τ_t one at a time (``streams_vectors``: merging, SIFT-Masks),
+``fit`` finetunes and merges :data:`FIT_CHUNK` tasks at a time and the method reads the τ_t back
+from the store, so a fit's memory stays flat in T; other methods get every τ_t at once.
+
+Over 300 lines on purpose: the one object users drive (fit, serve, unlearn, report, save and
+load) keeps its whole life cycle in one place.
 """
 from __future__ import annotations
 
@@ -35,7 +42,8 @@ from ..core.errors import DuplicateTaskError, ExactnessError, StateError, Unknow
 from ..core.ledger import MergeLedger
 from ..methods import Method, get_method
 from ..methods.context import MethodContext
-from ..training.parallel import run_finetunes
+from ..training.parallel import run_finetunes, store_keys
+from ..training.store import StoredVectors
 from ..settings.base import Setting
 from .state import SystemState, restore, state_of
 from ..core.taskvector import TaskVector
@@ -101,14 +109,31 @@ class UnlearningSystem:
         for t in ids:
             self.setting.task(t)  # raises UnknownTaskError with the setting's name
         t0 = time.perf_counter()
-        vectors = self.finetune(ids, desc=f"finetune {self.setting.name}")
-        self.ledger.add_many((tid, vectors[tid]) for tid in ids)
+        if self.store is not None and self.method.streams_vectors and not self.method.keeps_vectors:
+            vectors = self._finetune_streamed(ids)
+        else:
+            vectors = self.finetune(ids, desc=f"finetune {self.setting.name}")
+            self.ledger.add_many((tid, vectors[tid]) for tid in ids)
         if self.method.keeps_vectors:
             self.vectors = dict(vectors)
         self.fit_costs.round(len(ids), self.steps)
         self.method.fit(self.context(self.fit_costs), vectors)
         self.fit_costs.seconds += time.perf_counter() - t0
         return self
+
+    def _finetune_streamed(self, ids: list[str]) -> "StoredVectors":
+        """Finetune into the store :data:`FIT_CHUNK` tasks at a time, merging each chunk and
+        letting it go; ``fit`` then reads the τ_t back one at a time. Peak memory: the ledger
+        and one chunk, whatever T (``benchmarks/bench_fit_memory.py``); the same ledger integers
+        as merging every τ_t at once (the sum is exact and order-free)."""
+        for start in range(0, len(ids), FIT_CHUNK):
+            chunk = ids[start:start + FIT_CHUNK]
+            vecs = self.finetune(chunk, desc=f"finetune {self.setting.name} ({start + len(chunk)}/{len(ids)})")
+            self.ledger.add_many((tid, vecs[tid]) for tid in chunk)
+            del vecs
+        keys = store_keys(self.setting, ids, self.seed, self.store, device=str(self.device),
+                          **self.method.finetune_kwargs(self.context()))
+        return StoredVectors(self.store, keys, self.setting.spec, self.ledger)
 
     def context(self, costs: Costs | None = None) -> MethodContext:
         """What the method may use in one call (:class:`~clamu_helpers.methods.context.MethodContext`);
@@ -284,6 +309,10 @@ class UnlearningSystem:
         system.saved_at = (str(Path(directory).resolve()), state.source.name)
         return system
 
+
+
+#: tasks finetuned and merged at a time when a fit streams (:attr:`Method.streams_vectors`)
+FIT_CHUNK = 32
 
 
 def _check_unique(ids: Sequence[str]) -> None:
