@@ -93,12 +93,16 @@ class UnlearningSystem:
     def steps(self) -> int:
         return self.setting.finetune_config.steps
 
+    def finetune_options(self) -> dict:
+        """What τ_t depends on beyond (setting, task, seed): the device and the method's options
+        (SIFT's sign), as ``run_finetunes`` and the store's keys take them."""
+        return {"device": str(self.device), **self.method.finetune_kwargs(self.context())}
+
     def finetune(self, task_ids: Sequence[str], use_store: bool = True, desc: str = "finetune") -> dict[str, TaskVector]:
-        """τ_t for each id with this system's seed and the method's finetuning options."""
+        """τ_t for each id with this system's seed and :meth:`finetune_options`."""
         return run_finetunes(self.setting, task_ids, seed=self.seed, backend=self.backend,
                              store=self.store if use_store else None, progress=self.progress, desc=desc,
-                             workers=self.workers, ray_address=self.ray_address, device=str(self.device),
-                             **self.method.finetune_kwargs(self.context()))
+                             workers=self.workers, ray_address=self.ray_address, **self.finetune_options())
 
     def fit(self, task_ids: Iterable[str] | None = None) -> "UnlearningSystem":
         """Finetune every task (default: all of the setting's), merge, and fit the method."""
@@ -131,8 +135,7 @@ class UnlearningSystem:
             vecs = self.finetune(chunk, desc=f"finetune {self.setting.name} ({start + len(chunk)}/{len(ids)})")
             self.ledger.add_many((tid, vecs[tid]) for tid in chunk)
             del vecs
-        keys = store_keys(self.setting, ids, self.seed, self.store, device=str(self.device),
-                          **self.method.finetune_kwargs(self.context()))
+        keys = store_keys(self.setting, ids, self.seed, self.store, **self.finetune_options())
         return StoredVectors(self.store, keys, self.setting.spec, self.ledger)
 
     def context(self, costs: Costs | None = None) -> MethodContext:
@@ -276,7 +279,7 @@ class UnlearningSystem:
                 "unlearn": asdict(self.unlearn_costs), "digest": self.served_digest(),
                 "device": str(self.device), "fingerprint": self.fingerprint}
 
-    # -- state and persistence (clamu_helpers.unlearning.state, clamu_helpers.unlearning.persistence) -----------------
+    # -- state and persistence (unlearning.state, unlearning.persistence) -----------------------
     def to_state(self) -> SystemState:
         """The whole state as a value (tensors + JSON): what :meth:`save` writes."""
         return state_of(self)
