@@ -51,3 +51,26 @@ def test_change_is_the_nearest_checkpoint_minus_none_unlearned_over_orders():
 def test_ratio_of_a_column_between_two_rows():
     f = pd.DataFrame({"seed": [0, 0], "label": ["ClAMU", "SIFT-Masks"], "gradient_steps": [900, 30]})
     assert per_seed(f, M.ratio("ClAMU", "SIFT-Masks", "gradient_steps")) == [30.0]
+
+
+def test_best_lead_takes_the_best_of_a_group_over_k():
+    rows = [{"seed": 0, "label": "local", "clustering": "local", "accuracy": 0.80}]
+    rows += [{"seed": 0, "label": f"{by} K={k}", "clustering": by, "accuracy": a}
+             for by, k, a in (("features", 4, 0.70), ("features", 20, 0.83), ("random", 20, 0.95))]
+    f = pd.DataFrame(rows)
+    # the random clusters' 0.95 is another group: only the best feature clusters count
+    assert per_seed(f, M.best_lead("clustering", "features", "local")) == pytest.approx([0.03])
+    with pytest.raises(ValueError, match="no rows with clustering == 'task-vectors'"):
+        per_seed(f, M.best_lead("clustering", "task-vectors", "local"))
+
+
+def test_mean_lead_over_checkpoints_before_the_last():
+    rows = []
+    for order in (0, 1):
+        for unlearned, gap in ((0, 0.10), (10, 0.20), (19, -0.50)):
+            rows.append({"seed": 0, "order": order, "unlearned": unlearned, "label": "TALL", "accuracy": 0.5})
+            rows.append({"seed": 0, "order": order, "unlearned": unlearned, "label": "ClAMU",
+                         "accuracy": 0.5 + gap + 0.02 * order})
+    f = pd.DataFrame(rows)
+    assert per_seed(f, M.mean_lead("ClAMU", "TALL", "unlearned", before_last=True)) == pytest.approx([0.16])
+    assert per_seed(f, M.mean_lead("ClAMU", "TALL", "unlearned")) == pytest.approx([(0.11 + 0.21 - 0.49) / 3])

@@ -48,3 +48,18 @@ def test_no_notebook_decides_by_the_profile_itself(path):
     text = notebook_files.script_of(path).read_text()
     assert not re.search(r"profile\s*(==|!=|in\b)", text), "compare profiles in clamu_helpers.reproduction.profiles.KNOBS"
     assert "availability(" not in text, "use profiles.available(names)"
+
+
+def test_cheap_notebooks_get_more_seeds_that_start_with_everyone_elses(monkeypatch):
+    monkeypatch.delenv("CLAMU_SEEDS", raising=False)
+    names = {p.stem for p in notebook_files.numbered()}
+    for profile, extra in profiles.MORE_SEEDS.items():
+        assert set(extra) <= names, set(extra) - names  # a renamed notebook would silently lose its seeds
+        for notebook, seeds in extra.items():
+            assert profiles.seeds_for(profile, notebook) == seeds
+            # a claim judged on more seeds still holds the seeds every other notebook ran
+            assert seeds[:len(profiles.SEEDS[profile])] == profiles.SEEDS[profile] and len(seeds) >= 5
+    assert profiles.seeds_for("cpu", "04_clamu") == profiles.SEEDS["cpu"]
+    assert profiles.seeds_for("smoke", "01_when_is_merging_scalable") == profiles.SEEDS["smoke"]
+    monkeypatch.setenv("CLAMU_SEEDS", "3")
+    assert profiles.seeds_for("cpu", "01_when_is_merging_scalable") == (3,)

@@ -193,3 +193,15 @@ def test_report_only_rewrites_the_report_from_saved_rows(tmp_path):
         "notebooks": [{"notebook": "01_x", "ok": True, "seconds": 3.0, "error": ""}]}))
     assert report_only("smoke", out=str(tmp_path)) == 0
     assert "| ClAMU > TALL, EMR | 0.060 ± 0.025" in (tmp_path / "REPORT.md").read_text()
+
+
+def test_report_protocol_reads_the_declared_choices(monkeypatch):
+    from clamu_helpers import profiles
+    from clamu_helpers.reproduction import reproduce
+    text = "\n".join(reproduce.protocol_lines("cpu"))
+    assert "search_on=tasks" in text and f"halving_reduction={ex.CLAMU_PROTOCOL['halving_reduction']}" in text
+    for nb, seeds in profiles.MORE_SEEDS["cpu"].items():
+        assert f"{nb} {len(seeds)}" in text
+    monkeypatch.setitem(ex.CLAMU_PROTOCOL, "halving_reduction", 7)   # declared once: the report follows
+    assert "halving_reduction=7" in "\n".join(reproduce.protocol_lines("cpu"))
+    assert "MORE_SEEDS" not in "\n".join(reproduce.protocol_lines("smoke"))

@@ -42,6 +42,30 @@ def lead(label: str, *others: str, by: str = "label", metric: str = "accuracy", 
     return quantity
 
 
+def best_lead(column: str, value, reference: str, by: str = "label", metric: str = "accuracy") -> Quantity:
+    """The best score among the rows whose ``column`` is ``value`` minus ``reference``'s score:
+    Figure 4's "the best feature-cluster merge over K − the local models"."""
+    def quantity(sub):
+        best = sub.loc[sub[column] == value, metric]
+        if best.empty:
+            raise ValueError(f"no rows with {column} == {value!r}")
+        return float(best.max()) - float(scores(sub[sub[by] == reference], by, metric)[reference])
+    return quantity
+
+
+def mean_lead(label: str, other: str, along: str, before_last: bool = False, by: str = "label",
+              metric: str = "accuracy") -> Quantity:
+    """``label``'s score minus ``other``'s at each value of ``along`` (each the mean over the
+    rows there, e.g. forget orders), averaged over those values — all of them, or those before the
+    last with ``before_last``: Table 3's "ClAMU stays above TALL as tasks are unlearned"."""
+    def quantity(sub):
+        t = sub[sub[by].isin([label, other])].pivot_table(index=along, columns=by, values=metric, aggfunc="mean")
+        if before_last:
+            t = t[t.index < t.index.max()]
+        return float((t[label] - t[other]).mean())
+    return quantity
+
+
 def recovery(label: str, low: str, high: str, by: str = "label", metric: str = "accuracy",
              at_largest: str | None = None) -> Quantity:
     """The share of the way from ``low`` to ``high`` that ``label`` covers, (x − low) / (high −
@@ -81,4 +105,4 @@ def change(column: str, frac: float = 0.95) -> Quantity:
     return quantity
 
 
-__all__ = ["Quantity", "change", "growth", "lead", "ratio", "recovery", "scores"]
+__all__ = ["Quantity", "best_lead", "change", "mean_lead", "growth", "lead", "ratio", "recovery", "scores"]

@@ -19,6 +19,13 @@ from ..settings.base import PROFILES  # declared with the settings, which check 
 #: seeds per profile: every claim's interval is Student t over these seeds (the seed changes
 #: task sampling, finetuning and forget orders); smoke keeps the two an interval needs
 SEEDS: dict[str, tuple[int, ...]] = {"smoke": (0, 1), "cpu": (0, 1, 2), "paper": (0, 1, 2)}
+#: power where it is affordable: notebooks whose claims are cheap to measure run more seeds than
+#: :data:`SEEDS` at a profile — Figure 2 (01), Figure 4 (02) and SIFT-Masks' accuracy (06); the
+#: notebooks where ClAMU's masks dominate the cost keep :data:`SEEDS`
+MORE_SEEDS: dict[str, dict[str, tuple[int, ...]]] = {
+    "cpu": {"01_when_is_merging_scalable": tuple(range(10)), "02_clustering": tuple(range(5)),
+            "06_sift_masks": tuple(range(5))},
+}
 
 ALL = "all"
 #: knob → {profile: value}; "*" is every profile not named. ``ALL`` means every task / seed.
@@ -33,6 +40,9 @@ KNOBS: dict[str, dict[str, Any]] = {
     "sift_sizes": {"smoke": "ends", "*": ALL},
     "cost_sizes": {"smoke": (6, 12), "*": (50, 100, 200)},
     "cost_seeds": {"smoke": ALL, "*": 1},
+    # 06: the seeds the compute claim (one deletion, its four methods at every T) is measured on,
+    # the first of the notebook's seeds: TALL and EMR retrain every remaining task per request
+    "compute_claim_seeds": {"smoke": ALL, "*": 3},
     # 08: Tables 4 and 5 (smoke keeps Table 4: both heads finetuned twice is its longest part)
     "appendix_tables": {"smoke": ("Table 4",), "*": ("Table 4", "Table 5")},
 }
@@ -43,10 +53,11 @@ def _check(profile: str) -> None:
         raise ValueError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
 
 
-def seeds_for(profile: str) -> tuple[int, ...]:
-    """The seeds a notebook runs at ``profile`` (:data:`SEEDS`), or those of ``$CLAMU_SEEDS``
-    (a comma list, e.g. ``CLAMU_SEEDS=0`` for a quick look: one seed gives no interval, so its
-    claims are reported as not judged)."""
+def seeds_for(profile: str, notebook: str | None = None) -> tuple[int, ...]:
+    """The seeds a notebook runs at ``profile``: ``notebook``'s own in :data:`MORE_SEEDS` if it
+    has some there, else :data:`SEEDS`; or those of ``$CLAMU_SEEDS`` (a comma list, e.g.
+    ``CLAMU_SEEDS=0`` for a quick look: one seed gives no interval, so its claims are reported as
+    not judged)."""
     _check(profile)
     env = os.environ.get("CLAMU_SEEDS", "").strip()
     if env:
@@ -57,7 +68,7 @@ def seeds_for(profile: str) -> tuple[int, ...]:
         if not seeds or len(set(seeds)) != len(seeds):
             raise ValueError(f"CLAMU_SEEDS must list distinct seeds, got {env!r}")
         return seeds
-    return SEEDS[profile]
+    return MORE_SEEDS.get(profile, {}).get(notebook, SEEDS[profile])
 
 
 def default(knob: str, profile: str, given: Any = None) -> Any:

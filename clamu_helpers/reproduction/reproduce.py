@@ -522,6 +522,26 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def protocol_lines(profile: str) -> list[str]:
+    """REPORT.md's "Protocol" section: the choices this profile's run was made with, each read from
+    where it is declared, and where the effect of each choice was measured before it was taken."""
+    from .experiments import CLAMU_PROTOCOL
+    from .profiles import MORE_SEEDS, SEEDS
+    more = MORE_SEEDS.get(profile, {})
+    search = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in CLAMU_PROTOCOL.items())
+    return ["## Protocol", "",
+            f"- **Seeds**: {len(SEEDS[profile])} per claim (`profiles.SEEDS`)"
+            + (", more where a notebook's claims are cheap (`profiles.MORE_SEEDS`): "
+               + ", ".join(f"{nb} {len(s)}" for nb, s in more.items()) if more else "") + ".",
+            f"- **ClAMU's validation search** (`experiments.CLAMU_PROTOCOL`: {search}): one α/η search per seed over "
+            "per-task masks, shared by every K, every clustering and the supermask control, re-run on every refresh "
+            "after unlearning; successive halving keeping 1/4 of the candidates. Taken for the time of a whole run, "
+            "after its effect was measured (benchmarks/RESULTS.md, \"A shared α/η search and a more aggressive "
+            "halving\": wall time, executed and charged steps, chosen values, accuracy).",
+            "- **Precision**: float32 everywhere. bfloat16 autocast was measured and not taken "
+            "(benchmarks/RESULTS.md, \"bfloat16 autocast\").", ""]
+
+
 def write_report(out_dir: Path, profile: str, results: list[dict], runs: dict | None = None) -> Path:
     """REPORT.md: a one-screen summary (each claim, the paper's value, ours with its 95%
     interval over seeds, the verdict, and for a claim that does not reproduce the likeliest
@@ -570,6 +590,7 @@ def write_report(out_dir: Path, profile: str, results: list[dict], runs: dict | 
     if legacy:
         lines += [f"Not re-run since claims were judged on intervals (one seed, shown below without verdicts): "
                   f"{', '.join(legacy)}.", ""]
+    lines += protocol_lines(profile)
     runs = runs or {}
     full, last = runs.get("last_full_run"), runs.get("last_run")
     for label, run in (("Last run of every notebook", full), ("Last run", last if last != full else None)):
