@@ -33,7 +33,7 @@ def default_store() -> TaskVectorStore:
     return _STORE
 
 
-from .profiles import SEEDS, seeds_for  # noqa: E402,F401  (declared with the other per-profile choices)
+from .profiles import CLAMU_PROTOCOL, SEEDS, seeds_for  # noqa: E402,F401  (declared with the other protocol choices)
 
 
 def over_seeds(run: Callable[[int], pd.DataFrame], seeds: Sequence[int], desc: str = "seeds") -> pd.DataFrame:
@@ -86,14 +86,6 @@ def merging_at_scale(setting: Setting, sizes: Sequence[int] | None = None, seed:
             rows.append({"setting": setting.name, "tasks": n, "model": label, setting.metric_name: value})
     return pd.DataFrame(rows)
 
-
-#: ClAMU's validation search as the comparison runs it, a protocol choice made for the time goal of
-#: a whole cpu run and measured before it was taken (benchmarks/RESULTS.md, "A shared α/η
-#: search and a more aggressive halving"): one α/η search over per-task masks (``search_on="tasks"``) shared by every K, every
-#: clustering and the supermask control of a seed — re-run on every refresh after unlearning, so
-#: exactness holds — and successive halving that keeps a quarter of the candidates from E_mask/16
-#: on. On Figure 5's fits: 0.44× the wall time, accuracy +0.002 [−0.030, +0.033].
-CLAMU_PROTOCOL: dict = {"search_on": "tasks", "halving_reduction": 4, "halving_min_fraction": 1 / 16}
 
 #: the rows of the comparison figures (3, 5 and SIFT-Masks'): every method as its authors define
 #: it, each served scale chosen on validation data from one grid (``"val"``, see
