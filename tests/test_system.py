@@ -80,7 +80,13 @@ def test_every_registered_method_is_known():
     assert {"merge", "local"} <= set(METHODS)
 
 
-@pytest.mark.parametrize("method, params", [("merge", {"alpha": "val"}), ("sift", {}), ("sift-random-mask", {})])
+STREAMED = [("merge", {"alpha": "val"}), ("sift", {}), ("sift-random-mask", {}), ("tall", {}), ("emr", {}),
+            ("emr", {"clusters": 3, "cluster_by": "random"}), ("ties", {}), ("consensus", {}),
+            ("cluster-merge", {"clusters": 3, "cluster_by": "random"}),
+            ("clamu", {**METHODS["clamu"].test_params, "clusters": 3, "cluster_by": "random"})]
+
+
+@pytest.mark.parametrize("method, params", STREAMED, ids=lambda v: v if isinstance(v, str) else ",".join(map(str, v.values())))
 def test_a_fit_with_a_store_streams_its_finetunes_in_chunks_with_the_same_bits(tmp_path, monkeypatch, method, params):
     """With a store, methods that read τ_t one at a time (``streams_vectors``) are fitted from
     chunks of finetunes merged and let go, then read back lazily: never more than a chunk of
@@ -90,7 +96,7 @@ def test_a_fit_with_a_store_streams_its_finetunes_in_chunks_with_the_same_bits(t
     from clamu_helpers.training.store import StoredVectors, TaskVectorStore
     from clamu_helpers.unlearning import system as system_module
     setting = SyntheticSetting(tasks=8)
-    assert METHODS[method].streams_vectors
+    assert UnlearningSystem(setting, method, **params).method.streams_vectors
     monkeypatch.setattr(system_module, "FIT_CHUNK", 3)
     calls, seen = [], []
     real_run, real_fit = system_module.run_finetunes, METHODS[method].fit
@@ -104,9 +110,27 @@ def test_a_fit_with_a_store_streams_its_finetunes_in_chunks_with_the_same_bits(t
     keys = parallel.store_keys(setting, setting.task_ids, 0, store, device="cpu",
                                **streamed.method.finetune_kwargs(streamed.context()))
     assert all(store.get(k, setting.spec) is not None for k in keys.values())   # the keys the fit filed
+    del calls[:]
     streamed.unlearn(["s02", "s05"])
+    # τ_u retrained at once; a state rebuilt from every remaining τ_t retrains them a chunk at a time
+    # (cluster-merge retrains only the clusters random re-clustering changed: not counted here)
+    rebuilds = method in ("tall", "emr", "ties", "consensus")
+    if method != "cluster-merge":
+        assert calls == ([2, 3, 3] if rebuilds else [2])
+        assert streamed.unlearn_costs.finetunes == (8 if rebuilds else 2)   # one round each, however chunked
     fresh = UnlearningSystem(setting, method, store=store, **params).fit([t for t in setting.task_ids if t not in ("s02", "s05")])
     assert streamed.served_digest() == fresh.served_digest()
+
+
+@pytest.mark.parametrize("method, params", [("tall", {"clusters": 3, "cluster_by": "task-vectors"}), ("local", {}),
+                                            ("tall", {"vectors": "keep"})])
+def test_a_fit_that_needs_every_vector_at_once_holds_them(tmp_path, method, params):
+    """Clustering by task vectors compares every pair of τ_t, and a method that keeps its τ_t
+    holds them anyway: those fits get every τ_t in memory, as before."""
+    from clamu_helpers.settings.synthetic import SyntheticSetting
+    from clamu_helpers.training.store import TaskVectorStore
+    system = UnlearningSystem(SyntheticSetting(tasks=4), method, store=TaskVectorStore(tmp_path / "store"), **params)
+    assert not (system.method.streams_vectors and not system.method.keeps_vectors)
 
 
 def test_stored_vectors_name_a_task_the_store_lost(tmp_path):

@@ -95,7 +95,7 @@ class _System(Protocol):
     vectors: dict[str, TaskVector]
     tau_bar: torch.Tensor
 
-    def retrain(self, task_ids: Sequence[str], desc: str = ...) -> dict[str, TaskVector]: ...
+    def retrain(self, task_ids: Sequence[str], desc: str = ..., stream: bool = ...) -> Mapping[str, TaskVector]: ...
 
 
 class MethodContext:
@@ -152,9 +152,10 @@ class MethodContext:
             raise StateError("this method call may not charge costs (only fit and refresh do)")
         return self._costs
 
-    def retrain(self, task_ids: Sequence[str], desc: str = "retrain") -> dict[str, TaskVector]:
-        """τ_t of merged tasks retrained, hash-checked against the ledger, one round charged."""
-        return self._system.retrain(task_ids, desc=desc)
+    def retrain(self, task_ids: Sequence[str], desc: str = "retrain", stream: bool = False) -> Mapping[str, TaskVector]:
+        """τ_t of merged tasks retrained, hash-checked against the ledger, one round charged
+        (``stream``: read back lazily from the store, a chunk retrained at a time)."""
+        return self._system.retrain(task_ids, desc=desc, stream=stream)
 
 
 __all__ = ["LedgerView", "MethodContext"]

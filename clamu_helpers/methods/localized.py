@@ -85,8 +85,12 @@ class Localized(UsesRemainingVectors):
         return n_tasks if k is None else min(int(k), n_tasks)
 
     # -- life cycle ------------------------------------------------------------------------------
+    def holds_all_vectors(self) -> bool:
+        """Clustering by task vectors compares every pair of τ_t at once."""
+        return self.clusters_need_vectors()
+
     def fit(self, ctx, vectors):
-        self._rebuild(ctx, dict(vectors), ctx.costs)
+        self._rebuild(ctx, vectors, ctx.costs)   # a mapping: a dict, or τ_t read lazily from the store
 
     def refresh(self, ctx, removed, retrained):
         vecs = self.remaining_vectors(ctx, ctx.task_ids) if self.needs_vectors() else None

@@ -13,6 +13,8 @@ vectors from, the second round in its counting rule, and the extra storage.
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 from ..core.errors import StateError
 from .base import Method
 from .declared import Options, param
@@ -26,9 +28,10 @@ def vectors_param():
     return param("retrain", Options(*VECTORS))
 
 
-def remaining_vectors(ctx, ids, mode: str, who: str) -> dict:
+def remaining_vectors(ctx, ids, mode: str, who: str, stream: bool = False) -> Mapping:
     """τ_t of ``ids`` after unlearning: kept by the system (``mode="keep"``), or retrained and
-    hash-checked by :meth:`UnlearningSystem.retrain` (which charges the round)."""
+    hash-checked by :meth:`UnlearningSystem.retrain` (which charges the round; ``stream``: read
+    back lazily from the store, for a state built from the τ_t one at a time)."""
     ids = list(ids)
     if not ids:
         return {}
@@ -37,14 +40,27 @@ def remaining_vectors(ctx, ids, mode: str, who: str) -> dict:
         if missing:
             raise StateError(f"method {who!r} keeps vectors, but the system lacks {missing[:5]}")
         return {t: ctx.vectors[t] for t in ids}
-    return ctx.retrain(ids, desc="retrain remaining")
+    return ctx.retrain(ids, desc="retrain remaining", stream=stream)
 
 
 class UsesRemainingVectors(Method):
     """A method with a declared ``vectors`` parameter whose state needs every remaining τ_t
-    (when :meth:`needs_vectors`, default: always)."""
+    (when :meth:`needs_vectors`, default: always). Its state is built from the τ_t one at a
+    time (TIES and EMR pass over them once per candidate, TALL and Consensus read each once per
+    cluster): with a store, a fit streams them (:attr:`streams_vectors`), unless
+    :meth:`holds_all_vectors` says one step needs every τ_t at once."""
 
     cost_rule = "retrain-all"
+
+    @property
+    def streams_vectors(self) -> bool:
+        """Read the τ_t one at a time from the store during fit (:attr:`Method.streams_vectors`)."""
+        return not self.holds_all_vectors()
+
+    def holds_all_vectors(self) -> bool:
+        """Whether one step of building the state needs every τ_t in memory at once (default:
+        no; clustering by task vectors does: the cosine affinity of every pair)."""
+        return False
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -55,7 +71,7 @@ class UsesRemainingVectors(Method):
         return True
 
     def remaining_vectors(self, ctx, ids) -> dict:
-        return remaining_vectors(ctx, ids, self.p.vectors, self.name)
+        return remaining_vectors(ctx, ids, self.p.vectors, self.name, stream=self.streams_vectors)
 
     def unlearning_cost(self, n_before, n_forgotten, steps):
         """Retrain the forgotten τ_u (one round); when the state needs every τ_t and they are not

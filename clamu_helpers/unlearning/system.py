@@ -14,9 +14,12 @@ ledger, every τ_t (hashed as it comes back from the device), masks and clusters
 composed there and moved to the device to be served or scored. The ledger quantises on the
 CPU because each τ_t has to come back to the CPU to be hashed and stored anyway.
 
-With a store and a method that reads τ_t one at a time (``streams_vectors``: merging, SIFT-Masks),
-``fit`` finetunes and merges :data:`FIT_CHUNK` tasks at a time and the method reads the τ_t back
-from the store, so a fit's memory stays flat in T; other methods get every τ_t at once.
+With a store and a method that reads τ_t one at a time (``streams_vectors``: merging, SIFT-Masks,
+TALL, EMR, TIES, Consensus, cluster merges and ClAMU, unless they cluster by task vectors or
+keep their τ_t), ``fit`` finetunes and merges :data:`FIT_CHUNK` tasks at a time and the method
+reads the τ_t back from the store, and a refresh that rebuilds from every remaining τ_t
+retrains them a chunk at a time the same way (:meth:`retrain` with ``stream``), so memory stays
+flat in T; the other methods get every τ_t at once.
 
 Over 300 lines on purpose: the one object users drive (fit, serve, unlearn, report, save and
 load) keeps its whole life cycle in one place.
@@ -28,7 +31,7 @@ import hashlib
 import time
 from pathlib import Path
 from dataclasses import asdict
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -181,18 +184,35 @@ class UnlearningSystem:
         return h.hexdigest()
 
     # -- unlearning --------------------------------------------------------------------------
-    def retrain(self, task_ids: Sequence[str], desc: str = "retrain") -> dict[str, TaskVector]:
+    def retrain(self, task_ids: Sequence[str], desc: str = "retrain", stream: bool = False) -> Mapping[str, TaskVector]:
         """Retrain τ_t of merged tasks deterministically (never from the store), check each
         SHA-256 against the one the ledger recorded at merge time, and charge one round of
         finetunes to ``unlearn_costs`` (n·E gradient steps, E parallel steps: they run side by
         side). The one place where unlearning retrains; raises :class:`ExactnessError` (nothing
-        charged) when a retrained vector differs from the merged one."""
+        charged) when a retrained vector differs from the merged one.
+
+        ``stream`` (a refresh that reads the τ_t one at a time): with a store and more than
+        :data:`FIT_CHUNK` tasks, retrain a chunk at a time, file each verified chunk in the store
+        (bit for bit the merged τ_t) and let it go, and return them read lazily from the store,
+        as a streamed fit does: memory flat in T."""
         ids = list(task_ids)
         if not ids:
             return {}
         self.check_environment()
-        got = self.finetune(ids, use_store=False, desc=desc)
-        self.ledger.check_hashes({t: got[t] for t in ids}, "retrained task vectors")
+        if not (stream and self.store is not None and len(ids) > FIT_CHUNK):
+            got = self.finetune(ids, use_store=False, desc=desc)
+            self.ledger.check_hashes({t: got[t] for t in ids}, "retrained task vectors")
+        else:
+            keys = store_keys(self.setting, ids, self.seed, self.store, **self.finetune_options())
+            for start in range(0, len(ids), FIT_CHUNK):
+                chunk = ids[start:start + FIT_CHUNK]
+                part = self.finetune(chunk, use_store=False, desc=f"{desc} ({start + len(chunk)}/{len(ids)})")
+                self.ledger.check_hashes({t: part[t] for t in chunk}, "retrained task vectors")
+                for t in chunk:
+                    if keys[t] not in self.store:
+                        self.store.put(keys[t], part[t])
+                del part
+            got = StoredVectors(self.store, keys, self.setting.spec, self.ledger)
         self.unlearn_costs.round(len(ids), self.steps)
         return got
 
