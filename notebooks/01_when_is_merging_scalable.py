@@ -79,4 +79,6 @@ for name in available:
 display(plots.report(NOTEBOOK, rows, profile, len(seeds)))
 assert fig2["accuracy"].between(0, 1).all()
 label = fig2[fig2.setting == "images-label-subsets"].pivot_table(index=["seed", "tasks"], columns="model", values="accuracy")
-assert (label["local"] > label["zero-shot"]).all()  # finetuning helps on every seed and size
+# finetuning never hurts, and helps on average at every size (a task whose M0 already scores at its
+# ceiling ties: seed 5, T = 1 has zero-shot = local = 0.94)
+assert (label["local"] >= label["zero-shot"]).all() and (label.groupby("tasks").mean().pipe(lambda m: m["local"] > m["zero-shot"])).all()

@@ -137,7 +137,7 @@ clustered = next(lab for lab in table3.label.unique() if "clusters" in lab)
 by_step = table3.pivot_table(index="label", columns="unlearned", values=["accuracy", "local"], aggfunc="mean")
 requests = table3.unlearned.nunique() - 1  # one request per checkpoint
 rows += [claims.check("table3-clamu-above-tall", ex.per_seed(table3, measures.mean_lead("ClAMU", "TALL", "unlearned", before_last=True)),
-                      label=f"{name3}, {n3} tasks, checkpoints {sorted(table3.unlearned.unique())}",
+                      label=f"{name3}, {n3} tasks, checkpoints {sorted(int(u) for u in table3.unlearned.unique())}",
                       detail="ClAMU − TALL by checkpoint: " + ", ".join(
                           f"{u}: {by_step.loc['ClAMU', ('accuracy', u)] - by_step.loc['TALL', ('accuracy', u)]:+.3f}"
                           for u in sorted(table3.unlearned.unique()))),
