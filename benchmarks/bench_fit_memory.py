@@ -1,6 +1,6 @@
 """Peak memory of ``UnlearningSystem.fit`` as T grows, against the streamed merge of the same τ_t.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_fit_memory.py [--T 50 500] [--dim 1024 --hidden 1024]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_fit_memory.py [--T 50 500] [--dim 1024 --hidden 1024] [--methods merge sift tall emr ties]
 
 Issue 31 asks that the memory of a fit stay flat in T (the paper's 500 × ViT-B-32 is 176 GB
 of float32 task vectors). This measures where the system stands: each case runs in a fresh child
@@ -84,6 +84,6 @@ if __name__ == "__main__":
     ap.add_argument("--T", type=int, nargs="+", default=[50, 500])
     ap.add_argument("--dim", type=int, default=1024)
     ap.add_argument("--hidden", type=int, default=1024)
-    ap.add_argument("--methods", nargs="+", default=["merge", "sift"])
+    ap.add_argument("--methods", nargs="+", default=["merge", "sift", "tall", "emr", "ties"])
     a = ap.parse_args()
     main(a.T, a.dim, a.hidden, a.methods)
