@@ -70,7 +70,7 @@ class UsesRemainingVectors(Method):
         """Whether recomputing the state needs every remaining τ_t (default: yes)."""
         return True
 
-    def remaining_vectors(self, ctx, ids) -> dict:
+    def remaining_vectors(self, ctx, ids) -> Mapping:
         return remaining_vectors(ctx, ids, self.p.vectors, self.name, stream=self.streams_vectors)
 
     def unlearning_cost(self, n_before, n_forgotten, steps):

@@ -133,12 +133,18 @@ class UnlearningSystem:
         letting it go; ``fit`` then reads the τ_t back one at a time. Peak memory: the ledger
         and one chunk, whatever T (``benchmarks/bench_fit_memory.py``); the same ledger integers
         as merging every τ_t at once (the sum is exact and order-free)."""
+        return self._in_chunks(ids, f"finetune {self.setting.name}", True,
+                               lambda chunk, vecs, keys: self.ledger.add_many((t, vecs[t]) for t in chunk))
+
+    def _in_chunks(self, ids: list[str], desc: str, use_store: bool, each) -> "StoredVectors":
+        """Finetune ``ids`` :data:`FIT_CHUNK` at a time, call ``each(chunk, vectors, keys)`` on
+        every chunk before letting it go, and return all of them read lazily from the store."""
+        keys = store_keys(self.setting, ids, self.seed, self.store, **self.finetune_options())
         for start in range(0, len(ids), FIT_CHUNK):
             chunk = ids[start:start + FIT_CHUNK]
-            vecs = self.finetune(chunk, desc=f"finetune {self.setting.name} ({start + len(chunk)}/{len(ids)})")
-            self.ledger.add_many((tid, vecs[tid]) for tid in chunk)
+            vecs = self.finetune(chunk, use_store=use_store, desc=f"{desc} ({start + len(chunk)}/{len(ids)})")
+            each(chunk, vecs, keys)
             del vecs
-        keys = store_keys(self.setting, ids, self.seed, self.store, **self.finetune_options())
         return StoredVectors(self.store, keys, self.setting.spec, self.ledger)
 
     def context(self, costs: Costs | None = None) -> MethodContext:
@@ -203,16 +209,12 @@ class UnlearningSystem:
             got = self.finetune(ids, use_store=False, desc=desc)
             self.ledger.check_hashes({t: got[t] for t in ids}, "retrained task vectors")
         else:
-            keys = store_keys(self.setting, ids, self.seed, self.store, **self.finetune_options())
-            for start in range(0, len(ids), FIT_CHUNK):
-                chunk = ids[start:start + FIT_CHUNK]
-                part = self.finetune(chunk, use_store=False, desc=f"{desc} ({start + len(chunk)}/{len(ids)})")
+            def verify_and_file(chunk, part, keys):
                 self.ledger.check_hashes({t: part[t] for t in chunk}, "retrained task vectors")
                 for t in chunk:
                     if keys[t] not in self.store:
                         self.store.put(keys[t], part[t])
-                del part
-            got = StoredVectors(self.store, keys, self.setting.spec, self.ledger)
+            got = self._in_chunks(ids, desc, False, verify_and_file)
         self.unlearn_costs.round(len(ids), self.steps)
         return got
 
