@@ -25,7 +25,7 @@
 import os
 profile = os.environ.get("CLAMU_PROFILE", "cpu")  # smoke | cpu | paper; committed outputs are from cpu
 seed = 0
-seeds = None  # None: the profile's seeds (clamu_helpers.profiles.SEEDS); claims are judged over them
+seeds = None  # None: this notebook's seeds at the profile (clamu_helpers.profiles.seeds_for); claims are judged over them
 settings = ["images-uniform", "images-label-subsets", "reviews-by-movie", "fortunes-label-subsets"]
 
 # %%
@@ -37,9 +37,9 @@ from IPython.display import Markdown, display
 from clamu_helpers import UnlearningSystem, get_setting
 from clamu_helpers import claims, experiments as ex, plots
 pd.set_option("display.precision", 3)
-from clamu_helpers import profiles
+from clamu_helpers import measures, profiles
 NOTEBOOK = "01_when_is_merging_scalable"
-seeds = seeds or ex.seeds_for(profile)
+seeds = seeds or ex.seeds_for(profile, NOTEBOOK)
 
 # %%
 available = profiles.available(settings)
@@ -73,11 +73,12 @@ for name in available:
             f"covers every label, so averaging adds little data and only interference")]
     rows.append(claims.check(key, ex.per_seed(sub, lambda s: q(*at_largest_T(s))), label=f"{name}, T={int(sub.tasks.max())}",
                              detail=f"merged {m:.3f}, local {l:.3f}, zero-shot {z:.3f}", why=why))
-rows = [r for r in rows if r]
-plots.report_rows(NOTEBOOK, rows, profile)
-display(Markdown(f"**What this run shows** ({len(seeds)} seeds; 95% t interval over seeds):\n\n" + "\n".join(
-    f"- {r['claim']}: {r['ours']} — paper {r['paper']}" + (f": **{r['verdict']}**" if r.get('verdict') else "")
-    + (f" ({r['why']})" if r.get('why') else "") for r in rows)))
+    if name in ("images-uniform", "reviews-by-movie"):  # the settings the draft names: CLIP (i) and Sent140
+        rows.append(claims.check("fig2-within-15", ex.per_seed(sub, measures.lead("merged", "local", by="model", at_largest="tasks")),
+                                 label=f"{name}, T={int(sub.tasks.max())}", detail=f"merged {m:.3f}, local {l:.3f}"))
+display(plots.report(NOTEBOOK, rows, profile, len(seeds)))
 assert fig2["accuracy"].between(0, 1).all()
 label = fig2[fig2.setting == "images-label-subsets"].pivot_table(index=["seed", "tasks"], columns="model", values="accuracy")
-assert (label["local"] > label["zero-shot"]).all()  # finetuning helps on every seed and size
+# finetuning never hurts, and helps on average at every size (a task whose M0 already scores at its
+# ceiling ties: seed 5, T = 1 has zero-shot = local = 0.94)
+assert (label["local"] >= label["zero-shot"]).all() and (label.groupby("tasks").mean().pipe(lambda m: m["local"] > m["zero-shot"])).all()

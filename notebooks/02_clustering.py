@@ -24,7 +24,7 @@
 import os
 profile = os.environ.get("CLAMU_PROFILE", "cpu")  # smoke | cpu | paper; committed outputs are from cpu
 seed = 0
-seeds = None  # None: the profile's seeds (clamu_helpers.profiles.SEEDS); claims are judged over them
+seeds = None  # None: this notebook's seeds at the profile (clamu_helpers.profiles.seeds_for); claims are judged over them
 settings = ["fortunes-label-subsets", "images-label-subsets"]  # the draft runs this on Reddit
 ks = None  # None: the draft's K ∈ {4, 20, 100} of 500 tasks, scaled to the profile
 
@@ -37,9 +37,9 @@ from IPython.display import Markdown, display
 from clamu_helpers import UnlearningSystem, get_setting
 from clamu_helpers import claims, experiments as ex, plots
 pd.set_option("display.precision", 3)
-from clamu_helpers import profiles
+from clamu_helpers import measures, profiles
 NOTEBOOK = "02_clustering"
-seeds = seeds or ex.seeds_for(profile)
+seeds = seeds or ex.seeds_for(profile, NOTEBOOK)
 
 
 # %%
@@ -80,11 +80,14 @@ for name, sub in fig4.groupby("setting", sort=False):
         rows.append(claims.check("fig4-features", ex.per_seed(at_k, gain), label=f"{name}, K={int(k)}",
                                  detail=f"features {mean['features']:.3f}, random {mean['random']:.3f}, "
                                         f"task-vectors {mean['task-vectors']:.3f}", why=why))
-rows = [r for r in rows if r]
-plots.report_rows(NOTEBOOK, rows, profile)
-display(Markdown(f"**What this run shows** ({len(seeds)} seeds; 95% t interval over seeds):\n\n" + "\n".join(
-    f"- {r['claim']}: {r['ours']} — paper {r['paper']}" + (f": **{r['verdict']}**" if r.get('verdict') else "")
-    + (f" ({r['why']})" if r.get('why') else "") for r in rows)))
+for name, sub in fig4.groupby("setting", sort=False):
+    mean = sub.groupby("label")["accuracy"].mean()
+    best = mean[[lab for lab in mean.index if lab.startswith("features")]]
+    rows.append(claims.check("fig4-clusters-local", ex.per_seed(sub, measures.best_lead("clustering", "features", "local")),
+                             label=f"{name}, best of K ∈ {sorted(int(k) for k in sub.K.dropna().unique())}",
+                             detail=f"best feature clusters {best.max():.3f} ({best.idxmax()}), local {mean['local']:.3f}, "
+                                    f"global {mean['global']:.3f}"))
+display(plots.report(NOTEBOOK, rows, profile, len(seeds)))
 assert fig4["accuracy"].between(0, 1).all()
 for (name, sd), sub in fig4.groupby(["setting", "seed"]):
     acc = sub.set_index("label")["accuracy"]

@@ -25,7 +25,7 @@
 import os
 profile = os.environ.get("CLAMU_PROFILE", "cpu")  # smoke | cpu | paper; committed outputs are from cpu
 seed = 0
-seeds = None  # None: the profile's seeds (clamu_helpers.profiles.SEEDS); claims are judged over them
+seeds = None  # None: this notebook's seeds at the profile (clamu_helpers.profiles.seeds_for); claims are judged over them
 setting_name = "fictitious-authors"
 sizes = None  # None: 2, 5, 50 and the largest author count of the profile
 
@@ -39,7 +39,7 @@ from clamu_helpers import UnlearningSystem, get_setting
 from clamu_helpers import claims, experiments as ex, plots
 pd.set_option("display.precision", 3)
 NOTEBOOK = "03_localization"
-seeds = seeds or ex.seeds_for(profile)
+seeds = seeds or ex.seeds_for(profile, NOTEBOOK)
 
 # %%
 methods = {"Global": ex.COMPARISON["averaging"], "TALL": ex.COMPARISON["TALL"], "EMR": ex.COMPARISON["EMR"],
@@ -99,9 +99,5 @@ rows = [claims.check("table1-recovery", share, label=f"{big} authors",
                            "merge, or train a supermask?)", control),
         claims.measurement(f"ClAMU − max(TALL, EMR) answer probability at {big} authors (the draft's comparison)",
                            ex.per_seed(table1, clamu_gain))]
-rows = [r for r in rows if r]
-plots.report_rows(NOTEBOOK, rows, profile)
-display(Markdown(f"**What this run shows** ({len(seeds)} seeds; 95% t interval over seeds):\n\n" + "\n".join(
-    f"- {r['claim']}: {r['ours']} — paper {r['paper']}" + (f": **{r['verdict']}**" if r.get('verdict') else "")
-    + (f" ({r['why']})" if r.get('why') else "") for r in rows)))
+display(plots.report(NOTEBOOK, rows, profile, len(seeds)))
 assert (wide["Local"] > wide["Global"]).all()

@@ -31,7 +31,7 @@
 import os
 profile = os.environ.get("CLAMU_PROFILE", "cpu")  # smoke | cpu | paper; committed outputs are from cpu
 seed = 0
-seeds = None  # None: the profile's seeds (clamu_helpers.profiles.SEEDS); claims are judged over them
+seeds = None  # None: this notebook's seeds at the profile (clamu_helpers.profiles.seeds_for); claims are judged over them
 table2_settings = ["reviews-by-movie", "images-uniform"]   # Sent140 and CLIP (i) analogs
 table3_setting = None  # None: the Reddit analog (the image analog at smoke; clamu_helpers.profiles.KNOBS)
 table3_tasks = None   # None: 20 tasks at cpu (masks are re-learned after each request), all at smoke (profiles.KNOBS)
@@ -46,10 +46,10 @@ from IPython.display import Markdown, display
 from clamu_helpers import UnlearningSystem, get_setting
 from clamu_helpers import claims, experiments as ex, plots
 pd.set_option("display.precision", 3)
-from clamu_helpers import profiles
+from clamu_helpers import measures, profiles
 from clamu_helpers import unlearning_cost as uc
 NOTEBOOK = "05_unlearning_costs"
-seeds = seeds or ex.seeds_for(profile)
+seeds = seeds or ex.seeds_for(profile, NOTEBOOK)
 table3_setting = profiles.default("table3_setting", profile, table3_setting)
 table3_tasks = profiles.default("table3_tasks", profile, table3_tasks)
 
@@ -65,17 +65,8 @@ plots.save_table(table2, "table2_unlearning_merge", profile)
 assert (table2.exact.dropna() == 1).all(), "an unlearned order differs from a fresh fit of its remaining tasks"
 table2.groupby(["setting", "unlearned"])[["remaining", "accuracy", "local", "gap", "gradient_steps"]].mean()
 
-
 # %%
-def change(column, frac=0.95):
-    """Per seed: the column at the checkpoint nearest ``frac`` unlearned minus at 0, averaged over orders."""
-    def q(sub):
-        n = sub.remaining.max()
-        k = min(sub.unlearned.unique(), key=lambda u: abs(u - frac * n))
-        by = sub.groupby("unlearned")[column].mean()
-        return by[k] - by[0]
-    return q
-
+change = measures.change  # per seed: a column at the checkpoint nearest a fraction unlearned − at 0, mean over orders
 claim_of = {"reviews-by-movie": "table2-sent140", "images-uniform": "table2-clip-i"}
 rows = []
 for name, sub in table2.groupby("setting", sort=False):
@@ -114,8 +105,8 @@ def table3_for(sd):
     s3 = s3.subset(n3)
     k3 = ex.cluster_counts(n3)[len(ex.cluster_counts(n3)) // 2]
     configs = {"TALL": ex.COMPARISON["TALL"], "ClAMU": ex.COMPARISON["ClAMU"],
-               f"ClAMU, {k3} feature clusters": ("clamu", {"clusters": k3, "cluster_by": "features"}),
-               "SIFT-Masks": ex.COMPARISON["SIFT-Masks"]}
+               f"ClAMU, {k3} feature clusters": ("clamu", {**ex.CLAMU_PROTOCOL, "clusters": k3, "cluster_by": "features"}),
+               "SIFT-Masks": ex.COMPARISON["SIFT-Masks"], "task arithmetic": ex.COMPARISON["task arithmetic"]}
     return pd.concat([ex.unlearning_orders(s3, m, orders=orders, seed=sd, batch=True, **p).assign(label=label, tasks=n3)
                       for label, (m, p) in configs.items()], ignore_index=True)
 
@@ -130,9 +121,6 @@ steps = get_setting(name3, profile, seeds[0]).finetune_config.steps
 last = table3.unlearned.max()
 real = table3[(table3.replayed == "unlearned") & (table3.unlearned == last)]
 
-def ratio_to_sift(label, column="gradient_steps"):
-    return ex.per_seed(real, lambda sub: sub.set_index("label").pipe(lambda t: t.loc[label, column] / t.loc["SIFT-Masks", column]))
-
 tall3 = table3[table3.label == "TALL"]
 d_tall, d_local = ex.per_seed(tall3, change("accuracy", 1.0)), ex.per_seed(tall3, change("local", 1.0))
 t0 = tall3[tall3.unlearned == 0]
@@ -143,14 +131,27 @@ rows += [claims.check("table3-tall", d_tall, label=f"{name3}, {n3} tasks, {last}
                            (start_gap < 0.186, f"TALL starts {start_gap:.3f} below the local models at {n3} tasks, so a "
                                                f"rise of the paper's 0.186 is out of reach here")]),
          claims.measurement(f"Table 3: ClAMU ÷ SIFT-Masks gradient steps executed to unlearn {last} of {n3} tasks "
-                            f"(one request per checkpoint)", ratio_to_sift("ClAMU"), fmt=".1f"),
-         claims.measurement(f"Table 3: ClAMU ÷ SIFT-Masks parallel steps executed", ratio_to_sift("ClAMU", "parallel_steps"), fmt=".1f")]
+                            f"(one request per checkpoint)", ex.per_seed(real, measures.ratio("ClAMU", "SIFT-Masks", "gradient_steps")), fmt=".1f"),
+         claims.measurement(f"Table 3: ClAMU ÷ SIFT-Masks parallel steps executed", ex.per_seed(real, measures.ratio("ClAMU", "SIFT-Masks", "parallel_steps")), fmt=".1f")]
+clustered = next(lab for lab in table3.label.unique() if "clusters" in lab)
+by_step = table3.pivot_table(index="label", columns="unlearned", values=["accuracy", "local"], aggfunc="mean")
+requests = table3.unlearned.nunique() - 1  # one request per checkpoint
+rows += [claims.check("table3-clamu-above-tall", ex.per_seed(table3, measures.mean_lead("ClAMU", "TALL", "unlearned", before_last=True)),
+                      label=f"{name3}, {n3} tasks, checkpoints {sorted(int(u) for u in table3.unlearned.unique())}",
+                      detail="ClAMU − TALL by checkpoint: " + ", ".join(
+                          f"{u}: {by_step.loc['ClAMU', ('accuracy', u)] - by_step.loc['TALL', ('accuracy', u)]:+.3f}"
+                          for u in sorted(table3.unlearned.unique()))),
+         claims.check("table3-clustered-rises", ex.per_seed(table3[table3.label == clustered], change("accuracy", 1.0)),
+                      label=f"{name3}, {clustered}, {last} of {n3} unlearned",
+                      detail=f"{by_step.loc[clustered, ('accuracy', 0)]:.3f} → {by_step.loc[clustered, ('accuracy', last)]:.3f}; "
+                             f"local models on the same remaining tasks: "
+                             f"{by_step.loc[clustered, ('local', last)] - by_step.loc[clustered, ('local', 0)]:+.3f}"),
+         claims.check("table3-parallel-2x", ex.per_seed(real, measures.ratio("ClAMU", "task arithmetic", "parallel_steps")),
+                      label=f"{name3}, {last} of {n3} unlearned in {requests} requests",
+                      detail=f"ClAMU {real[real.label == 'ClAMU'].parallel_steps.mean():,.0f} parallel steps, task arithmetic "
+                             f"{real[real.label == 'task arithmetic'].parallel_steps.mean():,.0f}")]
 for _, r in arith.iterrows():
     rows.append(claims.arithmetic(f"draft counting, 250 of 500 unlearned one by one: {r.method} task-trainings / gradient steps",
                                   f"{int(r.task_trainings):,} / {int(r.gradient_steps):,}", source="draft Sec. 5"))
-rows = [r for r in rows if r]
-plots.report_rows(NOTEBOOK, rows, profile)
-display(Markdown(f"**What this run shows** ({len(seeds)} seeds; 95% t interval over seeds):\n\n" + "\n".join(
-    f"- {r['claim']}: {r['ours']} — paper {r['paper']}" + (f": **{r['verdict']}**" if r.get('verdict') else "")
-    + (f" ({r['why']})" if r.get('why') else "") for r in rows)))
+display(plots.report(NOTEBOOK, rows, profile, len(seeds)))
 assert int(arith.set_index("method").loc["scratch", "task_trainings"]) == 93625

@@ -29,14 +29,14 @@
 import os
 profile = os.environ.get("CLAMU_PROFILE", "cpu")  # smoke | cpu | paper; committed outputs are from cpu
 seed = 0
-seeds = None  # None: the profile's seeds (clamu_helpers.profiles.SEEDS); claims are judged over them
+seeds = None  # None: this notebook's seeds at the profile (clamu_helpers.profiles.seeds_for); claims are judged over them
 settings = ["images-label-subsets", "images-uniform"]
 sift_sizes = None      # None: every T at cpu, the two ends at smoke (clamu_helpers.profiles.KNOBS)
 cost_sizes = None      # None: T ∈ {50, 100, 200} at cpu (benchmarks/bench_unlearning_compute.py adds 500)
 cost_ks = [1, "10%"]   # forget one task, and 10% of T, in one request
 cost_seeds = None      # None: every seed at smoke, the first at cpu (profiles.KNOBS): the full cost table
                        # (3 seeds of every method at T ∈ {50, 100, 200} cost an hour on 2 cores)
-# one deletion on every seed: the compute claim, in two configurations (uc.CLAIM_CONFIGS): fixed scales
+# one deletion on each of the first 3 seeds (profiles.KNOBS "compute_claim_seeds"): the compute claim, in two configurations (uc.CLAIM_CONFIGS): fixed scales
 # (SIFT's 1/T, TALL's original α = 1) and scales chosen on validation data after every request
 claim_methods = ["sift:scale=1/T", "sift:scale=val", "tall:alpha=1", "tall", "emr"]
 
@@ -49,12 +49,13 @@ from IPython.display import Markdown, display
 from clamu_helpers import UnlearningSystem, get_setting
 from clamu_helpers import claims, experiments as ex, plots
 pd.set_option("display.precision", 3)
-from clamu_helpers import bench_results, profiles, unlearning_cost as uc
+from clamu_helpers import bench_results, measures, profiles, unlearning_cost as uc
 NOTEBOOK = "06_sift_masks"
-seeds = seeds or ex.seeds_for(profile)
+seeds = seeds or ex.seeds_for(profile, NOTEBOOK)
 sift_sizes = profiles.default("sift_sizes", profile, sift_sizes)
 cost_sizes = profiles.default("cost_sizes", profile, cost_sizes)
 cost_seeds = cost_seeds or profiles.take(seeds, profiles.default("cost_seeds", profile))
+claim_seeds = profiles.take(seeds, profiles.default("compute_claim_seeds", profile))
 
 # %% [markdown]
 # ## Accuracy as tasks grow, every method and SIFT-Masks' controls
@@ -99,7 +100,8 @@ gaps.groupby(["setting", "method", "control"], sort=False)[["accuracy", "control
 # an O(T) evaluation. TALL and EMR retrain every remaining τ_t (or keep them: `vectors=keep`),
 # ClAMU re-optimises its masks. Executed gradient steps are fixed by those rules (one deletion:
 # T × SIFT's), so the compute claim is judged on **wall seconds** against the paper's SIFT-Masks,
-# one deletion on every seed; the full table (both k, every variant) runs on the first seed.
+# one deletion on each of the first three seeds (the accuracy above runs on more: it is cheaper);
+# the full table (both k, every variant) runs on the first seed.
 
 # %%
 # ClAMU at the draft's α = 1, η = 100: the draft counts one mask optimisation per cluster, not our validation search
@@ -107,7 +109,7 @@ cost_methods = claim_methods + ["tall:vectors=keep", "emr:vectors=keep", "clamu:
 sizes = [n for n in cost_sizes if n <= len(get_setting(settings[0], profile, seeds[0]).tasks)]
 full = ex.over_seeds(lambda sd: uc.unlearning_compute(get_setting(settings[0], profile, sd), cost_methods, sizes,
                                                       ks=cost_ks, seed=sd), cost_seeds, desc="unlearning compute")
-more = [sd for sd in seeds if sd not in cost_seeds]
+more = [sd for sd in claim_seeds if sd not in cost_seeds]
 cost = pd.concat([full] + ([ex.over_seeds(lambda sd: uc.unlearning_compute(get_setting(settings[0], profile, sd),
                                                                            claim_methods, sizes, ks=[1], seed=sd),
                                           more, desc="unlearning compute, one deletion")] if more else []),
@@ -145,6 +147,7 @@ def sift_gain(sub):
 def control(name):
     return lambda sub: sub.set_index("label")["accuracy"].pipe(lambda a: a["SIFT-Masks"] - a[name])
 
+paper_rule = "SIFT-Masks (1/T, the paper's rule)"  # the final paper's configuration: fixed scale 1/T
 rows = []
 for name, sub in top.groupby("setting", sort=False):
     mean = sub.groupby("label")["accuracy"].mean()
@@ -155,6 +158,9 @@ for name, sub in top.groupby("setting", sort=False):
                                     f"{mean['averaging']:.3f}, local {mean['local']:.3f}",
                              why=f"merging loses {mean['local'] - mean['averaging']:.3f} to the local models here; "
                                  f"SIFT-Masks − its random-mask control: {sum(rnd) / len(rnd):+.3f}"))
+    rows.append(claims.check("sift-accuracy", ex.per_seed(sub, measures.lead(paper_rule, "averaging", relative=True)),
+                             label=f"{name}, T={sub.tasks.max()}, SIFT-Masks at the final paper's fixed 1/T",
+                             detail=f"SIFT at 1/T {mean[paper_rule]:.3f}, averaging {mean['averaging']:.3f}"))
     rows.append(claims.measurement(f"{name}: SIFT-Masks − its random-mask control (does the choice of coordinates matter?)", rnd))
 for config, (ref, base) in uc.CLAIM_CONFIGS.items():
     r = by_config[config]
@@ -194,9 +200,5 @@ big = projection[projection.total == projection.total.max()]
 for _, r in big[big.method.isin(["tall", "emr", "clamu", "scratch"])].iterrows():
     rows.append(claims.arithmetic(f"draft counting at T={int(r.total)}: {r.method} ÷ SIFT-Masks gradient steps",
                                   f"{r.sift_ratio_gradient:.1f}×", source="draft Sec. 5 counting rules"))
-rows = [r for r in rows if r]
-plots.report_rows(NOTEBOOK, rows, profile)
-display(Markdown(f"**What this run shows** ({len(seeds)} seeds; 95% t interval over seeds):\n\n" + "\n".join(
-    f"- {r['claim']}: {r['ours']} — paper {r['paper']}" + (f": **{r['verdict']}**" if r.get('verdict') else "")
-    + (f" ({r['why']})" if r.get('why') else "") for r in rows)))
+display(plots.report(NOTEBOOK, rows, profile, len(seeds)))
 assert (cost.exact.dropna() == 1).all()

@@ -26,7 +26,7 @@
 import os
 profile = os.environ.get("CLAMU_PROFILE", "cpu")  # smoke | cpu | paper; committed outputs are from cpu
 seed = 0
-seeds = None  # None: the profile's seeds (clamu_helpers.profiles.SEEDS); claims are judged over them
+seeds = None  # None: this notebook's seeds at the profile (clamu_helpers.profiles.seeds_for); claims are judged over them
 settings = {"Table 4 (Reddit analog)": "fortunes-label-subsets", "Table 5 (Sent140 analog)": "reviews-by-movie"}
 tables = None  # None: Tables 4 and 5 (Table 4 only at smoke; clamu_helpers.profiles.KNOBS)
 max_tasks = 40  # the first 40 tasks of each text setting (both heads are finetuned)
@@ -43,7 +43,7 @@ pd.set_option("display.precision", 3)
 from clamu_helpers import profiles
 from clamu_helpers.settings import SETTINGS
 NOTEBOOK = "08_appendix"
-seeds = seeds or ex.seeds_for(profile)
+seeds = seeds or ex.seeds_for(profile, NOTEBOOK)
 settings = {title: name for title, name in settings.items()
             if title.startswith(tuple(profiles.default("appendix_tables", profile, tables)))}
 
@@ -102,9 +102,11 @@ for title, df in frames.items():
         else:
             key, q = "table5-cls-head", head_gain(method, -1)
         rows.append(claims.check(key, ex.per_seed(df, q), label=f"{title}, {method}", detail=detail))
-rows = [r for r in rows if r]
-plots.report_rows(NOTEBOOK, rows, profile)
-display(Markdown(f"**What this run shows** ({len(seeds)} seeds; 95% t interval over seeds):\n\n" + "\n".join(
-    f"- {r['claim']}: {r['ours']} — paper {r['paper']}" + (f": **{r['verdict']}**" if r.get('verdict') else "")
-    + (f" ({r['why']})" if r.get('why') else "") for r in rows)))
+    if title.startswith("Table 4"):  # the head's lead with localization (ClAMU) − with the cluster merge alone
+        with_masks, alone = ex.per_seed(df, head_gain("ClAMU")), ex.per_seed(df, head_gain("Local"))
+        rows.append(claims.check("table4-head-localization", [a - b for a, b in zip(with_masks, alone)],
+                                 label=f"{title}, K={int(df.K.iloc[0])}, mean over both clusterings",
+                                 detail=f"label-name − CLS: ClAMU {sum(with_masks) / len(with_masks):+.3f}, "
+                                        f"cluster merge {sum(alone) / len(alone):+.3f}"))
+display(plots.report(NOTEBOOK, rows, profile, len(seeds)))
 assert len(table6) >= 2
