@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.errors import StateError
-from ..localization.masks import LAMBDA_GRID, choose_lambda, masked_weights, pack_masks
+from ..localization.masks import LAMBDA_GRID, choose_lambda, masked_weights, pack_masks, tall_masks
 from .base import register
 from .declared import Grid, Options, param
 from .localized import CLUSTER_VECTOR, Masked, weighted_mean
@@ -41,20 +41,24 @@ class Tall(Masked):
         if not self.groups:
             return
         alphas = self.grid("alpha", len(ctx.ledger))
-        per_alpha = {al: ({}, {}, []) for al in alphas}  # α → (masks, λs, [(val score, |k|)])
+        # first pass: per α only each cluster's λ and its score (holding each candidate α's masks
+        # would be O(|α|·T·d/8), growing with T); the chosen α's masks are rebuilt in a second pass
+        per_alpha = {al: ({}, []) for al in alphas}  # α → (λs, [(val score, |k|)])
         for c, ids in self._bar(ctx, list(self.groups.items()), "TALL masks"):
             tau_k = self.group_vector(ctx, ids, vectors)
             xv, yv = self.group_data(ctx, ids, "val")
             for al in alphas:
                 ch = choose_lambda(tau_k, tau_bar, lambda m: setting.score(
                     masked_weights(setting.theta0, m, tau_bar, al), xv, yv), self.p.lambdas)
-                masks, lams, scores = per_alpha[al]
-                masks[c], lams[c] = pack_masks([ch.mask])[0], ch.lam
+                lams, scores = per_alpha[al]
+                lams[c] = ch.lam
                 scores.append((ch.scores[ch.lam], len(ids)))
         # α by the clusters' validation scores (each cluster at its own best λ for that α)
-        self.chosen = self.search(ctx, ["alpha"], lambda v: weighted_mean(per_alpha[v["alpha"]][2]))
-        best = self.chosen.get("alpha", alphas[0])
-        self.masks, self.lambdas = per_alpha[best][0], per_alpha[best][1]
+        self.chosen = self.search(ctx, ["alpha"], lambda v: weighted_mean(per_alpha[v["alpha"]][1]))
+        self.lambdas = per_alpha[self.chosen.get("alpha", alphas[0])][0]
+        # second pass: m_k = 1{|τ_k| > λ_k |τ̄ − τ_k|} at the chosen λ_k (the same bits choose_lambda scored)
+        self.masks = {c: pack_masks([tall_masks(self.group_vector(ctx, ids, vectors), tau_bar, self.lambdas[c])])[0]
+                      for c, ids in self.groups.items()}
 
     def n_scalars(self):
         return len(self.lambdas)
