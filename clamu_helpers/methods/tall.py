@@ -42,8 +42,10 @@ class Tall(Masked):
             return
         alphas = self.grid("alpha", len(ctx.ledger))
         # first pass: per α only each cluster's λ and its score (holding each candidate α's masks
-        # would be O(|α|·T·d/8), growing with T); the chosen α's masks are rebuilt in a second pass
+        # would be O(|α|·T·d/8), growing with T); the chosen α's masks are rebuilt in a second pass,
+        # unless α is fixed (one candidate): then its masks are the state and are kept as they come
         per_alpha = {al: ({}, []) for al in alphas}  # α → (λs, [(val score, |k|)])
+        kept = {} if len(alphas) == 1 else None
         for c, ids in self._bar(ctx, list(self.groups.items()), "TALL masks"):
             tau_k = self.group_vector(ctx, ids, vectors)
             xv, yv = self.group_data(ctx, ids, "val")
@@ -53,12 +55,15 @@ class Tall(Masked):
                 lams, scores = per_alpha[al]
                 lams[c] = ch.lam
                 scores.append((ch.scores[ch.lam], len(ids)))
+                if kept is not None:
+                    kept[c] = pack_masks([ch.mask])[0]
         # α by the clusters' validation scores (each cluster at its own best λ for that α)
         self.chosen = self.search(ctx, ["alpha"], lambda v: weighted_mean(per_alpha[v["alpha"]][1]))
         self.lambdas = per_alpha[self.chosen.get("alpha", alphas[0])][0]
         # second pass: m_k = 1{|τ_k| > λ_k |τ̄ − τ_k|} at the chosen λ_k (the same bits choose_lambda scored)
-        self.masks = {c: pack_masks([tall_masks(self.group_vector(ctx, ids, vectors), tau_bar, self.lambdas[c])])[0]
-                      for c, ids in self.groups.items()}
+        self.masks = kept if kept is not None else {
+            c: pack_masks([tall_masks(self.group_vector(ctx, ids, vectors), tau_bar, self.lambdas[c])])[0]
+            for c, ids in self.groups.items()}
 
     def n_scalars(self):
         return len(self.lambdas)
