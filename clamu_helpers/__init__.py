@@ -16,7 +16,12 @@ module imports only from its own layer or those below):
 The names of the flat layout before 0.2 (``clamu_helpers.ledger``, ``clamu_helpers.experiments``,
 …) still import, as the same modules (:mod:`clamu_helpers._layout`).
 """
-from . import _layout
+import os as _os
+
+# the kit runs its work in one-thread worker processes beside the main one: idle OpenMP threads
+# of an active wait policy would spin against them (read when torch loads, so set before it)
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from . import _layout  # noqa: E402
 
 _layout.install()
 from .core.errors import (ClamuError, DuplicateTaskError, ExactnessError, MissingResourceError,

@@ -27,14 +27,7 @@ seed = 0
 setting_name = "images-label-subsets"
 
 # %%
-# %matplotlib inline
-import os
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import pandas as pd
-from IPython.display import Markdown, display
-from clamu_helpers import UnlearningSystem, get_setting
-from clamu_helpers import claims, experiments as ex, plots
-pd.set_option("display.precision", 3)
+from clamu_helpers.notebook import *
 
 # %%
 setting = get_setting(setting_name, profile, seed)

@@ -29,33 +29,14 @@ settings = ["fortunes-label-subsets", "images-label-subsets"]  # the draft runs 
 ks = None  # None: the draft's K ∈ {4, 20, 100} of 500 tasks, scaled to the profile
 
 # %%
-# %matplotlib inline
-import os
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import pandas as pd
-from IPython.display import Markdown, display
-from clamu_helpers import UnlearningSystem, get_setting
-from clamu_helpers import claims, experiments as ex, plots
-pd.set_option("display.precision", 3)
-from clamu_helpers import measures, profiles
+from clamu_helpers.notebook import *
 NOTEBOOK = "02_clustering"
 seeds = seeds or ex.seeds_for(profile, NOTEBOOK)
 
-
 # %%
-def figure4(name, sd):
-    setting = get_setting(name, profile, sd)
-    methods = {"global": ("merge", {}), "local": ("local", {})}
-    for k in ks or ex.cluster_counts(len(setting.tasks)):
-        for by in ("random", "features", "task-vectors"):
-            methods[f"{by} K={k}"] = ("cluster-merge", {"clusters": k, "cluster_by": by})
-    df = ex.compare_methods(setting, methods, seed=sd)
-    df["clustering"] = df["label"].str.split(" ").str[0]
-    df["K"] = df["param_clusters"] if "param_clusters" in df else None
-    return df
-
 available = profiles.available(settings)
-fig4 = pd.concat([ex.over_seeds(lambda sd: figure4(name, sd), seeds, desc=name) for name in available], ignore_index=True)
+fig4 = pd.concat([ex.over_seeds(lambda sd: figures.figure4(name, profile, sd, ks), seeds, desc=name) for name in available],
+                 ignore_index=True)
 fig4["annotation"] = fig4["K"].map(lambda k: "" if pd.isna(k) else f"K={int(k)}")
 for name, sub in fig4.groupby("setting", sort=False):
     fig = plots.storage_vs_accuracy(sub, hue="clustering", title=f"Figure 4 analog: {name} ({len(seeds)} seeds)")
@@ -63,12 +44,7 @@ for name, sub in fig4.groupby("setting", sort=False):
 plots.save_table(fig4.drop(columns=["annotation"]), "fig4_clustering", profile)
 fig4.pivot_table(index=["setting", "label"], values=["accuracy", "storage_bytes"], aggfunc="mean", sort=False)
 
-
 # %%
-def gain(sub):
-    acc = sub.set_index("clustering")["accuracy"]
-    return acc["features"] - acc["random"]
-
 rows = []
 for name, sub in fig4.groupby("setting", sort=False):
     for k in sorted(sub["K"].dropna().unique()):
@@ -77,7 +53,8 @@ for name, sub in fig4.groupby("setting", sort=False):
         why = [(mean["task-vectors"] > mean["features"],
                 f"clusters by the tasks' own updates reach {mean['task-vectors']:.3f}: what separates tasks here is "
                 f"less visible in the encoder's features ({mean['features']:.3f}) than in the updates")]
-        rows.append(claims.check("fig4-features", ex.per_seed(at_k, gain), label=f"{name}, K={int(k)}",
+        rows.append(claims.check("fig4-features", ex.per_seed(at_k, measures.lead("features", "random", by="clustering")),
+                                 label=f"{name}, K={int(k)}",
                                  detail=f"features {mean['features']:.3f}, random {mean['random']:.3f}, "
                                         f"task-vectors {mean['task-vectors']:.3f}", why=why))
 for name, sub in fig4.groupby("setting", sort=False):

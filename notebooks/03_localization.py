@@ -30,14 +30,7 @@ setting_name = "fictitious-authors"
 sizes = None  # None: 2, 5, 50 and the largest author count of the profile
 
 # %%
-# %matplotlib inline
-import os
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import pandas as pd
-from IPython.display import Markdown, display
-from clamu_helpers import UnlearningSystem, get_setting
-from clamu_helpers import claims, experiments as ex, plots
-pd.set_option("display.precision", 3)
+from clamu_helpers.notebook import *
 NOTEBOOK = "03_localization"
 seeds = seeds or ex.seeds_for(profile, NOTEBOOK)
 
@@ -46,12 +39,7 @@ methods = {"Global": ex.COMPARISON["averaging"], "TALL": ex.COMPARISON["TALL"], 
            "ClAMU": ex.COMPARISON["ClAMU"], "ClAMU supermask (control)": ex.COMPARISON["ClAMU supermask (control)"],
            "SIFT-Masks": ex.COMPARISON["SIFT-Masks"], "Local": ex.COMPARISON["local"]}
 
-def table1_for(sd):
-    setting = get_setting(setting_name, profile, sd)
-    T = len(setting.tasks)
-    return ex.methods_vs_tasks(setting, methods, sizes or sorted({n for n in (2, 5, 50) if n < T} | {T}), seed=sd)
-
-table1 = ex.over_seeds(table1_for, seeds)
+table1 = ex.over_seeds(lambda sd: figures.table1(setting_name, profile, sd, methods, sizes), seeds)
 metric = get_setting(setting_name, profile, seeds[0]).metric_name
 wide = table1.pivot_table(index="tasks", columns="label", values=metric)[list(methods)]
 alphas = table1.pivot_table(index="tasks", columns="label", values="alpha")[["TALL", "ClAMU", "SIFT-Masks"]]
@@ -59,7 +47,6 @@ plots.save_table(table1, "table1_tofu", profile)
 display(Markdown(f"Mean answer probability over {len(seeds)} seeds (per-seed rows in `table1_tofu.csv`); "
                  "served scale α chosen on validation data (Global is averaging, α = 1/T):"), alphas)
 wide
-
 
 # %% [markdown]
 # The claim is judged on the **recovery share** (ClAMU − Global) / (Local − Global): how much of
@@ -69,22 +56,10 @@ wide
 # headroom over it).
 
 # %%
-def recovery(label):
-    def share(sub):
-        acc = sub[sub.tasks == sub.tasks.max()].set_index("label")[metric]
-        return (acc[label] - acc["Global"]) / (acc["Local"] - acc["Global"])
-    return share
-
-def clamu_gain(sub):
-    acc = sub[sub.tasks == sub.tasks.max()].set_index("label")[metric]
-    return acc["ClAMU"] - max(acc["TALL"], acc["EMR"])
-
-def degradation(sub):
-    g = sub[sub.label == "Global"].set_index("tasks")[metric]
-    return g[g.index.max()] / g[g.index.min()]
-
+recovery = {label: measures.recovery(label, "Global", "Local", metric=metric, at_largest="tasks")
+            for label in ("ClAMU", "ClAMU supermask (control)")}
 big, small = wide.index.max(), wide.index.min()
-share, share_control = ex.per_seed(table1, recovery("ClAMU")), ex.per_seed(table1, recovery("ClAMU supermask (control)"))
+share, share_control = (ex.per_seed(table1, recovery[label]) for label in ("ClAMU", "ClAMU supermask (control)"))
 control = [a - b for a, b in zip(share, share_control)]
 gap = sum(control) / len(control)
 rows = [claims.check("table1-recovery", share, label=f"{big} authors",
@@ -93,11 +68,11 @@ rows = [claims.check("table1-recovery", share, label=f"{big} authors",
                      why=[(abs(gap) < 0.05, f"the supermask control recovers about as much ({gap:+.3f} of the lead): "
                                             "the masks train on the authors' own data more than they recover the merge"),
                           (gap >= 0.05, f"ClAMU recovers {gap:+.3f} of the lead more than its supermask control")]),
-        claims.check("table1-degrades", ex.per_seed(table1, degradation), label=f"{small} → {big} authors",
+        claims.check("table1-degrades", ex.per_seed(table1, measures.growth("Global", metric=metric)), label=f"{small} → {big} authors",
                      detail=f"Global {wide.loc[small, 'Global']:.2f} → {wide.loc[big, 'Global']:.2f}"),
         claims.measurement(f"recovery share: ClAMU − its supermask control at {big} authors (does ClAMU recover the "
                            "merge, or train a supermask?)", control),
         claims.measurement(f"ClAMU − max(TALL, EMR) answer probability at {big} authors (the draft's comparison)",
-                           ex.per_seed(table1, clamu_gain))]
+                           ex.per_seed(table1, measures.lead("ClAMU", "TALL", "EMR", metric=metric, at_largest="tasks")))]
 display(plots.report(NOTEBOOK, rows, profile, len(seeds)))
 assert (wide["Local"] > wide["Global"]).all()

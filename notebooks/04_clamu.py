@@ -45,15 +45,7 @@ cluster_setting = "fortunes-label-subsets"  # Figure 5 runs on Reddit in the dra
 clusterings = ["features", "random"]        # the draft's feature clusters, and random clusters as the control
 
 # %%
-# %matplotlib inline
-import os
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import pandas as pd
-from IPython.display import Markdown, display
-from clamu_helpers import UnlearningSystem, get_setting
-from clamu_helpers import claims, experiments as ex, plots
-pd.set_option("display.precision", 3)
-from clamu_helpers import measures, profiles
+from clamu_helpers.notebook import *
 NOTEBOOK = "04_clamu"
 seeds = seeds or ex.seeds_for(profile, NOTEBOOK)
 
@@ -102,17 +94,7 @@ fig3c[fig3c.label.isin(["Consensus", "TALL", "task arithmetic", "TIES"])].groupb
 name = (profiles.available([cluster_setting]) or [setting_name])[0]
 rows5 = ex.methods("TALL", "EMR", "ClAMU", "ClAMU supermask (control)")
 
-def figure5(sd):
-    cs = get_setting(name, profile, sd)
-    frames = []
-    for k in ex.cluster_counts(len(cs.tasks)):
-        for by in clusterings:  # the supermask control runs with the draft's feature clusters
-            ms = {label: (m, {**p, "clusters": k, "cluster_by": by}) for label, (m, p) in rows5.items()
-                  if by == "features" or m != "clamu-supermask"}
-            frames.append(ex.compare_methods(cs, ms, seed=sd).assign(K=k, clustering=by))
-    return pd.concat(frames, ignore_index=True)
-
-fig5 = ex.over_seeds(figure5, seeds)
+fig5 = ex.over_seeds(lambda sd: figures.figure5(name, profile, sd, rows5, clusterings), seeds)
 fig = plots.lines(fig5, "K", "accuracy", "label", style="clustering", logx=True,
                   title=f"Figure 5 analog: cluster masks on {name} ({len(seeds)} seeds)")
 plots.save_figure(fig, "fig5_cluster_masks", profile)
@@ -128,16 +110,9 @@ fig5.pivot_table(index=["clustering", "K"], columns="label", values=["accuracy",
 from clamu_helpers.explore import Explorer
 Explorer(fig5, along="K", choose=("clustering",)).widget()
 
-
 # %%
-def clamu_gain(sub):
-    acc = sub.set_index("label")["accuracy"]
-    return acc["ClAMU"] - max(acc["TALL"], acc["EMR"])
-
-def control_gap(sub):
-    acc = sub.set_index("label")["accuracy"]
-    return acc["ClAMU"] - acc["ClAMU supermask (control)"]
-
+clamu_gain = measures.lead("ClAMU", "TALL", "EMR")                    # Figures 3 and 5: ClAMU − max(TALL, EMR)
+control_gap = measures.lead("ClAMU", "ClAMU supermask (control)")   # ClAMU − its supermask control
 mean3 = fig3.groupby("label")["accuracy"].mean()
 store3 = fig3.groupby("label")["storage_bytes"].mean()
 sm3 = ex.per_seed(fig3, control_gap)
@@ -161,8 +136,7 @@ rows = [claims.check("fig3-clamu", ex.per_seed(fig3, clamu_gain), label=f"{setti
                            detail=f"α = 1: {mean3['ClAMU at α = 1 (draft)']:.3f}, chosen α "
                                   f"{fig3[fig3.label == 'ClAMU'].alpha.mean():.3f}: {mean3['ClAMU']:.3f}"),
         claims.measurement(f"Fig 3: ClAMU's fit compute, gradient steps ÷ the {T} finetunes' (its α/η search and "
-                           "masks included)", ex.per_seed(fig3, lambda s: s.set_index("label").pipe(
-                               lambda t: t.loc["ClAMU", "fit_gradient_steps"] / t.loc["local", "fit_gradient_steps"])),
+                           "masks included)", ex.per_seed(fig3, measures.ratio("ClAMU", "local", "fit_gradient_steps")),
                            detail=f"ClAMU {fit['ClAMU']:,.0f} steps, TALL {fit['TALL']:,.0f}, finetunes alone {finetunes:,.0f}",
                            fmt=".2f")]
 feat = fig5[fig5.clustering == "features"]

@@ -38,16 +38,7 @@ table3_tasks = None   # None: 20 tasks at cpu (masks are re-learned after each r
 orders = 5            # random forget orders per seed
 
 # %%
-# %matplotlib inline
-import os
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import pandas as pd
-from IPython.display import Markdown, display
-from clamu_helpers import UnlearningSystem, get_setting
-from clamu_helpers import claims, experiments as ex, plots
-pd.set_option("display.precision", 3)
-from clamu_helpers import measures, profiles
-from clamu_helpers import unlearning_cost as uc
+from clamu_helpers.notebook import *
 NOTEBOOK = "05_unlearning_costs"
 seeds = seeds or ex.seeds_for(profile, NOTEBOOK)
 table3_setting = profiles.default("table3_setting", profile, table3_setting)
@@ -99,18 +90,7 @@ arith[["method", "task_trainings", "gradient_steps", "parallel_steps", "sift_rat
 # %%
 name3 = (profiles.available([table3_setting]) or ["images-label-subsets"])[0]
 
-def table3_for(sd):
-    s3 = get_setting(name3, profile, sd)
-    n3 = len(profiles.take(s3.tasks, table3_tasks))
-    s3 = s3.subset(n3)
-    k3 = ex.cluster_counts(n3)[len(ex.cluster_counts(n3)) // 2]
-    configs = {"TALL": ex.COMPARISON["TALL"], "ClAMU": ex.COMPARISON["ClAMU"],
-               f"ClAMU, {k3} feature clusters": ("clamu", {**ex.CLAMU_PROTOCOL, "clusters": k3, "cluster_by": "features"}),
-               "SIFT-Masks": ex.COMPARISON["SIFT-Masks"], "task arithmetic": ex.COMPARISON["task arithmetic"]}
-    return pd.concat([ex.unlearning_orders(s3, m, orders=orders, seed=sd, batch=True, **p).assign(label=label, tasks=n3)
-                      for label, (m, p) in configs.items()], ignore_index=True)
-
-table3 = ex.over_seeds(table3_for, seeds, desc=name3)
+table3 = ex.over_seeds(lambda sd: figures.table3(name3, profile, sd, table3_tasks, orders), seeds, desc=name3)
 n3 = int(table3.tasks.iloc[0])
 plots.save_table(table3, "table3_unlearning_masks", profile)
 assert (table3.exact.dropna() == 1).all()

@@ -41,15 +41,7 @@ cost_seeds = None      # None: every seed at smoke, the first at cpu (profiles.K
 claim_methods = ["sift:scale=1/T", "sift:scale=val", "tall:alpha=1", "tall", "emr"]
 
 # %%
-# %matplotlib inline
-import os
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import pandas as pd
-from IPython.display import Markdown, display
-from clamu_helpers import UnlearningSystem, get_setting
-from clamu_helpers import claims, experiments as ex, plots
-pd.set_option("display.precision", 3)
-from clamu_helpers import bench_results, measures, profiles, unlearning_cost as uc
+from clamu_helpers.notebook import *
 NOTEBOOK = "06_sift_masks"
 seeds = seeds or ex.seeds_for(profile, NOTEBOOK)
 sift_sizes = profiles.default("sift_sizes", profile, sift_sizes)
@@ -65,12 +57,8 @@ methods = ex.methods("averaging", "task arithmetic", "SIFT-Masks", "SIFT random 
                      "SIFT sign-fixed merge (control)", "TALL", "EMR", "local",  # ClAMU at T = 200: notebook 04
                      **{"SIFT-Masks (1/T, the paper's rule)": ("sift", {}), "SIFT-Masks (count)": ("sift", {"scale": "count"})})
 
-def accuracy_for(name, sd):
-    s = get_setting(name, profile, sd)
-    sizes = profiles.take([n for n in ex.log_sizes(len(s.tasks)) if n >= 2], sift_sizes)
-    return ex.methods_vs_tasks(s, methods, sizes, seed=sd)
-
-sift = pd.concat([ex.over_seeds(lambda sd: accuracy_for(name, sd), seeds, desc=name) for name in settings], ignore_index=True)
+sift = pd.concat([ex.over_seeds(lambda sd: figures.sift_accuracy(name, profile, sd, methods, sift_sizes), seeds, desc=name)
+                  for name in settings], ignore_index=True)
 fig = plots.lines(sift[sift.setting == settings[0]], "tasks", "accuracy", "label",
                   title=f"SIFT-Masks vs baselines: {settings[0]} ({len(seeds)} seeds)", logx=True)
 plots.save_figure(fig, "sift_masks_accuracy", profile)
@@ -138,21 +126,13 @@ projection = uc.draft_table(steps=get_setting(settings[0], profile, seeds[0]).fi
 plots.save_table(projection, "sift_unlearning_cost_counted", profile)
 projection[projection.total == projection.total.max()][["method", "gradient_steps", "parallel_steps", "sift_ratio_gradient"]]
 
-
 # %%
-def sift_gain(sub):
-    acc = sub.set_index("label")["accuracy"]
-    return (acc["SIFT-Masks"] - acc["averaging"]) / acc["averaging"]
-
-def control(name):
-    return lambda sub: sub.set_index("label")["accuracy"].pipe(lambda a: a["SIFT-Masks"] - a[name])
-
 paper_rule = "SIFT-Masks (1/T, the paper's rule)"  # the final paper's configuration: fixed scale 1/T
 rows = []
 for name, sub in top.groupby("setting", sort=False):
     mean = sub.groupby("label")["accuracy"].mean()
-    rnd = ex.per_seed(sub, control("SIFT random mask (control)"))
-    rows.append(claims.check("sift-accuracy", ex.per_seed(sub, sift_gain), label=f"{name}, T={sub.tasks.max()}",
+    rnd = ex.per_seed(sub, measures.lead("SIFT-Masks", "SIFT random mask (control)"))
+    rows.append(claims.check("sift-accuracy", ex.per_seed(sub, measures.lead("SIFT-Masks", "averaging", relative=True)), label=f"{name}, T={sub.tasks.max()}",
                              detail=f"SIFT {mean['SIFT-Masks']:.3f}, random-mask control {mean['SIFT random mask (control)']:.3f}, "
                                     f"sign-fixed merge {mean['SIFT sign-fixed merge (control)']:.3f}, averaging "
                                     f"{mean['averaging']:.3f}, local {mean['local']:.3f}",

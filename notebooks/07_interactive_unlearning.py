@@ -29,14 +29,7 @@ setting_name = "images-label-subsets"
 max_tasks = 24
 
 # %%
-# %matplotlib inline
-import os
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import pandas as pd
-from IPython.display import Markdown, display
-from clamu_helpers import UnlearningSystem, get_setting
-from clamu_helpers import claims, experiments as ex, plots
-pd.set_option("display.precision", 3)
+from clamu_helpers.notebook import *
 from clamu_helpers.demo import UnlearningDemo
 
 # %%

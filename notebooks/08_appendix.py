@@ -32,41 +32,18 @@ tables = None  # None: Tables 4 and 5 (Table 4 only at smoke; clamu_helpers.prof
 max_tasks = 40  # the first 40 tasks of each text setting (both heads are finetuned)
 
 # %%
-# %matplotlib inline
-import os
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import pandas as pd
-from IPython.display import Markdown, display
-from clamu_helpers import UnlearningSystem, get_setting
-from clamu_helpers import claims, experiments as ex, plots
-pd.set_option("display.precision", 3)
-from clamu_helpers import profiles
-from clamu_helpers.settings import SETTINGS
+from clamu_helpers.notebook import *
 NOTEBOOK = "08_appendix"
 seeds = seeds or ex.seeds_for(profile, NOTEBOOK)
 settings = {title: name for title, name in settings.items()
             if title.startswith(tuple(profiles.default("appendix_tables", profile, tables)))}
 
-
 # %%
-def heads_for(name, sd):
-    frames = []
-    for head in ("cls", "label-name"):
-        s = get_setting(name, profile, sd, head=head)
-        s = s.subset(min(max_tasks, len(s.tasks)))
-        k = ex.cluster_counts(len(s.tasks))[-1]
-        for by in ("random", "features"):
-            ms = {"Local": ("cluster-merge", {"clusters": k, "cluster_by": by}),
-                  **{label: (m, {**p, "clusters": k, "cluster_by": by})
-                     for label, (m, p) in ex.methods("TALL", "EMR", "ClAMU").items()}}
-            frames.append(ex.compare_methods(s, ms, seed=sd).assign(head=head, clustering=by, K=k))
-    return pd.concat(frames, ignore_index=True)
-
 frames = {}
 for title, name in settings.items():
     if not profiles.available([name]):
         continue
-    frames[title] = df = ex.over_seeds(lambda sd: heads_for(name, sd), seeds, desc=name)
+    frames[title] = df = ex.over_seeds(lambda sd: figures.heads(name, profile, sd, max_tasks), seeds, desc=name)
     table = df.pivot_table(index="label", columns=["clustering", "head"], values="accuracy", sort=False)
     alphas = df[df.label.isin(["TALL", "ClAMU"])].pivot_table(index="label", columns=["clustering", "head"], values="alpha")
     both = pd.concat([table, alphas.rename(index=lambda lab: f"{lab} α (chosen on val)")])
@@ -80,15 +57,7 @@ table6 = ex.dataset_table([get_setting(n, profile, seed) for n in profiles.avail
 plots.save_table(table6, "table6_settings", profile)
 table6
 
-
 # %%
-def head_gain(method, sign=+1):
-    """Per seed: label-name − CLS head accuracy of ``method`` (× sign), averaged over the two clusterings."""
-    def q(sub):
-        t = sub[sub.label == method].pivot_table(index="clustering", columns="head", values="accuracy")
-        return sign * float((t["label-name"] - t["cls"]).mean())
-    return q
-
 rows = []
 for title, df in frames.items():
     for method in ("Local", "TALL", "EMR", "ClAMU"):
@@ -96,14 +65,14 @@ for title, df in frames.items():
         detail = "; ".join(f"{by} clusters: label-name {t.loc[by, 'label-name']:.3f}, CLS {t.loc[by, 'cls']:.3f}"
                            for by in t.index)
         if title.startswith("Table 4"):
-            key, q = "table4-lm-head", head_gain(method)
+            key, q = "table4-lm-head", measures.head_gain(method)
         elif method == "ClAMU":
-            key, q = "table5-clamu-equal", head_gain(method)
+            key, q = "table5-clamu-equal", measures.head_gain(method)
         else:
-            key, q = "table5-cls-head", head_gain(method, -1)
+            key, q = "table5-cls-head", measures.head_gain(method, -1)
         rows.append(claims.check(key, ex.per_seed(df, q), label=f"{title}, {method}", detail=detail))
     if title.startswith("Table 4"):  # the head's lead with localization (ClAMU) − with the cluster merge alone
-        with_masks, alone = ex.per_seed(df, head_gain("ClAMU")), ex.per_seed(df, head_gain("Local"))
+        with_masks, alone = ex.per_seed(df, measures.head_gain("ClAMU")), ex.per_seed(df, measures.head_gain("Local"))
         rows.append(claims.check("table4-head-localization", [a - b for a, b in zip(with_masks, alone)],
                                  label=f"{title}, K={int(df.K.iloc[0])}, mean over both clusterings",
                                  detail=f"label-name − CLS: ClAMU {sum(with_masks) / len(with_masks):+.3f}, "

@@ -74,3 +74,32 @@ def test_mean_lead_over_checkpoints_before_the_last():
     f = pd.DataFrame(rows)
     assert per_seed(f, M.mean_lead("ClAMU", "TALL", "unlearned", before_last=True)) == pytest.approx([0.16])
     assert per_seed(f, M.mean_lead("ClAMU", "TALL", "unlearned")) == pytest.approx([(0.11 + 0.21 - 0.49) / 3])
+
+
+def test_figure2_quantities_are_the_drafts_per_setting():
+    """Figure 2's claim per setting and its quantity at the largest T, as notebook 01 wrote them
+    inline: merged − local (CLIP (i)), (m − z) / (l − z) (label subsets, fortunes), m − z (Sent140)."""
+    rows = [{"seed": 0, "tasks": t, "model": m, "accuracy": a}
+            for t, vals in ((2, (0.9, 0.95, 0.3)), (50, (0.6, 0.9, 0.4)))
+            for m, a in zip(("merged", "local", "zero-shot"), vals)]
+    f = pd.DataFrame(rows)
+    m, l, z = 0.6, 0.9, 0.4
+    want = {"images-uniform": m - l, "images-label-subsets": (m - z) / (l - z), "reviews-by-movie": m - z,
+            "fortunes-label-subsets": (m - z) / (l - z)}
+    assert {name: key for name, (key, _) in M.FIGURE2.items()} == {
+        "images-uniform": "fig2-uniform", "images-label-subsets": "fig2-label-subsets",
+        "reviews-by-movie": "fig2-reviews", "fortunes-label-subsets": "fig2-fortunes"}
+    for name, (_, q) in M.FIGURE2.items():
+        assert per_seed(f, q) == [want[name]], name          # the same float operations: equal, not approx
+
+
+def test_head_gain_is_label_name_minus_cls_averaged_over_clusterings():
+    rows = [{"seed": 0, "label": lab, "clustering": by, "head": head, "accuracy": acc}
+            for lab, by, head, acc in (("TALL", "random", "cls", 0.5), ("TALL", "random", "label-name", 0.7),
+                                       ("TALL", "features", "cls", 0.6), ("TALL", "features", "label-name", 0.6),
+                                       ("ClAMU", "random", "cls", 0.1), ("ClAMU", "random", "label-name", 0.9),
+                                       ("ClAMU", "features", "cls", 0.2), ("ClAMU", "features", "label-name", 0.4))]
+    f = pd.DataFrame(rows)
+    assert per_seed(f, M.head_gain("TALL")) == pytest.approx([0.1])         # (0.2 + 0.0) / 2
+    assert per_seed(f, M.head_gain("TALL", -1)) == pytest.approx([-0.1])
+    assert per_seed(f, M.head_gain("ClAMU")) == pytest.approx([0.5])        # (0.8 + 0.2) / 2

@@ -1,5 +1,6 @@
 """The notebooks as files: each .ipynb is paired with a py:percent script (jupytext), carries
 no stray metadata and no injected cell, and takes its profile from the environment."""
+import ast
 import re
 import shutil
 
@@ -25,6 +26,17 @@ def test_profile_comes_from_the_environment(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_pair_is_in_sync_and_clean(path):
     assert notebook_files.problems(path) == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_only_tell_the_story(path):
+    """Logic lives in the library, tested there: no notebook defines a function or a class (a
+    lambda handed to ``over_seeds`` is an argument, not a helper), and the setup is one import."""
+    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    code = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))   # magics
+    defined = [n.name for n in ast.walk(ast.parse(code)) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    assert defined == [], f"{path.name} defines {defined}: move them into clamu_helpers"
+    assert "from clamu_helpers.notebook import *" in code
 
 
 def test_no_script_is_left_without_its_notebook():

@@ -105,4 +105,26 @@ def change(column: str, frac: float = 0.95) -> Quantity:
     return quantity
 
 
-__all__ = ["Quantity", "best_lead", "change", "mean_lead", "growth", "lead", "ratio", "recovery", "scores"]
+def head_gain(method: str, sign: int = +1) -> Quantity:
+    """Tables 4–5: ``method``'s label-name − CLS head accuracy (× ``sign``), averaged over the
+    clusterings (rows: ``label``, ``clustering``, ``head``)."""
+    def quantity(sub):
+        t = sub[sub.label == method].pivot_table(index="clustering", columns="head", values="accuracy")
+        return sign * float((t["label-name"] - t["cls"]).mean())
+    return quantity
+
+
+#: Figure 2's claim and quantity per setting, from the rows ``model`` ∈ {merged, local, zero-shot}
+#: at the largest T: CLIP (i) merged − local; label subsets and fortunes the share of the local
+#: models' lead over M0 the merge keeps, (merged − zero-shot) / (local − zero-shot); Sent140
+#: merged − zero-shot
+FIGURE2: dict[str, tuple[str, Quantity]] = {
+    "images-uniform": ("fig2-uniform", lead("merged", "local", by="model", at_largest="tasks")),
+    "images-label-subsets": ("fig2-label-subsets", recovery("merged", "zero-shot", "local", by="model", at_largest="tasks")),
+    "reviews-by-movie": ("fig2-reviews", lead("merged", "zero-shot", by="model", at_largest="tasks")),
+    "fortunes-label-subsets": ("fig2-fortunes", recovery("merged", "zero-shot", "local", by="model", at_largest="tasks")),
+}
+
+
+__all__ = ["FIGURE2", "Quantity", "best_lead", "change", "mean_lead", "growth", "head_gain", "lead", "ratio", "recovery",
+           "scores"]
