@@ -236,7 +236,10 @@ class UnlearningSystem:
 
     def unlearn(self, task_ids: Iterable[str]) -> dict:
         """Forget ``task_ids``: retrain each τ_u deterministically, verify its hash, subtract it
-        from τ̄, then refresh the method. All or nothing: on any error the state is unchanged."""
+        from τ̄, then refresh the method. All or nothing: on any error the state is unchanged (a
+        retrained τ_u whose hash differs from the one recorded at fit raises
+        :class:`~clamu_helpers.ExactnessError`). Returns the ids, the retrained hashes (each the
+        recorded one), the served digest after and the receipt."""
         ids = [str(t) for t in task_ids]
         if not ids:
             raise ValueError("unlearn() needs at least one task id")
@@ -271,8 +274,7 @@ class UnlearningSystem:
                                  before, after, {"name": self.method.name, "params": self.method.params},
                                  self.fingerprint, asdict(self.unlearn_costs.since(spent_before)))
         self.receipts.append(receipt)
-        return {"unlearned": ids, "retrain_hashes_match": True, "hashes": got,
-                "digest": after, "receipt": receipt}
+        return {"unlearned": ids, "hashes": got, "digest": after, "receipt": receipt}
 
     # -- evaluation and report ----------------------------------------------------------------
     def evaluate(self, split: str = "test", task_ids: Iterable[str] | None = None) -> pd.DataFrame:
