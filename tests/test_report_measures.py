@@ -205,3 +205,26 @@ def test_report_protocol_reads_the_declared_choices(monkeypatch):
     monkeypatch.setitem(ex.CLAMU_PROTOCOL, "halving_reduction", 7)   # declared once: the report follows
     assert "halving_reduction=7" in "\n".join(reproduce.protocol_lines("cpu"))
     assert "MORE_SEEDS" not in "\n".join(reproduce.protocol_lines("smoke"))
+
+
+def test_the_commit_is_modified_by_a_source_change_not_by_a_written_back_notebook(tmp_path):
+    """``reproduce --write-back`` rewrites notebooks/*.ipynb while the run goes on: that is an
+    output, not a source, and must not mark the run's commit ``+modified``; a library or notebook
+    script change must."""
+    import subprocess
+    from clamu_helpers import provenance
+
+    def git(*a):
+        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "clamu_helpers" / "core").mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    for f in ("clamu_helpers/core/x.py", "notebooks/01_a.py", "notebooks/01_a.ipynb"):
+        (tmp_path / f).write_text("1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "files")
+    assert not provenance.commit(tmp_path).endswith("+modified")
+    (tmp_path / "notebooks" / "01_a.ipynb").write_text("2\n")
+    assert not provenance.commit(tmp_path).endswith("+modified")
+    (tmp_path / "clamu_helpers" / "core" / "x.py").write_text("2\n")
+    assert provenance.commit(tmp_path).endswith("+modified")

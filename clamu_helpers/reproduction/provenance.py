@@ -41,12 +41,13 @@ def source_digest() -> str:
 
 
 def commit(root: Path = ROOT) -> str | None:
-    """``git rev-parse HEAD`` of the checkout, ``+modified`` when its sources differ from it
-    (None outside a git checkout)."""
+    """``git rev-parse HEAD`` of the checkout, ``+modified`` when its sources (the files of
+    :func:`source_files`) differ from it (None outside a git checkout)."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "clamu_helpers", "notebooks"], cwd=root,
+        # the sources only: ``reproduce --write-back`` rewrites notebooks/*.ipynb as each notebook ends
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "clamu_helpers/*.py", "notebooks/*.py"], cwd=root,
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
