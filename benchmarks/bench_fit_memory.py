@@ -1,6 +1,6 @@
 """Peak memory of ``UnlearningSystem.fit`` as T grows, against the streamed merge of the same τ_t.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_fit_memory.py [--T 50 500] [--dim 1024 --hidden 1024] [--methods merge sift tall emr ties]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_fit_memory.py [--T 50 500] [--dim 1024 --hidden 1024] [--methods merge sift tall emr ties "tall:clusters=10,cluster_by=task-vectors"]
 
 Issue 31 asks that the memory of a fit stay flat in T (the paper's 500 × ViT-B-32 is 176 GB
 of float32 task vectors). This measures where the system stands: each case runs in a fresh child
@@ -9,11 +9,12 @@ process, builds a synthetic setting of T tasks whose model has d ≈ dim·hidden
 after the setting is built and a tiny warm-up fit has loaded every lazy module and compiled the
 ledger's kernel (``resource.getrusage().ru_maxrss``):
 
-* ``fit <method>``: ``UnlearningSystem(setting, method, store=<disk store>).fit()``;
+* ``fit <method>``: ``UnlearningSystem(setting, method, store=<disk store>).fit()`` (a method
+  spec may carry parameters, ``"tall:clusters=10,cluster_by=task-vectors"``);
 * ``stream merge``: ``scaleout.streaming.stream_merge`` of the same τ_t from the store the fit
   wrote (exact ledger, one chunk at a time), the path a flat-memory fit would take.
 
-Writes ``benchmarks/results/bench_fit_memory.json``.
+Writes ``benchmarks/results/bench_fit_memory.json`` (``--out`` names another).
 """
 from __future__ import annotations
 
@@ -41,13 +42,15 @@ def child(case: str, tasks: int, dim: int, hidden: int, root: str) -> dict:
     from clamu_helpers.settings.synthetic import SyntheticSetting
     from clamu_helpers.training.store import TaskVectorStore
     from clamu_helpers.scaleout.streaming import stream_merge
-    warm = SyntheticSetting(tasks=2, dim=8, hidden=8)   # compile the ledger kernel, load lazy modules
-    UnlearningSystem(warm, case.split(" ", 1)[1] if case.startswith("fit ") else "merge").fit()
+    from clamu_helpers.reproduction.unlearning_cost import parse_method
+    _, name, params = parse_method(case.split(" ", 1)[1] if case.startswith("fit ") else "merge")
+    warm = SyntheticSetting(tasks=4, dim=8, hidden=8)   # compile the ledger kernel, load lazy modules
+    UnlearningSystem(warm, name, **{**params, **({"clusters": 2} if params.get("clusters") else {})}).fit()
     setting = SyntheticSetting(tasks=tasks, dim=dim, hidden=hidden)
     store = TaskVectorStore(root)
     base = _rss_mib()
     if case.startswith("fit "):
-        system = UnlearningSystem(setting, case.split(" ", 1)[1], store=store).fit()
+        system = UnlearningSystem(setting, name, store=store, **params).fit()
         digest = system.ledger.digest()
     else:
         keys = [store.key(setting, setting.task(t), 0) for t in setting.task_ids]
@@ -56,7 +59,7 @@ def child(case: str, tasks: int, dim: int, hidden: int, root: str) -> dict:
             "tau_mib": 4 * setting.spec.numel * tasks / 2 ** 20, "ledger_digest": digest}
 
 
-def main(sizes: list[int], dim: int, hidden: int, methods: list[str]) -> dict:
+def main(sizes: list[int], dim: int, hidden: int, methods: list[str], result_name: str = "bench_fit_memory") -> dict:
     rows = []
     for tasks in sizes:
         with tempfile.TemporaryDirectory(prefix="clamu-fitmem-") as root:
@@ -71,7 +74,7 @@ def main(sizes: list[int], dim: int, hidden: int, methods: list[str]) -> dict:
     same = all(by[(t, "fit merge")] == by[(t, "stream merge")] for t in sizes) if "merge" in methods else None
     print("the merge fit's ledger equals the streamed merge's (same τ_t, same integers):", same)
     result = {"dim": dim, "hidden": hidden, "rows": rows, "ledgers_equal": same}
-    save("bench_fit_memory", result)
+    save(result_name, result)
     return result
 
 
@@ -85,5 +88,6 @@ if __name__ == "__main__":
     ap.add_argument("--dim", type=int, default=1024)
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--methods", nargs="+", default=["merge", "sift", "tall", "emr", "ties"])
+    ap.add_argument("--out", default="bench_fit_memory", help="results/<out>.json")
     a = ap.parse_args()
-    main(a.T, a.dim, a.hidden, a.methods)
+    main(a.T, a.dim, a.hidden, a.methods, a.out)

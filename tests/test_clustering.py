@@ -139,3 +139,59 @@ def test_cluster_tasks_dispatch_and_errors(tiny):
         cluster_tasks(ids, 3, "labels")
     with pytest.raises(ValueError):
         cluster_tasks(ids, 2.5, "random")
+
+
+def _stored(tmp_path, vecs):
+    """The flat vectors ``vecs`` (id → τ_t) filed in a store and merged: a StoredVectors over them."""
+    from clamu_helpers.core.ledger import MergeLedger
+    from clamu_helpers.core.params import ParamSpec
+    from clamu_helpers.core.taskvector import TaskVector
+    from clamu_helpers.runtime.cache import content_key
+    from clamu_helpers.training.store import StoredVectors, TaskVectorStore
+    d = next(iter(vecs.values())).numel()
+    spec = ParamSpec(("w",), ((d,),))
+    store, ledger, keys = TaskVectorStore(tmp_path / "store"), MergeLedger(spec), {}
+    for t, v in vecs.items():
+        tv = TaskVector(t, v.contiguous(), spec)
+        keys[t] = content_key("planted", t)
+        store.put(keys[t], tv)
+        ledger.add(t, tv)
+    return StoredVectors(store, keys, spec, ledger), store, keys
+
+
+@pytest.mark.parametrize("chunk", [7, 2000, 1 << 16])
+def test_clusters_of_stored_task_vectors_read_columns_not_whole_vectors_with_the_same_bits(tmp_path, monkeypatch, chunk):
+    """From a store, the cosine affinity is built a block of columns at a time (never a whole
+    τ_t: ``__getitem__`` is not called), bit for bit the in-memory one (block boundaries fixed
+    by GRAM_CHUNK, including a narrow last block), and so are the clusters."""
+    from clamu_helpers.localization import clustering
+    from clamu_helpers.training.store import StoredVectors
+    vecs, truth = _planted()
+    lazy, _, _ = _stored(tmp_path, vecs)
+    monkeypatch.setattr(clustering, "GRAM_CHUNK", chunk)
+    monkeypatch.setattr(StoredVectors, "__getitem__", lambda self, t: pytest.fail(f"read whole τ_t of {t}"))
+    ids = sorted(vecs)
+    blocks = list(lazy.column_blocks(ids, chunk))
+    assert len(blocks) == -(-2000 // chunk) and all(b.shape[0] == len(ids) for b in blocks)
+    streamed = clustering.affinity_from_blocks(iter(blocks))
+    in_memory = cosine_affinity([vecs[t] for t in ids])
+    assert streamed.tobytes() == in_memory.tobytes()
+    got = cluster_tasks(ids[:-1], 3, "task-vectors", seed=0, vectors=lazy)
+    assert got == cluster_tasks(ids[:-1], 3, "task-vectors", seed=0, vectors=vecs)
+    assert _partition(got) == _partition({t: truth[t] for t in ids[:-1]})
+
+
+def test_clusters_of_stored_task_vectors_refuse_a_file_that_changed(tmp_path):
+    """A stored τ_t whose bits differ from the ones merged is caught while streaming (hashed in
+    the ledger's digest format as it is read): StateError names the task, no clusters come back."""
+    from clamu_helpers import StateError
+    vecs, _ = _planted()
+    lazy, store, keys = _stored(tmp_path, vecs)
+    path = store.path(keys["t03"])
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x01                                   # one bit of the last value of τ_t03
+    path.write_bytes(bytes(raw))
+    with pytest.raises(StateError, match="t03"):
+        cluster_tasks(sorted(vecs), 3, "task-vectors", seed=0, vectors=lazy)
+    with pytest.raises(KeyError, match="nope"):
+        list(lazy.column_blocks(["nope"], 64))

@@ -83,7 +83,10 @@ def test_every_registered_method_is_known():
 STREAMED = [("merge", {"alpha": "val"}), ("sift", {}), ("sift-random-mask", {}), ("tall", {}), ("emr", {}),
             ("emr", {"clusters": 3, "cluster_by": "random"}), ("ties", {}), ("consensus", {}),
             ("cluster-merge", {"clusters": 3, "cluster_by": "random"}),
-            ("clamu", {**METHODS["clamu"].test_params, "clusters": 3, "cluster_by": "random"})]
+            ("clamu", {**METHODS["clamu"].test_params, "clusters": 3, "cluster_by": "random"}),
+            ("tall", {"clusters": 3, "cluster_by": "task-vectors"}),
+            ("cluster-merge", {"clusters": 3, "cluster_by": "task-vectors"}),
+            ("clamu", {**METHODS["clamu"].test_params, "clusters": 3, "cluster_by": "task-vectors"})]
 
 
 @pytest.mark.parametrize("method, params", STREAMED, ids=lambda v: v if isinstance(v, str) else ",".join(map(str, v.values())))
@@ -114,7 +117,7 @@ def test_a_fit_with_a_store_streams_its_finetunes_in_chunks_with_the_same_bits(t
     streamed.unlearn(["s02", "s05"])
     # τ_u retrained at once; a state rebuilt from every remaining τ_t retrains them a chunk at a time
     # (cluster-merge retrains only the clusters random re-clustering changed: not counted here)
-    rebuilds = method in ("tall", "emr", "ties", "consensus")
+    rebuilds = method in ("tall", "emr", "ties", "consensus") or params.get("cluster_by") == "task-vectors"
     if method != "cluster-merge":
         assert calls == ([2, 3, 3] if rebuilds else [2])
         assert streamed.unlearn_costs.finetunes == (8 if rebuilds else 2)   # one round each, however chunked
@@ -122,11 +125,9 @@ def test_a_fit_with_a_store_streams_its_finetunes_in_chunks_with_the_same_bits(t
     assert streamed.served_digest() == fresh.served_digest()
 
 
-@pytest.mark.parametrize("method, params", [("tall", {"clusters": 3, "cluster_by": "task-vectors"}), ("local", {}),
-                                            ("tall", {"vectors": "keep"})])
-def test_a_fit_that_needs_every_vector_at_once_holds_them(tmp_path, method, params):
-    """Clustering by task vectors compares every pair of τ_t, and a method that keeps its τ_t
-    holds them anyway: those fits get every τ_t in memory, as before."""
+@pytest.mark.parametrize("method, params", [("local", {}), ("tall", {"vectors": "keep"})])
+def test_a_fit_that_keeps_every_vector_holds_them(tmp_path, method, params):
+    """A method that keeps its τ_t holds them anyway: those fits get every τ_t in memory."""
     from clamu_helpers.settings.synthetic import SyntheticSetting
     from clamu_helpers.training.store import TaskVectorStore
     system = UnlearningSystem(SyntheticSetting(tasks=4), method, store=TaskVectorStore(tmp_path / "store"), **params)

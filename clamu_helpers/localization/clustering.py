@@ -24,7 +24,7 @@ of (the set of task ids, their data/vectors, K, seed): ids are sorted first, see
 from __future__ import annotations
 
 import warnings
-from typing import Hashable, Mapping, Sequence
+from typing import Hashable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -78,12 +78,12 @@ def singletons(ids: Sequence[str]) -> dict[str, int]:
 
 
 # -- task vectors -------------------------------------------------------------------------------
-def cosine_affinity(vectors: Sequence[torch.Tensor], negative: str = "clip", chunk: int = 1 << 16) -> np.ndarray:
-    """T×T affinity from cos(τ_i, τ_j), computed in float64 over column chunks (never stacks
-    all T full vectors). Zero vectors get cosine 0 with every other vector; the diagonal is 1.
-    ``negative``: "clip" → max(cos, 0); "shift" → (1 + cos)/2."""
-    if negative not in NEGATIVE:
-        raise ValueError(f"negative must be one of {NEGATIVE}, got {negative!r}")
+#: columns per block of the Gram matrix Σ_blocks B·Bᵀ (float64): the block boundaries fix the bits
+#: of the affinity, so in-memory and store-streamed τ_t give the same clusters
+GRAM_CHUNK = 1 << 16
+
+
+def _column_blocks(vectors: Sequence[torch.Tensor], chunk: int) -> Iterator[torch.Tensor]:
     vs = list(vectors)
     if not vs:
         raise ValueError("need at least one vector")
@@ -91,17 +91,39 @@ def cosine_affinity(vectors: Sequence[torch.Tensor], negative: str = "clip", chu
     for i, v in enumerate(vs):
         if v.dim() != 1 or v.numel() != d:
             raise ShapeMismatchError(f"vector {i} has shape {tuple(v.shape)}, expected ({d},)")
-    gram = torch.zeros(len(vs), len(vs), dtype=torch.float64, device="cpu")
+    for start in range(0, d, chunk):
+        yield torch.stack([v[start:start + chunk] for v in vs])
+
+
+def affinity_from_blocks(blocks: Iterable[torch.Tensor], negative: str = "clip") -> np.ndarray:
+    """T×T affinity from cos(τ_i, τ_j), the Gram matrix accumulated in float64 over blocks of
+    columns [T × c] (rows: the tasks, in order). Zero vectors get cosine 0 with every other
+    vector; the diagonal is 1. ``negative``: "clip" → max(cos, 0); "shift" → (1 + cos)/2."""
+    if negative not in NEGATIVE:
+        raise ValueError(f"negative must be one of {NEGATIVE}, got {negative!r}")
+    gram = None
     with deterministic(1):
-        for start in range(0, d, chunk):
-            block = torch.stack([v[start:start + chunk] for v in vs]).to(torch.float64)
-            gram += block @ block.T
+        for block in blocks:
+            b = block.to(torch.float64)
+            if gram is None:
+                gram = torch.zeros(b.shape[0], b.shape[0], dtype=torch.float64)
+            gram += b @ b.T
+    if gram is None:
+        raise ValueError("need at least one block of columns")
     norms = gram.diagonal().clamp_min(0).sqrt()
     denom = norms[:, None] * norms[None, :]
     cos = torch.where(denom > 0, gram / torch.where(denom > 0, denom, 1.0), 0.0).clamp(-1.0, 1.0)
     cos.fill_diagonal_(1.0)
     aff = cos.clamp_min(0.0) if negative == "clip" else (1.0 + cos) / 2.0
     return aff.numpy()
+
+
+def cosine_affinity(vectors: Sequence[torch.Tensor], negative: str = "clip", chunk: int | None = None) -> np.ndarray:
+    """:func:`affinity_from_blocks` of whole vectors, a block of ``chunk`` columns at a time
+    (default :data:`GRAM_CHUNK`; never stacks all T full vectors)."""
+    if negative not in NEGATIVE:
+        raise ValueError(f"negative must be one of {NEGATIVE}, got {negative!r}")
+    return affinity_from_blocks(_column_blocks(vectors, GRAM_CHUNK if chunk is None else chunk), negative)
 
 
 def spectral_clusters(affinity: np.ndarray, ids: Sequence[str], k: int, seed: int = 0,
@@ -131,13 +153,20 @@ def spectral_clusters(affinity: np.ndarray, ids: Sequence[str], k: int, seed: in
 
 def task_vector_clusters(vectors: Mapping[str, torch.Tensor], k: int, seed: int = 0, negative: str = "clip",
                          assign_labels: str = "kmeans") -> dict[str, int]:
-    """Cluster tasks by the cosine affinity of their task vectors τ_t (draft Algorithm 1)."""
+    """Cluster tasks by the cosine affinity of their task vectors τ_t (draft Algorithm 1).
+
+    ``vectors``: task id → flat τ_t, or τ_t read from a store (a mapping with
+    ``column_blocks(ids, chunk)``, such as :class:`~clamu_helpers.training.store.StoredVectors`),
+    which is read a block of columns at a time: memory flat in d, the same affinity bit for bit."""
     ids = sorted(str(t) for t in vectors)
     _check_k(k, len(ids))
     if k >= len(ids):
         return singletons(ids)
-    by_str = {str(t): v for t, v in vectors.items()}
-    aff = cosine_affinity([by_str[t] for t in ids], negative=negative)
+    if hasattr(vectors, "column_blocks"):
+        aff = affinity_from_blocks(vectors.column_blocks(ids, GRAM_CHUNK), negative)
+    else:
+        by_str = {str(t): v for t, v in vectors.items()}
+        aff = cosine_affinity([by_str[t] for t in ids], negative=negative)
     return spectral_clusters(aff, ids, k, seed=seed, assign_labels=assign_labels)
 
 
@@ -241,7 +270,8 @@ def cluster_tasks(ids: Sequence[str], k: int | None, by: str = "task-vectors", s
                   vectors: Mapping[str, torch.Tensor] | None = None, setting=None,
                   negative: str = "clip", feature_algorithm: str = "kmeans") -> dict[str, int]:
     """One entry point: K = None (or K ≥ T) → one cluster per task; else cluster ``by``
-    "task-vectors" (needs ``vectors``), "features" (needs ``setting``) or "random"."""
+    "task-vectors" (needs ``vectors``: flat τ_t by task id, or τ_t streamed from a store, see
+    :func:`task_vector_clusters`), "features" (needs ``setting``) or "random"."""
     ids = sorted(str(t) for t in ids)
     if by not in CLUSTER_BY:
         raise ValueError(f"cluster_by must be one of {CLUSTER_BY}, got {by!r}")
@@ -253,7 +283,8 @@ def cluster_tasks(ids: Sequence[str], k: int | None, by: str = "task-vectors", s
     if by == "task-vectors":
         if vectors is None:
             raise ValueError("clustering by task vectors needs the vectors")
-        return task_vector_clusters({t: vectors[t] for t in ids}, k, seed=seed, negative=negative)
+        subset = vectors.subset(ids) if hasattr(vectors, "subset") else {t: vectors[t] for t in ids}
+        return task_vector_clusters(subset, k, seed=seed, negative=negative)
     if by == "features":
         if setting is None:
             raise ValueError("clustering by features needs the setting")
@@ -261,6 +292,6 @@ def cluster_tasks(ids: Sequence[str], k: int | None, by: str = "task-vectors", s
     return random_clusters(ids, k, seed=seed)
 
 
-__all__ = ["CLUSTER_BY", "NEGATIVE", "canonical", "cluster_tasks", "cosine_affinity", "feature_clusters",
-           "hidden_features", "members", "random_clusters", "singletons", "spectral_clusters", "task_features",
+__all__ = ["CLUSTER_BY", "GRAM_CHUNK", "NEGATIVE", "affinity_from_blocks", "canonical", "cluster_tasks",
+           "cosine_affinity", "feature_clusters", "hidden_features", "members", "random_clusters", "singletons", "spectral_clusters", "task_features",
            "task_vector_clusters"]

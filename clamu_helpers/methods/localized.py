@@ -85,10 +85,6 @@ class Localized(UsesRemainingVectors):
         return n_tasks if k is None else min(int(k), n_tasks)
 
     # -- life cycle ------------------------------------------------------------------------------
-    def holds_all_vectors(self) -> bool:
-        """Clustering by task vectors compares every pair of τ_t at once."""
-        return self.clusters_need_vectors()
-
     def fit(self, ctx, vectors):
         self._rebuild(ctx, vectors, ctx.costs)   # a mapping: a dict, or τ_t read lazily from the store
 
@@ -100,8 +96,9 @@ class Localized(UsesRemainingVectors):
         """Canonical assignment task id → cluster of the tasks merged now."""
         p = self.p
         vals = None
-        if self.clusters_need_vectors():
-            vals = {t: vectors[t].values for t in ctx.task_ids}
+        if self.clusters_need_vectors():   # τ_t from a store are read a block of columns at a time
+            vals = (vectors.subset(ctx.task_ids) if hasattr(vectors, "column_blocks")
+                    else {t: vectors[t].values for t in ctx.task_ids})
         return cluster_tasks(ctx.task_ids, p.clusters, p.cluster_by, seed=ctx.seed, vectors=vals,
                              setting=ctx.setting, negative=p.negative, feature_algorithm=p.feature_algorithm)
 

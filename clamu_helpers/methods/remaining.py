@@ -47,20 +47,11 @@ class UsesRemainingVectors(Method):
     """A method with a declared ``vectors`` parameter whose state needs every remaining τ_t
     (when :meth:`needs_vectors`, default: always). Its state is built from the τ_t one at a
     time (TIES and EMR pass over them once per candidate, TALL and Consensus read each once per
-    cluster): with a store, a fit streams them (:attr:`streams_vectors`), unless
-    :meth:`holds_all_vectors` says one step needs every τ_t at once."""
+    cluster, clustering by task vectors reads them a block of columns at a time): with a store,
+    a fit streams them."""
 
     cost_rule = "retrain-all"
-
-    @property
-    def streams_vectors(self) -> bool:
-        """Read the τ_t one at a time from the store during fit (:attr:`Method.streams_vectors`)."""
-        return not self.holds_all_vectors()
-
-    def holds_all_vectors(self) -> bool:
-        """Whether one step of building the state needs every τ_t in memory at once (default:
-        no; clustering by task vectors does: the cosine affinity of every pair)."""
-        return False
+    streams_vectors = True   # :attr:`Method.streams_vectors`: τ_t read back from the store one at a time
 
     def __init__(self, **params):
         super().__init__(**params)

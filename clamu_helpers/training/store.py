@@ -394,3 +394,41 @@ class StoredVectors(Mapping):
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def subset(self, ids: Iterable[str]) -> "StoredVectors":
+        """The same store and ledger, only the τ_t of ``ids`` (``KeyError`` on an unknown id)."""
+        return StoredVectors(self._store, {str(t): self._keys[str(t)] for t in ids}, self._spec, self._ledger)
+
+    def column_blocks(self, ids: Sequence[str], chunk: int) -> Iterator[torch.Tensor]:
+        """The τ_t of ``ids`` a block of columns at a time: float32 blocks [len(ids) × chunk]
+        (the last one narrower), row i from task ``ids[i]``, as ``torch.stack`` of the same
+        slices of the whole vectors would give. Memory is one block, never a whole τ_t, so a
+        step that compares every pair of τ_t (clustering by their cosines) stays flat in d.
+
+        Each τ_t is hashed as it is read, in the algorithm of the digest the ledger recorded
+        when it was merged, and a :class:`StateError` follows the last block if any differs
+        (the caller's result must then not be used; nothing has changed)."""
+        ids = [str(t) for t in ids]
+        if chunk < 1:
+            raise ValueError(f"chunk must be ≥ 1, got {chunk}")
+        unknown = [t for t in ids if t not in self._keys]
+        if unknown:
+            raise KeyError(f"tasks {unknown[:5]} are not among the stored task vectors")
+        svs = open_all(self._store, [self._keys[t] for t in ids], self._spec)
+        recorded = self._ledger.hashes
+        hashers = []
+        for t, sv in zip(ids, svs):
+            if t not in recorded:
+                raise StateError(f"task {t!r} is not merged in the ledger these task vectors belong to")
+            hashers.append(digests.hasher(digests.format_of(recorded[t]), sv.dtype, (sv.numel,)))
+        numel = svs[0].numel if svs else 0
+        for start in range(0, numel, chunk):
+            rows = [sv.read(start, min(start + chunk, numel)) for sv in svs]
+            for h, row in zip(hashers, rows):
+                h.update(memoryview(row.numpy()).cast("B"))
+            yield torch.stack(rows)
+        bad = [t for t, h in zip(ids, hashers) if not digests.same(digests.name(digests.format_of(recorded[t]), h),
+                                                                    recorded[t])]
+        if bad:
+            raise StateError(f"τ_t of tasks {bad[:5]} read back from the store {self._store.root} differ from the "
+                             f"ones merged (changed or corrupt files); nothing was changed: fit again")
