@@ -129,6 +129,20 @@ def test_reasons_are_built_from_the_rows_numbers():
     assert "follows which tasks remain" not in r["why"] and "barely move" in r["why"]
 
 
+def test_a_claim_that_does_not_reproduce_says_which_way_its_interval_lies():
+    # "merged > local" (edge = null = 0): an interval wholly below 0 excludes 0; it must not
+    # read "does not exclude 0.000" (the REPORT of one run said exactly that)
+    opposite = C.check("fig2-uniform", [-0.05, -0.04, -0.03, -0.045, -0.035])
+    assert opposite["verdict"] == C.DOES_NOT
+    assert "opposite to the paper's" in opposite["why"] and "still holds" not in opposite["why"]
+    assert "does not exclude" not in opposite["why"]
+    # band +0.05–0.20 ruled out, no effect still possible: both said, and where the mean points
+    flat = C.check("fig5-clamu", [-0.01, 0.01, 0.0, 0.005, -0.004])
+    assert flat["verdict"] == C.DOES_NOT
+    assert "rules out the band's 0.050" in flat["why"] and "still holds 0.000" in flat["why"]
+    assert "opposite" not in flat["why"]
+
+
 def test_seeds_to_settle_an_inconclusive_claim():
     iv = C.t_interval([0.10, 0.16, 0.13])                     # mean 0.13, sd 0.03, L = 0.12
     n = C.seeds_to_settle(iv, 0.12)

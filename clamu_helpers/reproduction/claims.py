@@ -402,8 +402,11 @@ def reading(c: Claim, iv: Interval) -> str:
         return (f"an effect in the paper's direction (interval {ivs} excludes {f(c.null)}), "
                 f"but short of the band's {f(L)} (mean {f(iv.mean)})")
     if v == DOES_NOT:
+        if ((iv.hi if d > 0 else iv.lo) - c.null) * d < 0:   # the whole interval on the other side
+            return (f"the interval {ivs} lies entirely on the other side of {f(c.null)} (mean {f(iv.mean)}): "
+                    f"the effect is opposite to the paper's")
         against = (iv.mean - c.null) * d < 0
-        return (f"the interval {ivs} rules out the band's {f(L)} and does not exclude {f(c.null)}"
+        return (f"the interval {ivs} rules out the band's {f(L)} and still holds {f(c.null)} (no effect)"
                 + ("; the mean points the other way" if against else ""))
     n = seeds_to_settle(iv, L)
     where = "inside the band" if (iv.mean - L) * d >= 0 else f"short of the band's {f(L)}"
