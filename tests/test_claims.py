@@ -141,6 +141,11 @@ def test_a_claim_that_does_not_reproduce_says_which_way_its_interval_lies():
     assert flat["verdict"] == C.DOES_NOT
     assert "rules out the band's 0.050" in flat["why"] and "still holds 0.000" in flat["why"]
     assert "opposite" not in flat["why"]
+    # a direction without a size, undecided: no "band's 0.000", says which way the mean points
+    open_ = C.check("fig2-uniform", [-0.02, 0.01, 0.04, 0.03, 0.0])
+    assert open_["verdict"] == C.INCONCLUSIVE
+    assert "band" not in open_["why"] and "holds 0.000" in open_["why"] and "the paper's way" in open_["why"]
+    assert "the other way" in C.check("fig2-uniform", [0.02, -0.01, -0.04, -0.03, 0.0])["why"]
 
 
 def test_seeds_to_settle_an_inconclusive_claim():

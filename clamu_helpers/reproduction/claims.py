@@ -409,10 +409,15 @@ def reading(c: Claim, iv: Interval) -> str:
         return (f"the interval {ivs} rules out the band's {f(L)} and still holds {f(c.null)} (no effect)"
                 + ("; the mean points the other way" if against else ""))
     n = seeds_to_settle(iv, L)
+    settle = f"about {n} seeds would settle it at this spread" if n else f"more than {MAX_SEEDS} seeds would be needed"
+    if L == c.null:   # a direction without a size: the band's edge is the null itself
+        way = "the paper's way" if (iv.mean - c.null) * d > 0 else "the other way"
+        return (f"the interval {ivs} holds {f(c.null)} (mean {f(iv.mean)}, pointing {way}): neither an effect "
+                f"nor its absence is established; {settle}")
     where = "inside the band" if (iv.mean - L) * d >= 0 else f"short of the band's {f(L)}"
     return (f"the interval {ivs} still holds the band's {f(L)} (mean {f(iv.mean)}, {where}); "
             + ("an effect is present" if present else f"no effect is excluded either ({f(c.null)} is inside)")
-            + "; " + (f"about {n} seeds would settle it at this spread" if n else f"more than {MAX_SEEDS} seeds would be needed"))
+            + "; " + settle)
 
 
 def measurement(title: str, values: Sequence[float], detail: str = "", fmt: str = ".3f", log: bool = False) -> dict:
