@@ -199,7 +199,8 @@ def run_finetunes(setting: "Setting", task_ids: Sequence[str], seed: int = 0, ba
                         compute(tid)
         else:
             ctx = _context(setting, recipe, ship)
-            root = str(store.root.resolve()) if store is not None else None
+            # a store other processes can write (on disk): workers file τ_t there; else the parent does
+            root = str(store.root.resolve()) if store is not None and getattr(store, "shared", True) else None
             jobs = [_Job(tid, tasks[tid].digest(), keys[tid], int(seed), dict(kwargs), root) for tid in todo]
             results = (_run_processes(ctx, jobs, int(workers), setting) if backend == "processes"
                        else _run_ray(ctx, jobs, int(workers), ray_address, setting))
@@ -210,6 +211,8 @@ def run_finetunes(setting: "Setting", task_ids: Sequence[str], seed: int = 0, ba
                 if not tv.matches(digest):
                     raise ExactnessError(f"τ_{tid} arrived with other bits than the worker computed "
                                          f"(transport corruption?)")
+                if store is not None and root is None:
+                    store.put(keys[tid], tv)
                 out[tid] = tv
                 bar.update(1)
     finally:

@@ -14,12 +14,15 @@ ledger, every τ_t (hashed as it comes back from the device), masks and clusters
 composed there and moved to the device to be served or scored. The ledger quantises on the
 CPU because each τ_t has to come back to the CPU to be hashed and stored anyway.
 
-With a store and a method that reads τ_t one at a time (``streams_vectors``: merging, SIFT-Masks,
-TALL, EMR, TIES, Consensus, cluster merges and ClAMU, unless they cluster by task vectors or
-keep their τ_t), ``fit`` finetunes and merges :data:`FIT_CHUNK` tasks at a time and the method
-reads the τ_t back from the store, and a refresh that rebuilds from every remaining τ_t
-retrains them a chunk at a time the same way (:meth:`retrain` with ``stream``), so memory stays
-flat in T; the other methods get every τ_t at once.
+One pipeline at every size. For a method that reads τ_t one at a time (``streams_vectors``:
+merging, SIFT-Masks, TALL, EMR, TIES, Consensus, cluster merges and ClAMU, clustered or not,
+unless they keep their τ_t), ``fit`` finetunes and merges :data:`FIT_CHUNK` tasks at a time
+into a store and the method reads each τ_t back from it, checked against the ledger; a refresh
+that rebuilds from every remaining τ_t retrains them a chunk at a time the same way
+(:meth:`retrain` with ``stream``). The store is the system's ``store`` (on disk: memory stays
+flat in T, the paper's size) or, without one, a :class:`~clamu_helpers.training.memory_store.MemoryStore`
+that lives in RAM for that one fit or refresh: the same code, the same bits. Methods that keep
+their τ_t (``local``, ``vectors="keep"``) get them all at once.
 
 Over 300 lines on purpose: the one object users drive (fit, serve, unlearn, report, save and
 load) keeps its whole life cycle in one place.
@@ -46,6 +49,7 @@ from ..core.ledger import MergeLedger
 from ..methods import Method, get_method
 from ..methods.context import MethodContext
 from ..training.parallel import run_finetunes, store_keys
+from ..training.memory_store import MemoryStore
 from ..training.store import StoredVectors
 from ..settings.base import Setting
 from .state import SystemState, restore, state_of
@@ -101,10 +105,13 @@ class UnlearningSystem:
         (SIFT's sign), as ``run_finetunes`` and the store's keys take them."""
         return {"device": str(self.device), **self.method.finetune_kwargs(self.context())}
 
-    def finetune(self, task_ids: Sequence[str], use_store: bool = True, desc: str = "finetune") -> dict[str, TaskVector]:
-        """τ_t for each id with this system's seed and :meth:`finetune_options`."""
+    def finetune(self, task_ids: Sequence[str], use_store: bool = True, desc: str = "finetune",
+                 store=None) -> dict[str, TaskVector]:
+        """τ_t for each id with this system's seed and :meth:`finetune_options` (``use_store``:
+        read and file them in ``store``, default this system's)."""
+        store = (self.store if store is None else store) if use_store else None
         return run_finetunes(self.setting, task_ids, seed=self.seed, backend=self.backend,
-                             store=self.store if use_store else None, progress=self.progress, desc=desc,
+                             store=store, progress=self.progress, desc=desc,
                              workers=self.workers, ray_address=self.ray_address, **self.finetune_options())
 
     def fit(self, task_ids: Iterable[str] | None = None) -> "UnlearningSystem":
@@ -116,7 +123,7 @@ class UnlearningSystem:
         for t in ids:
             self.setting.task(t)  # raises UnknownTaskError with the setting's name
         t0 = time.perf_counter()
-        if self.store is not None and self.method.streams_vectors and not self.method.keeps_vectors:
+        if self.method.streams_vectors and not self.method.keeps_vectors:
             vectors = self._finetune_streamed(ids)
         else:
             vectors = self.finetune(ids, desc=f"finetune {self.setting.name}")
@@ -133,19 +140,27 @@ class UnlearningSystem:
         letting it go; ``fit`` then reads the τ_t back one at a time. Peak memory: the ledger
         and one chunk, whatever T (``benchmarks/bench_fit_memory.py``); the same ledger integers
         as merging every τ_t at once (the sum is exact and order-free)."""
-        return self._in_chunks(ids, f"finetune {self.setting.name}", True,
+        store = self._store_for_streaming()
+        return self._in_chunks(ids, f"finetune {self.setting.name}", True, store,
                                lambda chunk, vecs, keys: self.ledger.add_many((t, vecs[t]) for t in chunk))
 
-    def _in_chunks(self, ids: list[str], desc: str, use_store: bool, each) -> "StoredVectors":
-        """Finetune ``ids`` :data:`FIT_CHUNK` at a time, call ``each(chunk, vectors, keys)`` on
-        every chunk before letting it go, and return all of them read lazily from the store."""
-        keys = store_keys(self.setting, ids, self.seed, self.store, **self.finetune_options())
+    def _store_for_streaming(self):
+        """This system's store, or a :class:`MemoryStore` for one fit or refresh (let go with
+        the lazy mapping over it, so a system without a store holds no τ_t after its fit)."""
+        return self.store if self.store is not None else MemoryStore()
+
+    def _in_chunks(self, ids: list[str], desc: str, use_store: bool, store, each) -> "StoredVectors":
+        """Finetune ``ids`` :data:`FIT_CHUNK` at a time (reading and filing them in ``store``
+        when ``use_store``), call ``each(chunk, vectors, keys)`` on every chunk before letting it
+        go, and return all of them read lazily from ``store``."""
+        keys = store_keys(self.setting, ids, self.seed, store, **self.finetune_options())
         for start in range(0, len(ids), FIT_CHUNK):
             chunk = ids[start:start + FIT_CHUNK]
-            vecs = self.finetune(chunk, use_store=use_store, desc=f"{desc} ({start + len(chunk)}/{len(ids)})")
+            vecs = self.finetune(chunk, use_store=use_store, store=store,
+                                 desc=f"{desc} ({start + len(chunk)}/{len(ids)})")
             each(chunk, vecs, keys)
             del vecs
-        return StoredVectors(self.store, keys, self.setting.spec, self.ledger)
+        return StoredVectors(store, keys, self.setting.spec, self.ledger)
 
     def context(self, costs: Costs | None = None) -> MethodContext:
         """What the method may use in one call (:class:`~clamu_helpers.methods.context.MethodContext`);
@@ -197,24 +212,26 @@ class UnlearningSystem:
         side). The one place where unlearning retrains; raises :class:`ExactnessError` (nothing
         charged) when a retrained vector differs from the merged one.
 
-        ``stream`` (a refresh that reads the τ_t one at a time): with a store and more than
+        ``stream`` (a refresh that reads the τ_t one at a time): with more than
         :data:`FIT_CHUNK` tasks, retrain a chunk at a time, file each verified chunk in the store
-        (bit for bit the merged τ_t) and let it go, and return them read lazily from the store,
-        as a streamed fit does: memory flat in T."""
+        (this system's, else one in memory for this refresh; bit for bit the merged τ_t) and let
+        it go, and return them read lazily from the store, as a streamed fit does."""
         ids = list(task_ids)
         if not ids:
             return {}
         self.check_environment()
-        if not (stream and self.store is not None and len(ids) > FIT_CHUNK):
+        if not (stream and len(ids) > FIT_CHUNK):
             got = self.finetune(ids, use_store=False, desc=desc)
             self.ledger.check_hashes({t: got[t] for t in ids}, "retrained task vectors")
         else:
+            store = self._store_for_streaming()
+
             def verify_and_file(chunk, part, keys):
                 self.ledger.check_hashes({t: part[t] for t in chunk}, "retrained task vectors")
                 for t in chunk:
-                    if keys[t] not in self.store:
-                        self.store.put(keys[t], part[t])
-            got = self._in_chunks(ids, desc, False, verify_and_file)
+                    if keys[t] not in store:
+                        store.put(keys[t], part[t])
+            got = self._in_chunks(ids, desc, False, store, verify_and_file)
         self.unlearn_costs.round(len(ids), self.steps)
         return got
 
