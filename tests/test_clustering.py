@@ -195,3 +195,21 @@ def test_clusters_of_stored_task_vectors_refuse_a_file_that_changed(tmp_path):
         cluster_tasks(sorted(vecs), 3, "task-vectors", seed=0, vectors=lazy)
     with pytest.raises(KeyError, match="nope"):
         list(lazy.column_blocks(["nope"], 64))
+
+
+def test_gram_blocks_stay_flat_in_t_and_keep_the_bits_up_to_256_tasks():
+    """A Gram block holds at most GRAM_BLOCK_VALUES values whatever T; up to T = 256 it is the
+    65,536 columns of before, and the affinity has the bits of the plain stacked computation."""
+    from clamu_helpers.localization import clustering
+    assert clustering.gram_chunk(1) == clustering.gram_chunk(256) == 1 << 16
+    assert clustering.gram_chunk(500) == (1 << 24) // 500
+    assert all(t * clustering.gram_chunk(t) <= clustering.GRAM_BLOCK_VALUES for t in (257, 500, 5000))
+    vecs = [torch.randn(70000, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    gram = torch.zeros(3, 3, dtype=torch.float64)
+    for start in range(0, 70000, 1 << 16):
+        b = torch.stack([v[start:start + (1 << 16)] for v in vecs]).to(torch.float64)
+        gram += b @ b.T
+    norms = gram.diagonal().sqrt()
+    cos = (gram / (norms[:, None] * norms[None, :])).clamp(-1.0, 1.0)
+    cos.fill_diagonal_(1.0)
+    assert cosine_affinity(vecs, "shift").tobytes() == ((1.0 + cos) / 2.0).numpy().tobytes()

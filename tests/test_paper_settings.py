@@ -209,8 +209,9 @@ def test_unlearning_audit_on_fixture_data(name):
     system = UnlearningSystem(s, "merge").fit()
     before = system.served_digest()
     forget = s.task_ids[1]
+    recorded = system.ledger.hashes[forget]
     result = system.unlearn([forget])
-    assert result["retrain_hashes_match"]
+    assert result["hashes"] == {forget: recorded}
     scratch = UnlearningSystem(s, "merge").fit([t for t in s.task_ids if t != forget])
     assert system.served_digest() == scratch.served_digest() != before
     scores = system.evaluate("test")[s.metric_name]

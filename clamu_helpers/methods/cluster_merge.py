@@ -11,7 +11,7 @@ from ..localization.masks import storage_bytes
 from ..localization.clustering import members
 from .base import Method, register
 from .declared import ONE_OVER_T, Real, param
-from .localized import Localized, fallback_weights
+from .localized import Localized, add_in_chunks, fallback_weights
 
 
 @register("cluster-merge")
@@ -57,7 +57,7 @@ class ClusterMerge(Localized):
         self.ledgers = {}
         for c, ids in self._bar(ctx, list(self.groups.items()), "cluster merges"):
             led = self._new_ledger(ctx)
-            led.add_many((t, vectors[t]) for t in ids)
+            add_in_chunks(led, ids, vectors)
             self.ledgers[c] = led
 
     def refresh(self, ctx, removed, retrained):

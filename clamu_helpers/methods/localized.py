@@ -42,6 +42,19 @@ from .remaining import UsesRemainingVectors, vectors_param
 CLUSTER_VECTOR = ("sum", "mean")
 
 
+#: τ_t added at a time to a cluster's exact sum (the same integers as adding all at once): a
+#: cluster's sum holds this many τ_t in memory, however large the cluster
+SUM_CHUNK = 32
+
+
+def add_in_chunks(ledger, ids, vectors) -> None:
+    """``ledger`` += Σ_{t∈ids} τ_t, reading :data:`SUM_CHUNK` τ_t at a time from ``vectors``
+    (a dict or τ_t read lazily from a store)."""
+    ids = list(ids)
+    for start in range(0, len(ids), SUM_CHUNK):
+        ledger.add_many((t, vectors[t]) for t in ids[start:start + SUM_CHUNK])
+
+
 def fallback_weights(ctx) -> torch.Tensor:
     """M0 + τ̄/T, served to a task that has no cluster (forgotten or unknown); M0 if T = 0."""
     n = len(ctx.ledger)
@@ -124,7 +137,7 @@ class Localized(UsesRemainingVectors):
         if len(ids) == 1:
             return vectors[ids[0]].values
         led = ctx.ledger.empty_like()
-        led.add_many((t, vectors[t]) for t in ids)
+        add_in_chunks(led, ids, vectors)
         tau_k = led.tau_bar()
         return tau_k / len(ids) if getattr(self.p, "cluster_vector", "mean") == "mean" else tau_k
 

@@ -400,9 +400,8 @@ class StoredVectors(Mapping):
         return StoredVectors(self._store, {str(t): self._keys[str(t)] for t in ids}, self._spec, self._ledger)
 
     def column_blocks(self, ids: Sequence[str], chunk: int) -> Iterator[torch.Tensor]:
-        """The τ_t of ``ids`` a block of columns at a time: float32 blocks [len(ids) × chunk]
-        (the last one narrower), row i from task ``ids[i]``, as ``torch.stack`` of the same
-        slices of the whole vectors would give. Memory is one block, never a whole τ_t, so a
+        """The τ_t of ``ids`` a block of columns at a time: float64 blocks [len(ids) × chunk]
+        (the last one narrower), row i from task ``ids[i]`` (its float32 values, exactly). Memory is one block, never a whole τ_t, so a
         step that compares every pair of τ_t (clustering by their cosines) stays flat in d.
 
         Each τ_t is hashed as it is read, in the algorithm of the digest the ledger recorded
@@ -423,10 +422,12 @@ class StoredVectors(Mapping):
             hashers.append(digests.hasher(digests.format_of(recorded[t]), sv.dtype, (sv.numel,)))
         numel = svs[0].numel if svs else 0
         for start in range(0, numel, chunk):
-            rows = [sv.read(start, min(start + chunk, numel)) for sv in svs]
-            for h, row in zip(hashers, rows):
+            block = torch.empty(len(svs), min(chunk, numel - start), dtype=torch.float64, device="cpu")
+            for i, (sv, h) in enumerate(zip(svs, hashers)):
+                row = sv.read(start, min(start + chunk, numel))
                 h.update(memoryview(row.numpy()).cast("B"))
-            yield torch.stack(rows)
+                block[i] = row                 # float32 → float64 is exact
+            yield block
         bad = [t for t, h in zip(ids, hashers) if not digests.same(digests.name(digests.format_of(recorded[t]), h),
                                                                     recorded[t])]
         if bad:
