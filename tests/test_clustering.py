@@ -164,16 +164,16 @@ def test_clusters_of_stored_task_vectors_read_columns_not_whole_vectors_with_the
     """From a store, the cosine affinity is built a block of columns at a time (never a whole
     τ_t: ``__getitem__`` is not called), bit for bit the in-memory one (block boundaries fixed
     by GRAM_CHUNK, including a narrow last block), and so are the clusters."""
-    from clamu_helpers.localization import clustering
+    from clamu_helpers.localization import affinity
     from clamu_helpers.training.store import StoredVectors
     vecs, truth = _planted()
     lazy, _, _ = _stored(tmp_path, vecs)
-    monkeypatch.setattr(clustering, "GRAM_CHUNK", chunk)
+    monkeypatch.setattr(affinity, "GRAM_CHUNK", chunk)
     monkeypatch.setattr(StoredVectors, "__getitem__", lambda self, t: pytest.fail(f"read whole τ_t of {t}"))
     ids = sorted(vecs)
     blocks = list(lazy.column_blocks(ids, chunk))
     assert len(blocks) == -(-2000 // chunk) and all(b.shape[0] == len(ids) for b in blocks)
-    streamed = clustering.affinity_from_blocks(iter(blocks))
+    streamed = affinity.affinity_from_blocks(iter(blocks))
     in_memory = cosine_affinity([vecs[t] for t in ids])
     assert streamed.tobytes() == in_memory.tobytes()
     got = cluster_tasks(ids[:-1], 3, "task-vectors", seed=0, vectors=lazy)
@@ -200,10 +200,10 @@ def test_clusters_of_stored_task_vectors_refuse_a_file_that_changed(tmp_path):
 def test_gram_blocks_stay_flat_in_t_and_keep_the_bits_up_to_256_tasks():
     """A Gram block holds at most GRAM_BLOCK_VALUES values whatever T; up to T = 256 it is the
     65,536 columns of before, and the affinity has the bits of the plain stacked computation."""
-    from clamu_helpers.localization import clustering
-    assert clustering.gram_chunk(1) == clustering.gram_chunk(256) == 1 << 16
-    assert clustering.gram_chunk(500) == (1 << 24) // 500
-    assert all(t * clustering.gram_chunk(t) <= clustering.GRAM_BLOCK_VALUES for t in (257, 500, 5000))
+    from clamu_helpers.localization import affinity
+    assert affinity.gram_chunk(1) == affinity.gram_chunk(256) == 1 << 16
+    assert affinity.gram_chunk(500) == (1 << 24) // 500
+    assert all(t * affinity.gram_chunk(t) <= affinity.GRAM_BLOCK_VALUES for t in (257, 500, 5000))
     vecs = [torch.randn(70000, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     gram = torch.zeros(3, 3, dtype=torch.float64)
     for start in range(0, 70000, 1 << 16):
