@@ -110,7 +110,7 @@ class Localized(UsesRemainingVectors):
         p = self.p
         vals = None
         if self.clusters_need_vectors():   # τ_t from a store are read a block of columns at a time
-            vals = (vectors.subset(ctx.task_ids) if hasattr(vectors, "column_blocks")
+            vals = (vectors if hasattr(vectors, "column_blocks")    # cluster_tasks takes the subset
                     else {t: vectors[t].values for t in ctx.task_ids})
         return cluster_tasks(ctx.task_ids, p.clusters, p.cluster_by, seed=ctx.seed, vectors=vals,
                              setting=ctx.setting, negative=p.negative, feature_algorithm=p.feature_algorithm)

@@ -29,7 +29,7 @@ from ..core import digests
 from ..core.errors import ShapeMismatchError, StateError
 from ..core.params import ParamSpec
 from ..core.taskvector import TaskVector, sha256_tensor
-from .store import TaskVectorStore
+from .store import TaskVectorStore, check_packed
 
 
 class HeldVector:
@@ -132,9 +132,7 @@ class MemoryStore(TaskVectorStore):
 
     # -- masks ------------------------------------------------------------------------------
     def put_mask(self, key: str, packed: torch.Tensor, d: int, task_id: str = "", meta: dict | None = None) -> None:
-        if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != (d + 7) // 8:
-            raise ShapeMismatchError(f"packed mask must be {(d + 7) // 8} uint8 values, got "
-                                     f"{tuple(packed.shape)} {packed.dtype}")
+        check_packed(packed, d)
         info = {"task_id": str(task_id), "d": int(d), "meta": meta or {}}
         self._masks[key] = HeldVector(packed.detach().clone(), sha256_tensor(packed), info)
 

@@ -157,6 +157,13 @@ class StoredVector:
         return t
 
 
+def check_packed(packed: torch.Tensor, d: int) -> None:
+    """Raise unless ``packed`` is a packed mask of ``d`` parameters: ⌈d/8⌉ uint8 values, 1-D."""
+    if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != (d + 7) // 8:
+        raise ShapeMismatchError(f"packed mask must be {(d + 7) // 8} uint8 values, got "
+                                 f"{tuple(packed.shape)} {packed.dtype}")
+
+
 class TaskVectorStore:
     """Task vectors under ``root/<k[:2]>/<k>.safetensors``; masks under ``root/masks/``."""
 
@@ -267,9 +274,7 @@ class TaskVectorStore:
 
     def put_mask(self, key: str, packed: torch.Tensor, d: int, task_id: str = "", meta: dict | None = None) -> None:
         """Store a packed mask (uint8, ⌈d/8⌉ bytes, little bit order as ``packing.pack``)."""
-        if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != (d + 7) // 8:
-            raise ShapeMismatchError(f"packed mask must be {(d + 7) // 8} uint8 values, got "
-                                     f"{tuple(packed.shape)} {packed.dtype}")
+        check_packed(packed, d)
         info = {"format": MASK_FORMAT, "task_id": str(task_id), "d": int(d), "sha256": sha256_tensor(packed),
                 "numel": packed.numel(), "meta": meta or {}}
         write_safetensors({"mask": packed}, self.mask_path(key), {"meta": json.dumps(info, default=str)})
