@@ -247,3 +247,56 @@ def test_bf16_benchmark_measures_at_toy_size(tmp_path):
     assert 0 < s["tau_rel_change_min"] and s["tau_rel_change_max"] < 0.5   # bf16 ran, and stayed close
     assert 0.5 < s["sign_agreement_min"] <= 1 and s["speedup_median"] > 0
     assert isinstance(s["within_1_point_mean"], bool) and s["flips"] <= s["test_examples"]
+
+
+def test_auto_precision_is_bf16_only_where_the_processor_has_it(monkeypatch):
+    """A profile's "auto": bf16 with avx512_bf16 or amx_bf16, float32 without (emulated bf16 is
+    slower than float32); $CLAMU_PRECISION overrides it, and a bad value is named."""
+    from clamu_helpers.runtime import determinism, precision
+    from clamu_helpers.runtime.precision import AUTO, native_bf16, resolve_precision
+    monkeypatch.delenv("CLAMU_PRECISION", raising=False)
+    real = determinism.cpu_kernels()
+    for flags, want in ((["avx2", "avx512f", "avx512_bf16"], "bf16"), (["amx_bf16", "avx2"], "bf16"),
+                        (["avx2", "avx512f"], "float32"), (None, "float32")):
+        monkeypatch.setattr(precision, "cpu_kernels", lambda flags=flags: {**real, "cpu_flags": flags})
+        assert native_bf16() is (want == "bf16") and resolve_precision(AUTO) == want
+        assert resolve_precision("float32") == "float32" and resolve_precision("bf16") == "bf16"
+    monkeypatch.setenv("CLAMU_PRECISION", "bf16")
+    assert resolve_precision(AUTO) == resolve_precision("float32") == "bf16"
+    monkeypatch.setenv("CLAMU_PRECISION", "half")
+    with pytest.raises(ValueError, match="CLAMU_PRECISION must be one of"):
+        resolve_precision(AUTO)
+
+
+def test_cpu_profile_text_and_authors_finetune_in_the_resolved_precision(monkeypatch):
+    """The cpu profile declares "auto" for text and authors (smoke stays float32), a setting's
+    finetunes take the resolved precision, and ClAMU's masks take the setting's."""
+    from clamu_helpers.settings import authors, text
+    from clamu_helpers.runtime.precision import AUTO
+    from clamu_helpers.methods.clamu import Clamu as ClAMU
+    assert text.PROFILE_SIZES["cpu"].precision == AUTO == authors.PROFILE_SIZES["cpu"].precision
+    assert text.PROFILE_SIZES["smoke"].precision == "float32" == authors.PROFILE_SIZES["smoke"].precision
+    monkeypatch.delenv("CLAMU_PRECISION", raising=False)
+    assert get_setting("fictitious-authors", "smoke", 0, tasks=2, progress=False).finetune_config.precision == "float32"
+    monkeypatch.setenv("CLAMU_PRECISION", "bf16")
+    s = get_setting("fictitious-authors", "smoke", 0, tasks=2, progress=False)
+    assert s.finetune_config.precision == "bf16"
+    ctx = type("Ctx", (), {"setting": s, "seed": 0})()
+    method = ClAMU()
+    seen = {}
+    monkeypatch.setattr("clamu_helpers.methods.clamu.MaskRun", lambda st, target, data, cfg, g: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(ClAMU, "group_data", lambda self, ctx, ids, split: None)
+    method._run(ctx, ("a000",), None, 1.0, 1.0, 3, None)
+    assert seen["cfg"].precision == "bf16" and seen["cfg"].threads == s.finetune_config.threads
+
+
+def test_report_names_the_precision_it_ran(monkeypatch):
+    from clamu_helpers.reproduction.reproduce import precision_line
+    monkeypatch.setenv("CLAMU_PRECISION", "float32")
+    assert precision_line("cpu") == "- **Precision**: float32 everywhere (the profile's \"auto\" resolved to float32: " \
+                                    "this processor has no native bfloat16)."
+    monkeypatch.setenv("CLAMU_PRECISION", "bf16")
+    line = precision_line("cpu")
+    assert "bfloat16 autocast for text and authors" in line and "every evaluation in float32" in line
+    monkeypatch.delenv("CLAMU_PRECISION")
+    assert precision_line("smoke") == "- **Precision**: float32 everywhere."

@@ -297,3 +297,22 @@ def test_packed_masks_round_trip_and_storage():
     assert storage_bytes(1003, models=1, masks=3, scalars=3) == 4 * 1003 + 3 * 126 + 12
     with pytest.raises(ValueError):
         storage_bytes(10, masks=-1)
+
+
+def test_a_bf16_mask_run_is_deterministic_resumable_and_not_float32(smoke_images):
+    """precision="bf16" (the cpu profile's text and author masks where bf16 is native): same
+    bits twice and in pieces, other bits than float32, scores still float32."""
+    from clamu_helpers.localization.masks import MaskRun
+    s = smoke_images
+    task = s.tasks[0]
+    tau = 1e-2 * torch.randn(s.spec.numel, generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for precision in ("float32", "bf16"):
+        cfg = MaskConfig(steps=10, lr=100.0, batch_size=8, alpha=0.5, precision=precision)
+        whole = MaskRun(s, tau, task.train, cfg, torch.Generator().manual_seed(1)).advance(10)
+        parts = MaskRun(s, tau, task.train, cfg, torch.Generator().manual_seed(1)).advance(3).advance(7)
+        assert whole.scores.dtype == torch.float32 and torch.equal(parts.scores, whole.scores)
+        runs[precision] = whole.scores
+    assert not torch.equal(runs["float32"], runs["bf16"])
+    with pytest.raises(ValueError, match="precision must be one of"):
+        MaskConfig(precision="fp16")

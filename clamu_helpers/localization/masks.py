@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..runtime.device import module_device
+from ..runtime.device import autocast, check_precision, module_device
 from ..runtime.determinism import deterministic
 from ..core.errors import ShapeMismatchError
 from ..core.packing import pack, packed_bytes, unpack
@@ -122,7 +122,9 @@ class MaskConfig:
     (η) on batches of ``batch_size`` (None: the full batch every step); ``alpha`` is the α of
     the served model M0 + α m ⊙ τ̄; ``update`` is ``"draft"`` (the draft's raw straight-through
     rule, default) or ``"normalized"`` (each step divided by its mean |·|, so η is a step in
-    score units whatever the scale of the gradients); ``threads`` is pinned during optimization."""
+    score units whatever the scale of the gradients); ``threads`` is pinned during optimization;
+    ``precision`` "bf16" runs the loss under bfloat16 autocast (scores, masks and ∂L/∂M stay
+    float32), as the setting's finetunes do (ClAMU passes ``FinetuneConfig.precision``)."""
 
     steps: int = 100
     lr: float = 1.0
@@ -130,6 +132,7 @@ class MaskConfig:
     alpha: float = 1.0
     update: str = "draft"
     threads: int = 1
+    precision: str = "float32"
 
     def __post_init__(self):
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0:
@@ -141,6 +144,7 @@ class MaskConfig:
             raise ValueError(f"mask_batch_size must be a positive integer or None (full batch), got {self.batch_size!r}")
         if self.update not in UPDATES:
             raise ValueError(f"update must be one of {UPDATES}, got {self.update!r}")
+        check_precision(self.precision)
 
 
 def mask_from_scores(scores: torch.Tensor) -> torch.Tensor:
@@ -236,7 +240,8 @@ class MaskRun:
                     idx = next(self._batches)
                     xb, yb = x[idx], y[idx]
                 weights = torch.addcmul(off, alpha_tau, mask_from_scores(s).to(off.dtype)).requires_grad_(True)
-                loss = setting.batch_loss(lambda *a: functional(setting.model, spec, weights, *a), xb, yb.to(dev))
+                with autocast(dev, cfg.precision):
+                    loss = setting.batch_loss(lambda *a: functional(setting.model, spec, weights, *a), xb, yb.to(dev))
                 (grad,) = torch.autograd.grad(loss, weights)
                 s = ste_score_step(s, grad, self.tau_bar, cfg.lr, cfg.alpha, cfg.update, None, alpha_tau)
         self._s, self.done = s, self.done + steps

@@ -199,7 +199,8 @@ class Clamu(Masked):
 
     def _run(self, ctx, ids, target, alpha, eta, steps, batch) -> MaskRun:
         """The mask optimisation of one group of tasks (batches seeded by (seed, its members))."""
-        cfg = MaskConfig(steps, float(eta), batch, float(alpha), self.p.update, ctx.setting.finetune_config.threads)
+        ft = ctx.setting.finetune_config
+        cfg = MaskConfig(steps, float(eta), batch, float(alpha), self.p.update, ft.threads, ft.precision)
         return MaskRun(ctx.setting, target, self.group_data(ctx, ids, "train"), cfg,
                        generator(ctx.seed, "clamu-mask", *ids))
 

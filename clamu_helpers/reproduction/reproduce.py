@@ -538,8 +538,30 @@ def protocol_lines(profile: str) -> list[str]:
             "after unlearning; successive halving keeping 1/4 of the candidates. Taken for the time of a whole run, "
             "after its effect was measured (benchmarks/RESULTS.md, \"A shared α/η search and a more aggressive "
             "halving\": wall time, executed and charged steps, chosen values, accuracy).",
-            "- **Precision**: float32 everywhere. bfloat16 autocast was measured and not taken "
-            "(benchmarks/RESULTS.md, \"bfloat16 autocast\").", ""]
+            precision_line(profile), ""]
+
+
+def precision_line(profile: str) -> str:
+    """The Protocol's precision: what the text and author settings declare at ``profile``
+    (``PROFILE_SIZES[profile].precision``), what it resolves to on this machine, and the rest."""
+    from ..runtime.precision import AUTO, native_bf16, resolve_precision
+    from ..settings import authors, text
+    declared = {"text": text.PROFILE_SIZES[profile].precision, "authors": authors.PROFILE_SIZES[profile].precision}
+    used = {k: resolve_precision(v) for k, v in declared.items()}
+    if set(used.values()) == {"float32"}:
+        return ("- **Precision**: float32 everywhere"
+                + (" (the profile's \"auto\" resolved to float32: this processor has no native bfloat16)"
+                   if AUTO in declared.values() else "") + ".")
+    bf16 = [k for k in declared if used[k] == "bf16"]
+    auto = [k for k in bf16 if declared[k] == AUTO]
+    how = " and ".join(bf16) + (" (declared \"auto\": bf16 where the processor computes bfloat16 natively"
+                                + (", as this one does)" if native_bf16() else "; set by $CLAMU_PRECISION here)")
+                                if auto else "")
+    return (f"- **Precision**: finetunes and ClAMU's mask optimisation under bfloat16 autocast for {how}; "
+            + "".join(f"{k} in float32; " for k in declared if used[k] == "float32") + "images in float32; every evaluation in float32 (`settings.text`/`settings.authors` "
+            "`PROFILE_SIZES`, `$CLAMU_PRECISION` overrides). Taken for the time of a whole run after its effect on "
+            "local models was measured (benchmarks/RESULTS.md, \"bfloat16 autocast\"); its effect on the verdicts, "
+            "against the float32 run before: benchmarks/RESULTS.md, \"bfloat16 for every method\".")
 
 
 def write_report(out_dir: Path, profile: str, results: list[dict], runs: dict | None = None) -> Path:

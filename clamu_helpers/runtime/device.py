@@ -13,10 +13,12 @@ where they differ). On CUDA that also needs deterministic kernels:
 - TF32 off for matmuls and convolutions: TF32 is faster but rounds differently per GPU
   generation, and the fingerprint only pins the GPU model.
 
-Mixed precision: ``FinetuneConfig(precision="bf16")`` runs the forward pass of finetuning
-under bfloat16 autocast (parameters, gradients, optimizer state and τ_t stay float32).
+Mixed precision: ``FinetuneConfig(precision="bf16")`` runs the forward pass of finetuning, and
+of ClAMU's mask optimisation in the same setting, under bfloat16 autocast (parameters,
+gradients, optimizer state, scores and τ_t stay float32; evaluation stays float32).
 Deterministic too, but other bits than float32: the precision is part of the fingerprint and
-of every task-vector cache key.
+of every task-vector cache key. Which precision a profile
+runs in on this machine: :mod:`clamu_helpers.runtime.precision`.
 """
 from __future__ import annotations
 

@@ -41,6 +41,7 @@ from ..runtime.progress import tqdm
 
 from ..runtime.cache import cached_tensors, content_key
 from ..runtime.determinism import deterministic, fingerprint, generator, rng, stable_seed
+from ..runtime.precision import AUTO, resolve_precision
 from ..core.errors import MissingResourceError
 from .base import FinetuneConfig, Setting, Task, batched_features
 
@@ -276,6 +277,9 @@ class AuthorsProfile:
     batch_size: int = 20
     pretrain_batch: int = 32
     extra_words: int = 3000
+    #: finetuning and mask precision (``runtime.device.resolve_precision``: "auto" is bf16 on a
+    #: processor with native bfloat16, float32 elsewhere)
+    precision: str = "float32"
 
 
 PROFILE_SIZES = {
@@ -285,7 +289,7 @@ PROFILE_SIZES = {
     "smoke": AuthorsProfile(tasks=4, n_embd=64, n_layer=2, n_head=2, pretrain_steps=120, pretrain_authors=40,
                             steps=45, lr=7e-3, extra_words=1000),
     "cpu": AuthorsProfile(tasks=50, n_embd=128, n_layer=2, n_head=4, pretrain_steps=800, pretrain_authors=100,
-                          steps=40, lr=3e-3),
+                          steps=40, lr=3e-3, precision=AUTO),   # bf16 where native: see settings.text
     "paper": AuthorsProfile(tasks=200, n_embd=256, n_layer=4, n_head=4, pretrain_steps=4000, pretrain_authors=200,
                             steps=60, lr=1e-3, extra_words=8000),
 }
@@ -328,7 +332,8 @@ class AuthorsSetting(Setting):
                  n_head: int | None = None, finetune: FinetuneConfig | None = None, progress: bool = True):
         size = PROFILE_SIZES[profile]
         super().__init__(profile, seed, finetune or FinetuneConfig(steps=size.steps, lr=size.lr,
-                                                                   batch_size=size.batch_size))
+                                                                   batch_size=size.batch_size,
+                                                                   precision=resolve_precision(size.precision)))
         self.size, self.length, self.corpora, self.progress = size, int(length), tuple(corpora), progress
         self.pretrain_steps = int(size.pretrain_steps if pretrain_steps is None else pretrain_steps)
         self.pretrain_authors = int(size.pretrain_authors if pretrain_authors is None else pretrain_authors)

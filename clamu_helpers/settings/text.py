@@ -56,6 +56,7 @@ from ..runtime.progress import tqdm
 
 from ..runtime.cache import cached_tensors, content_key
 from ..runtime.determinism import deterministic, fingerprint, generator, rng
+from ..runtime.precision import AUTO, resolve_precision
 from ..core.errors import MissingResourceError
 from .base import FinetuneConfig, Setting, Task, batched_features
 
@@ -270,12 +271,17 @@ class TextProfile:
     n_train: int = 32
     n_val: int = 8
     n_test: int = 20
+    #: finetuning and mask precision (``runtime.device.resolve_precision``: "auto" is bf16 on a
+    #: processor with native bfloat16, float32 elsewhere)
+    precision: str = "float32"
 
 
 PROFILE_SIZES = {
     # one trained layer learns faster with lr 1e-3 (measured: 3e-4 barely moved reviews in 20 steps)
     "smoke": TextProfile(tasks=4, trained_layers=1, lr=1e-3, min_reviews=20, n_train=16, n_val=4, n_test=10),
-    "cpu": TextProfile(tasks=100, trained_layers=1, lr=1e-3),
+    # bf16 where native (a protocol choice for the time of a whole cpu run: finetunes 1.5–1.6×,
+    # local models −0.06 [−0.17, +0.05] points; benchmarks/RESULTS.md, "bfloat16 autocast")
+    "cpu": TextProfile(tasks=100, trained_layers=1, lr=1e-3, precision=AUTO),
     # the paper's 500 tasks; reviews-by-movie has 490 movies with ≥ 5 reviews and takes them all
     "paper": TextProfile(tasks=500, trained_layers=2, min_reviews=5, n_train=80, n_val=10, n_test=20),
 }
@@ -309,7 +315,7 @@ class TextSetting(Setting):
             raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
         size = PROFILE_SIZES.get(profile)
         super().__init__(profile, seed, finetune or (size and FinetuneConfig(
-            steps=size.steps, lr=size.lr, batch_size=size.batch_size)))
+            steps=size.steps, lr=size.lr, batch_size=size.batch_size, precision=resolve_precision(size.precision))))
         self.data, self.head, self.size = data, head, size
         self.name = data
         self.trained_layers = int(size.trained_layers if trained_layers is None else trained_layers)
