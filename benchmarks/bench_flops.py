@@ -5,11 +5,14 @@
 Everything runs on ONE thread (``torch.set_num_threads(1)``; the kit pins one thread per
 finetune and per mask), per embedded setting built by ``get_setting(name, profile, 0)``:
 
-* **peak**: float32 GFLOP/s of a square matmul (1024² and 2048², ``torch.mm`` into a preallocated
+* **peak**: float32 (and bfloat16) GFLOP/s of a square matmul (1024² and 2048², ``torch.mm`` into a preallocated
   output, the fastest of several runs each), measured before each round over the settings and
   after the last; the largest rate is "the peak" every share below is taken of (another job on
   the machine lowers a measurement, never raises it, so the largest is the least disturbed). It is a measured peak,
-  not the chip's nominal one (16 float32 FLOPs per cycle per core on Zen 1 with AVX2 FMA).
+  not the chip's nominal one (16 float32 FLOPs per cycle per core on Zen 1 with AVX2 FMA). A setting
+  whose steps run under bfloat16 autocast (its ``FinetuneConfig.precision``, which its mask step
+  takes too) is taken as a share of the bfloat16 peak; ``CLAMU_PRECISION=float32`` measures the
+  same settings in float32.
 * **finetune step**: the kit's own path, :func:`clamu_helpers.training.finetune.finetune`. FLOPs are
   counted over a whole ``finetune`` call with ``steps=1`` (one forward + backward of one
   mini-batch of the setting's ``batch_size``, only the parameters the setting trains requiring
@@ -63,6 +66,9 @@ from _common import best_of, save
 DEFAULT_SETTINGS = ("images-label-subsets", "fortunes-label-subsets", "fictitious-authors")
 #: square matmul sizes for the peak
 PEAK_SIZES = (1024, 2048)
+#: the peaks measured: float32, and bfloat16 for the settings whose steps run under bf16 autocast
+#: (``FinetuneConfig.precision``; the cpu profile's text and author settings where bf16 is native)
+PEAK_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 #: what a missing dataset or model raises while a setting is built
 MISSING = (FileNotFoundError, ImportError, ModuleNotFoundError, OSError)
 
@@ -89,17 +95,18 @@ def count_flops(fn) -> int:
     return int(fc.get_total_flops())
 
 
-def peak_gflops(repeat: int = 3, sizes=PEAK_SIZES) -> dict:
-    """Float32 GFLOP/s of ``torch.mm`` on n×n matrices, one thread, the fastest of
-    ``max(repeat, 3)`` runs (4× as many, at least 8, below 2048², which take under 0.1 s)."""
+def peak_gflops(repeat: int = 3, sizes=PEAK_SIZES, dtype: torch.dtype = torch.float32) -> dict:
+    """GFLOP/s of ``torch.mm`` on n×n matrices of ``dtype`` (float32, or bfloat16: what a
+    bf16-autocast step's matmuls run), one thread, the fastest of ``max(repeat, 3)`` runs (4× as
+    many, at least 8, below 2048², which take under 0.1 s)."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         rates = {}
         g = torch.Generator().manual_seed(0)
         for n in sizes:
-            a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-            c = torch.empty(n, n)
+            a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
+            c = torch.empty(n, n, dtype=dtype)
             torch.mm(a, b, out=c)  # warm-up
             runs = max(repeat, 3) if n >= 2048 else max(4 * repeat, 8)
             s = best_of(lambda: torch.mm(a, b, out=c), runs)
@@ -191,7 +198,7 @@ def measure(setting_name: str, profile: str = "cpu", repeat: int = 3, peak: floa
         # ClAMU's mask step at its equal budget
         steps, mbatch = get_method("clamu").budget(s)
         tau = 1e-3 * torch.randn(s.spec.numel, generator=torch.Generator().manual_seed(0))
-        mcfg = MaskConfig(steps, 100.0, mbatch, 0.1, "draft", 1)
+        mcfg = MaskConfig(steps, 100.0, mbatch, 0.1, "draft", 1, cfg.precision)   # the setting's precision, as ClAMU
 
         def mask(c):
             return lambda: optimize_mask(s, tau, task.train, c, generator(seed, "flops"))
@@ -211,7 +218,7 @@ def measure(setting_name: str, profile: str = "cpu", repeat: int = 3, peak: floa
     finally:
         torch.set_num_threads(old)
     return derive({"setting": s.name, "profile": profile, "seed": seed, "parameters": s.spec.numel,
-                   "build_s": round(build_s, 2), "rows": rows}, peak)
+                   "precision": cfg.precision, "build_s": round(build_s, 2), "rows": rows}, peak)
 
 
 def main(profile: str, settings, repeat: int, rounds: int = 2) -> dict:
@@ -220,10 +227,11 @@ def main(profile: str, settings, repeat: int, rounds: int = 2) -> dict:
     peaks, per_setting = [], {name: [] for name in settings}
 
     def peak_now(when):
-        p = peak_gflops(repeat)
-        peaks.append({"when": when, **p["gflops_by_size"]})
-        print(f"one-thread float32 matmul ({when}): " + ", ".join(f"{n}²: {r:.1f} GFLOP/s"
-                                                           for n, r in p["gflops_by_size"].items()), flush=True)
+        for name, dtype in PEAK_DTYPES.items():
+            p = peak_gflops(repeat, PEAK_SIZES, dtype)
+            peaks.append({"when": when, "dtype": name, **p["gflops_by_size"]})
+            print(f"one-thread {name} matmul ({when}): " + ", ".join(f"{n}²: {r:.1f} GFLOP/s"
+                                                                 for n, r in p["gflops_by_size"].items()), flush=True)
 
     for k in range(rounds):
         peak_now(f"before round {k + 1}")
@@ -239,10 +247,18 @@ def main(profile: str, settings, repeat: int, rounds: int = 2) -> dict:
                       f"{time.perf_counter() - t:.0f} s", flush=True)
             per_setting[name].append(r)
     peak_now("at the end")
-    by_size = {str(n): max(p[str(n)] for p in peaks) for n in PEAK_SIZES}
-    peak = {"gflops_by_size": by_size, "peak_gflops": max(by_size.values()), "measurements": peaks}
-    print(f"peak: {peak['peak_gflops']:.1f} GFLOP/s (the fastest of {len(peaks)} measurements)", flush=True)
-    results = [best_of_rounds(per_setting[name], peak["peak_gflops"]) for name in settings]
+    by_dtype = {d: {str(n): max(p[str(n)] for p in peaks if p["dtype"] == d) for n in PEAK_SIZES} for d in PEAK_DTYPES}
+    peak = {"gflops_by_size": by_dtype["float32"], "peak_gflops": max(by_dtype["float32"].values()),
+            "by_dtype": {d: {"gflops_by_size": v, "peak_gflops": max(v.values())} for d, v in by_dtype.items()},
+            "measurements": peaks}
+    for d, v in peak["by_dtype"].items():
+        print(f"{d} peak: {v['peak_gflops']:.1f} GFLOP/s (the fastest of {len(peaks) // len(PEAK_DTYPES)} measurements)",
+              flush=True)
+
+    def peak_of(r):   # a setting's shares are of the peak of the precision its steps run in
+        return peak["by_dtype"]["bfloat16" if r.get("precision") == "bf16" else "float32"]["peak_gflops"]
+    results = [best_of_rounds(per_setting[name], None) for name in settings]
+    results = [derive(r, peak_of(r)) if "skipped" not in r else r for r in results]
     for r in results:  # plain floats for the JSON
         for row in r.get("rows", []):
             for key in ("seconds", "seconds_per_call", "seconds_one_step_call"):
@@ -256,17 +272,19 @@ def main(profile: str, settings, repeat: int, rounds: int = 2) -> dict:
            "loadavg": {"start": load_start, "end": load_end,
                        "note": "machine.loadavg_at_start is taken when the JSON is written, i.e. at the end"}}
     save("flops" if profile == "cpu" else f"flops_{profile}", out)
-    print("\n| setting | work | GFLOP per step | ms per step | GFLOP/s | % of peak |\n|---|---|---|---|---|---|")
-    for n, rate in peak["gflops_by_size"].items():
-        f = 2 * int(n) ** 3
-        print(f"| – | matmul {n}² (peak reference) | {f / 1e9:.2f} | {f / rate / 1e6:.1f} | {rate:.1f} | "
-              f"{100 * rate / peak['peak_gflops']:.0f} |")
+    print("\n| setting (precision) | work | GFLOP per step | ms per step | GFLOP/s | % of its precision's peak |\n"
+          "|---|---|---|---|---|---|")
+    for d, v in peak["by_dtype"].items():
+        for n, rate in v["gflops_by_size"].items():
+            f = 2 * int(n) ** 3
+            print(f"| – ({d}) | matmul {n}² (peak reference) | {f / 1e9:.2f} | {f / rate / 1e6:.1f} | {rate:.1f} | "
+                  f"{100 * rate / v['peak_gflops']:.0f} |")
     for r in results:
         if "skipped" in r:
             print(f"| {r['setting']} | skipped: {r['skipped']} | | | | |")
             continue
         for row in r["rows"]:
-            print(f"| {r['setting']} | {row['work']} | {row['gflop']:.4f} | {row['ms']:.2f} | {row['gflops']:.2f} | "
+            print(f"| {r['setting']} ({r['precision']}) | {row['work']} | {row['gflop']:.4f} | {row['ms']:.2f} | {row['gflops']:.2f} | "
                   f"{row['pct_of_peak']:.1f} |")
     return out
 

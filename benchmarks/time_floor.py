@@ -14,7 +14,8 @@
 4. the whole run: every notebook's compute seconds (all categories) beside the run's wall clock
    × cores (``timings.json``'s ``last_full_run``), the packing the CPU slots achieved, and the
    run's measured CPU utilisation;
-5. the floor of the masks: their FLOPs ÷ (the machine's measured one-thread peak × cores).
+5. the floor of the masks: their FLOPs ÷ (the machine's measured one-thread peak × cores), each
+   setting at the peak of the precision its masks run in (bfloat16 where the profile resolves to it).
 
 Writes ``benchmarks/results/time_floor.json`` (``time_floor_<profile>.json`` for another profile).
 """
@@ -73,14 +74,18 @@ def fits(profile: str) -> list[tuple]:
 def unit_costs(units: Path) -> dict[str, dict]:
     """Setting → seconds and FLOPs per mask step (``bench_flops.py``'s JSON)."""
     data = json.loads(Path(units).read_text())
+    peaks = {d: v["peak_gflops"] for d, v in data["peak"].get("by_dtype", {}).items()}
     out = {}
     for r in data["settings"]:
         if "skipped" in r:
             continue
         row = next(x for x in r["rows"] if x["work"].startswith("mask step"))
+        bf16 = r.get("precision") == "bf16"   # a bf16-autocast setting's floor is at the bfloat16 peak
         out[r["setting"]] = {"seconds": r["seconds_per_mask_step"], "flops": r["flops_per_mask_step"],
-                             "steps": row["steps"]}
-    return {"peak_gflops": data["peak"]["peak_gflops"], "settings": out}
+                             "steps": row["steps"], "precision": r.get("precision", "float32"),
+                             "peak_gflops": peaks.get("bfloat16", data["peak"]["peak_gflops"]) if bf16
+                             else data["peak"]["peak_gflops"]}
+    return {"peak_gflops": data["peak"]["peak_gflops"], "peaks": peaks, "settings": out}
 
 
 def main(profile: str, figures: Path | None = None, units: Path | None = None) -> dict:
@@ -103,7 +108,7 @@ def main(profile: str, figures: Path | None = None, units: Path | None = None) -
         m = get_method(method, **params)
         e = m.params["mask_steps"] or unit["steps"]      # E_mask: the setting's finetuning steps
         row = per_nb.setdefault(nb, {"masks_optimized": 0.0, "masks_served": 0, "mask_steps": 0.0, "search_steps": 0.0,
-                                     "predicted_mask_s": 0.0, "mask_tflop": 0.0})
+                                     "predicted_mask_s": 0.0, "mask_tflop": 0.0, "floor_s": 0.0})
         for n in sizes:
             optimized, served = m.mask_fits(n, e)
             row["masks_optimized"] += optimized * seeds
@@ -112,6 +117,7 @@ def main(profile: str, figures: Path | None = None, units: Path | None = None) -
             row["search_steps"] += (optimized - served) * e * seeds
             row["predicted_mask_s"] += optimized * e * seeds * unit["seconds"]
             row["mask_tflop"] += optimized * e * seeds * unit["flops"] / 1e12
+            row["floor_s"] += optimized * e * seeds * unit["flops"] / 1e9 / unit["peak_gflops"]
 
     rows, compute = [], 0.0
     for nb in sorted(set(measured) | set(per_nb)):
@@ -125,9 +131,10 @@ def main(profile: str, figures: Path | None = None, units: Path | None = None) -
     run = timings.get("last_full_run") or timings.get("last_run") or {}
     wall, cores = run.get("wall_seconds"), run.get("cpus") or 2
     tflop = sum(r.get("mask_tflop", 0.0) for r in per_nb.values())
-    floor_s = tflop * 1e3 / (cost["peak_gflops"] * cores)
+    floor_s = sum(r.get("floor_s", 0.0) for r in per_nb.values()) / cores   # each setting at its precision's peak
     result = {"profile": profile, "figures": str(figures), "seeds": seeds, "machine": machine(),
-              "units": str(units), "peak_gflops_one_thread": cost["peak_gflops"], "notebooks": rows,
+              "units": str(units), "peak_gflops_one_thread": cost["peak_gflops"], "peaks_one_thread": cost["peaks"],
+              "precision": {k: v["precision"] for k, v in cost["settings"].items()}, "notebooks": rows,
               "compute_s": round(compute, 1), "run_wall_s": wall, "cores": cores,
               "packing": round(compute / (wall * cores), 3) if wall else None,
               "utilisation": run.get("utilisation"), "mask_tflop": round(tflop, 1),
@@ -146,7 +153,8 @@ def main(profile: str, figures: Path | None = None, units: Path | None = None) -
               f"{result['packing']:.0%} of the cores computing (measured CPU utilisation "
               f"{run.get('utilisation')}); goal {GOAL_MIN.get(profile)} min")
     print(f"the masks alone: {tflop:.1f} TFLOP, at least {floor_s / 60:.1f} min on {cores} cores at the measured "
-          f"one-thread peak of {cost['peak_gflops']:.1f} GFLOP/s")
+          f"one-thread peak of each setting's precision ("
+          + ", ".join(f"{d} {v:.1f} GFLOP/s" for d, v in (cost["peaks"] or {"float32": cost["peak_gflops"]}).items()) + ")")
     return result
 
 

@@ -193,6 +193,18 @@ def test_bf16_audit_is_exact(tiny):
     assert out["exact"] and out["fingerprint"]["dtype"] == "bf16"
 
 
+@pytest.mark.parametrize("method", ["clamu", "clamu-supermask"])
+def test_bf16_audit_with_masks_is_exact(method):
+    """ClAMU's masks optimised under bf16 autocast (the cpu profile's text and author settings):
+    the refit after unlearning is the fit that never saw the task, bit for bit."""
+    from clamu_helpers.unlearning.audit import audit
+    from clamu_helpers.settings.synthetic import SyntheticSetting
+    s = SyntheticSetting("smoke", 0, tasks=5, finetune=FinetuneConfig(steps=15, lr=1e-2, batch_size=8,
+                                                                      precision="bf16"))
+    out = audit(s, method, unlearn=2, seed=1)
+    assert out["exact"] and out["fingerprint"]["dtype"] == "bf16"
+
+
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="precision must be one of"):
         FinetuneConfig(precision="fp16")

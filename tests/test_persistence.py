@@ -1,6 +1,7 @@
 """Saving and loading a system: round trips for every method, and every way a state can be bad."""
 import hashlib
 import json
+from dataclasses import replace
 import os
 from pathlib import Path
 
@@ -272,6 +273,17 @@ def test_a_state_saved_before_fused_existed_loads_with_a_fused_false_setting(tmp
     old = UnlearningSystem.load(tmp_path / "st", SyntheticSetting(tasks=3, finetune=legacy_cfg))
     old.unlearn([setting.task_ids[0]])
     assert old.served_digest() == make(setting, "merge", setting.task_ids[1:]).served_digest()
+
+
+def test_a_bf16_state_loaded_where_the_setting_resolves_to_float32_says_how(tmp_path):
+    """A system finetuned in bf16 (the cpu profile's "auto" on a processor with native bfloat16),
+    loaded where the setting resolves to float32: refused, naming CLAMU_PRECISION."""
+    bf16 = FinetuneConfig(steps=15, lr=1e-2, batch_size=8, precision="bf16")
+    make(SyntheticSetting(tasks=3, finetune=bf16), "merge").save(tmp_path / "st")
+    with pytest.raises(StateError, match=r"finetuned in bf16 and this setting resolves to float32.*"
+                                         r"export CLAMU_PRECISION=bf16"):
+        UnlearningSystem.load(tmp_path / "st", SyntheticSetting(tasks=3, finetune=replace(bf16, precision="float32")))
+    assert UnlearningSystem.load(tmp_path / "st", SyntheticSetting(tasks=3, finetune=bf16)).served_digest()
 
 
 def test_mismatched_served_digest_is_caught(saved, tmp_path, small):

@@ -270,7 +270,7 @@ class Clamu(Masked):
         key = (ctx.ledger.digest(), repr(recipe) if recipe is not None else ("object", id(ctx.setting)), ctx.seed,
                tuple(sorted(ctx.task_ids)), steps, batch, self.alpha_grid(n), self.eta_grid(), tuple(self.searched()),
                self.p.update, self.p.select_clusters, self.p.search, self.p.halving_reduction,
-               self.p.halving_min_fraction, ctx.setting.finetune_config.threads)
+               self.p.halving_min_fraction, ctx.setting.finetune_config.threads, ctx.setting.finetune_config.precision)
         if key in _SHARED:
             _SHARED.move_to_end(key)
             return _SHARED[key][:3]

@@ -303,6 +303,11 @@ def _check_setting(meta: dict, setting: "Setting", where: Path) -> None:
             problems.append("it was saved before FinetuneConfig.fused existed and finetuned with fused=False: "
                             "build the setting with finetune=FinetuneConfig(..., fused=False) "
                             "(FinetuneConfig.from_json of the saved config)")
+        if saved_cfg.get("precision") != here_cfg.get("precision"):
+            problems.append(f"it was finetuned in {saved_cfg.get('precision')} and this setting resolves to "
+                            f"{here_cfg.get('precision')} (a profile's \"auto\" is bf16 only on a processor with "
+                            f"native bfloat16): export CLAMU_PRECISION={saved_cfg.get('precision')} to load it; a "
+                            f"retrain still needs the processor it was trained on (the fingerprint)")
     if s["theta0_sha256"] != sha256_tensor(setting.theta0):
         problems.append("the pretrained weights M0 differ")
     known = set(setting.task_ids)
