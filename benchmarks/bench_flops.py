@@ -11,7 +11,7 @@ finetune and per mask), per embedded setting built by ``get_setting(name, profil
   the machine lowers a measurement, never raises it, so the largest is the least disturbed). It is a measured peak,
   not the chip's nominal one (16 float32 FLOPs per cycle per core on Zen 1 with AVX2 FMA). A setting
   whose steps run under bfloat16 autocast (its ``FinetuneConfig.precision``, which its mask step
-  takes too) is taken as a share of the bfloat16 peak; ``CLAMU_PRECISION=float32`` measures the
+  takes too) is taken as a share of the bfloat16 peak (its evaluation, float32, of the float32 one); ``CLAMU_PRECISION=float32`` measures the
   same settings in float32.
 * **finetune step**: the kit's own path, :func:`clamu_helpers.training.finetune.finetune`. FLOPs are
   counted over a whole ``finetune`` call with ``steps=1`` (one forward + backward of one
@@ -121,20 +121,23 @@ def _row(work: str, flops: int, seconds: float, **extra) -> dict:
     return {"work": work, "flops": flops, "seconds": seconds, **extra}
 
 
-def derive(result: dict, peak: float | None = None) -> dict:
+def derive(result: dict, peak: float | None = None, eval_peak: float | None = None) -> dict:
     """Fill a :func:`measure` result's derived fields (GFLOP/s, share of ``peak``, a call's
-    fixed cost, the unit costs) from its raw FLOPs and seconds; returns ``result``."""
+    fixed cost, the unit costs) from its raw FLOPs and seconds; returns ``result``. The
+    evaluation row's share is of ``eval_peak`` when given (evaluation runs float32 in every
+    precision)."""
     rows = result.get("rows")
     if not rows:
         return result
-    for r in rows:
+    for i, r in enumerate(rows):
+        row_peak = eval_peak if (i == 2 and eval_peak) else peak
         if "seconds_per_call" in r:  # a step: the real call's seconds spread over its steps
             r["seconds"] = r["seconds_per_call"] / r["steps"]
             marginal = (r["seconds_per_call"] - r["seconds_one_step_call"]) / max(1, r["steps"] - 1)
             r["fixed_s"] = round(max(0.0, r["seconds_one_step_call"] - marginal), 4) if r["steps"] > 1 else None
         rate = r["flops"] / r["seconds"] / 1e9 if r["seconds"] > 0 else float("nan")
         r.update(gflop=round(r["flops"] / 1e9, 6), ms=round(r["seconds"] * 1e3, 3), gflops=round(rate, 3),
-                 pct_of_peak=round(100 * rate / peak, 2) if peak else None)
+                 pct_of_peak=round(100 * rate / row_peak, 2) if row_peak else None)
     ft, mask, ev = rows
     result.update(seconds_per_finetune_step=ft["seconds"], seconds_per_finetune=ft["seconds_per_call"],
                   seconds_per_mask_step=mask["seconds"], seconds_per_mask=mask["seconds_per_call"],
@@ -258,7 +261,7 @@ def main(profile: str, settings, repeat: int, rounds: int = 2) -> dict:
     def peak_of(r):   # a setting's shares are of the peak of the precision its steps run in
         return peak["by_dtype"]["bfloat16" if r.get("precision") == "bf16" else "float32"]["peak_gflops"]
     results = [best_of_rounds(per_setting[name], None) for name in settings]
-    results = [derive(r, peak_of(r)) if "skipped" not in r else r for r in results]
+    results = [derive(r, peak_of(r), peak["peak_gflops"]) if "skipped" not in r else r for r in results]
     for r in results:  # plain floats for the JSON
         for row in r.get("rows", []):
             for key in ("seconds", "seconds_per_call", "seconds_one_step_call"):
@@ -272,7 +275,7 @@ def main(profile: str, settings, repeat: int, rounds: int = 2) -> dict:
            "loadavg": {"start": load_start, "end": load_end,
                        "note": "machine.loadavg_at_start is taken when the JSON is written, i.e. at the end"}}
     save("flops" if profile == "cpu" else f"flops_{profile}", out)
-    print("\n| setting (precision) | work | GFLOP per step | ms per step | GFLOP/s | % of its precision's peak |\n"
+    print("\n| setting (precision) | work | GFLOP per step | ms per step | GFLOP/s | % of the peak it runs at |\n"
           "|---|---|---|---|---|---|")
     for d, v in peak["by_dtype"].items():
         for n, rate in v["gflops_by_size"].items():
