@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/search_agreement.py [--profile cpu] [--seeds 0,1,2] [--clusters 8]
 
 ClAMU chooses α and η on validation data (``clamu_helpers.methods.clamu``): an α round, then an
-η round, each candidate optimising the masks of a seeded sample of S clusters. ``search="full"``
-trains every candidate for E_mask; ``search="halving"`` (the default) trains all of them for
-E_mask/9, the best third on to E_mask/3, the best third of those to E_mask. This script fits
+η round, each candidate optimising the masks of a seeded sample of S clusters. Both run the
+comparison rows' protocol (``profiles.CLAMU_PROTOCOL``: one search over per-task masks, the
+aggressive halving); ``search="full"`` trains every candidate for E_mask, ``search="halving"``
+trains all of them for E_mask/16, the best quarter on to E_mask/4, the best quarter of those to E_mask. This script fits
 both on the same tasks — every embedded setting, each seed — and reports how often the chosen
 (α, η) agree, the served test accuracy of each (mean over the tasks), their difference with a
 95% t interval over the (setting, seed) pairs, and the mask steps each search trained.
@@ -33,13 +34,17 @@ SETTINGS = {"images-label-subsets": 200, "fortunes-label-subsets": 100, "reviews
 def compare(unit: tuple) -> dict:
     """Fit ClAMU with the full and the halving search on one setting and seed."""
     from clamu_helpers import UnlearningSystem, get_setting
+    from clamu_helpers.reproduction.profiles import CLAMU_PROTOCOL
     name, profile, seed, n_tasks, clusters = unit
     s = get_setting(name, profile, seed)
     s = s.subset(min(n_tasks, len(s.tasks)))
     out = {"setting": name, "seed": seed, "tasks": len(s.tasks), "clusters": clusters}
     for search in ("full", "halving"):
         t0 = time.perf_counter()
-        sy = UnlearningSystem(s, "clamu", seed=seed, clusters=clusters, cluster_by="features", search=search).fit()
+        # the comparison rows' protocol (the search over per-task masks, the aggressive halving), and
+        # the same search with every candidate trained to E_mask
+        sy = UnlearningSystem(s, "clamu", seed=seed, clusters=clusters, cluster_by="features",
+                              **{**CLAMU_PROTOCOL, "search": search}).fit()
         finetune_steps = len(s.tasks) * s.finetune_config.steps
         out[search] = {"alpha": sy.method.chosen["alpha"], "mask_lr": sy.method.chosen["mask_lr"],
                        "accuracy": float(sy.evaluate()[s.metric_name].mean()),
