@@ -129,8 +129,8 @@ def derive(result: dict, peak: float | None = None, eval_peak: float | None = No
     rows = result.get("rows")
     if not rows:
         return result
-    for i, r in enumerate(rows):
-        row_peak = eval_peak if (i == 2 and eval_peak) else peak
+    ft, mask, ev = rows
+    for r, row_peak in ((ft, peak), (mask, peak), (ev, eval_peak or peak)):
         if "seconds_per_call" in r:  # a step: the real call's seconds spread over its steps
             r["seconds"] = r["seconds_per_call"] / r["steps"]
             marginal = (r["seconds_per_call"] - r["seconds_one_step_call"]) / max(1, r["steps"] - 1)
@@ -138,7 +138,6 @@ def derive(result: dict, peak: float | None = None, eval_peak: float | None = No
         rate = r["flops"] / r["seconds"] / 1e9 if r["seconds"] > 0 else float("nan")
         r.update(gflop=round(r["flops"] / 1e9, 6), ms=round(r["seconds"] * 1e3, 3), gflops=round(rate, 3),
                  pct_of_peak=round(100 * rate / row_peak, 2) if row_peak else None)
-    ft, mask, ev = rows
     result.update(seconds_per_finetune_step=ft["seconds"], seconds_per_finetune=ft["seconds_per_call"],
                   seconds_per_mask_step=mask["seconds"], seconds_per_mask=mask["seconds_per_call"],
                   seconds_per_evaluation=ev["seconds"], flops_per_finetune_step=ft["flops"],

@@ -277,7 +277,7 @@ class AuthorsProfile:
     batch_size: int = 20
     pretrain_batch: int = 32
     extra_words: int = 3000
-    #: finetuning and mask precision (``runtime.device.resolve_precision``: "auto" is bf16 on a
+    #: finetuning and mask precision (``runtime.precision.resolve_precision``: "auto" is bf16 on a
     #: processor with native bfloat16, float32 elsewhere)
     precision: str = "float32"
 

@@ -271,7 +271,7 @@ class TextProfile:
     n_train: int = 32
     n_val: int = 8
     n_test: int = 20
-    #: finetuning and mask precision (``runtime.device.resolve_precision``: "auto" is bf16 on a
+    #: finetuning and mask precision (``runtime.precision.resolve_precision``: "auto" is bf16 on a
     #: processor with native bfloat16, float32 elsewhere)
     precision: str = "float32"
 
