@@ -32,6 +32,8 @@ seed = 0
 seeds = None  # None: this notebook's seeds at the profile (clamu_helpers.profiles.seeds_for); claims are judged over them
 settings = ["images-label-subsets", "images-uniform"]
 sift_sizes = None      # None: every T at cpu, the two ends at smoke (clamu_helpers.profiles.KNOBS)
+text_settings = None   # None: reviews, fortunes and authors at cpu, reviews at smoke: the accuracy claim at their largest T
+text_seeds = None      # None: the first 3 seeds at cpu (every task is finetuned again with fixed signs; profiles.KNOBS)
 cost_sizes = None      # None: T ∈ {50, 100, 200} at cpu (benchmarks/bench_unlearning_compute.py adds 500)
 cost_ks = [1, "10%"]   # forget one task, and 10% of T, in one request
 cost_seeds = None      # None: every seed at smoke, the first at cpu (profiles.KNOBS): the full cost table
@@ -45,6 +47,8 @@ from clamu_helpers.notebook import *
 NOTEBOOK = "06_sift_masks"
 seeds = seeds or ex.seeds_for(profile, NOTEBOOK)
 sift_sizes = profiles.default("sift_sizes", profile, sift_sizes)
+text_settings = profiles.available(profiles.default("sift_text_settings", profile, text_settings))
+text_seeds = text_seeds or profiles.take(seeds, profiles.default("sift_text_seeds", profile))
 cost_sizes = profiles.default("cost_sizes", profile, cost_sizes)
 cost_seeds = cost_seeds or profiles.take(seeds, profiles.default("cost_seeds", profile))
 claim_seeds = profiles.take(seeds, profiles.default("compute_claim_seeds", profile))
@@ -53,9 +57,10 @@ claim_seeds = profiles.take(seeds, profiles.default("compute_claim_seeds", profi
 # ## Accuracy as tasks grow, every method and SIFT-Masks' controls
 
 # %%
+paper_rule = "SIFT-Masks (1/T, the paper's rule)"  # the final paper's configuration: fixed scale 1/T
 methods = ex.methods("averaging", "task arithmetic", "SIFT-Masks", "SIFT random mask (control)",
                      "SIFT sign-fixed merge (control)", "TALL", "EMR", "local",  # ClAMU at T = 200: notebook 04
-                     **{"SIFT-Masks (1/T, the paper's rule)": ("sift", {}), "SIFT-Masks (count)": ("sift", {"scale": "count"})})
+                     **{paper_rule: ("sift", {}), "SIFT-Masks (count)": ("sift", {"scale": "count"})})
 
 sift = pd.concat([ex.over_seeds(lambda sd: figures.sift_accuracy(name, profile, sd, methods, sift_sizes), seeds, desc=name)
                   for name in settings], ignore_index=True)
@@ -72,6 +77,25 @@ sift.pivot_table(index=["setting", "tasks"], columns="label", values="accuracy")
 # %%
 from clamu_helpers.explore import Explorer
 Explorer(sift, along="tasks", choose=("setting",)).widget()
+
+# %% [markdown]
+# ## The accuracy claim on the text and author settings
+#
+# The same rows at each setting's largest T only, without TALL and EMR (notebooks 03 and 04
+# compare them there): SIFT-Masks against averaging at 1/T, as the final paper states it, with
+# task arithmetic beside it and both controls. The author setting scores answer probability.
+
+# %%
+text_methods = {label: methods[label] for label in ("averaging", "task arithmetic", "SIFT-Masks", paper_rule, "local",
+                                                    "SIFT random mask (control)", "SIFT sign-fixed merge (control)")}
+text = {name: ex.over_seeds(lambda sd: figures.sift_accuracy(name, profile, sd, text_methods, "last"), text_seeds, desc=name)
+        for name in text_settings}
+metric_of = {**{name: "accuracy" for name in settings}, **{name: get_setting(name, profile, text_seeds[0]).metric_name
+                                                            for name in text}}
+if text:
+    plots.save_table(pd.concat(text.values(), ignore_index=True), "sift_masks_accuracy_text", profile)
+    display(pd.concat({name: df.groupby("label", sort=False)[metric_of[name]].mean() for name, df in text.items()},
+                      axis=1).round(3))
 
 # %%
 top = sift[sift.tasks == sift.groupby("setting").tasks.transform("max")]
@@ -127,21 +151,25 @@ plots.save_table(projection, "sift_unlearning_cost_counted", profile)
 projection[projection.total == projection.total.max()][["method", "gradient_steps", "parallel_steps", "sift_ratio_gradient"]]
 
 # %%
-paper_rule = "SIFT-Masks (1/T, the paper's rule)"  # the final paper's configuration: fixed scale 1/T
 rows = []
-for name, sub in top.groupby("setting", sort=False):
-    mean = sub.groupby("label")["accuracy"].mean()
-    rnd = ex.per_seed(sub, measures.lead("SIFT-Masks", "SIFT random mask (control)"))
-    rows.append(claims.check("sift-accuracy", ex.per_seed(sub, measures.lead("SIFT-Masks", "averaging", relative=True)), label=f"{name}, T={sub.tasks.max()}",
+for name, sub in [*top.groupby("setting", sort=False), *text.items()]:
+    metric = metric_of[name]
+    mean = sub.groupby("label")[metric].mean()
+    rnd = ex.per_seed(sub, measures.lead("SIFT-Masks", "SIFT random mask (control)", metric=metric))
+    ta = ex.per_seed(sub, measures.lead("SIFT-Masks", "task arithmetic", metric=metric, relative=True))
+    rows.append(claims.check("sift-accuracy", ex.per_seed(sub, measures.lead("SIFT-Masks", "averaging", metric=metric, relative=True)),
+                             label=f"{name}, T={sub.tasks.max()}" + (f", {metric}" if metric != "accuracy" else ""),
                              detail=f"SIFT {mean['SIFT-Masks']:.3f}, random-mask control {mean['SIFT random mask (control)']:.3f}, "
                                     f"sign-fixed merge {mean['SIFT sign-fixed merge (control)']:.3f}, averaging "
-                                    f"{mean['averaging']:.3f}, local {mean['local']:.3f}",
+                                    f"{mean['averaging']:.3f}, task arithmetic {mean['task arithmetic']:.3f}, local {mean['local']:.3f}",
                              why=f"merging loses {mean['local'] - mean['averaging']:.3f} to the local models here; "
                                  f"SIFT-Masks − its random-mask control: {sum(rnd) / len(rnd):+.3f}"))
-    rows.append(claims.check("sift-accuracy", ex.per_seed(sub, measures.lead(paper_rule, "averaging", relative=True)),
+    rows.append(claims.check("sift-accuracy", ex.per_seed(sub, measures.lead(paper_rule, "averaging", metric=metric, relative=True)),
                              label=f"{name}, T={sub.tasks.max()}, SIFT-Masks at the final paper's fixed 1/T",
                              detail=f"SIFT at 1/T {mean[paper_rule]:.3f}, averaging {mean['averaging']:.3f}"))
     rows.append(claims.measurement(f"{name}: SIFT-Masks − its random-mask control (does the choice of coordinates matter?)", rnd))
+    rows.append(claims.measurement(f"{name}: (SIFT-Masks − task arithmetic) / task arithmetic (the merge with its scale "
+                                   "chosen on validation data, as SIFT-Masks' is)", ta))
 for config, (ref, base) in uc.CLAIM_CONFIGS.items():
     r = by_config[config]
     wall = uc.ratio_growth(r, column="ratio_seconds")

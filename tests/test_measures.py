@@ -103,3 +103,14 @@ def test_head_gain_is_label_name_minus_cls_averaged_over_clusterings():
     assert per_seed(f, M.head_gain("TALL")) == pytest.approx([0.1])         # (0.2 + 0.0) / 2
     assert per_seed(f, M.head_gain("TALL", -1)) == pytest.approx([-0.1])
     assert per_seed(f, M.head_gain("ClAMU")) == pytest.approx([0.5])        # (0.8 + 0.2) / 2
+
+
+def test_best_over_takes_the_largest_quantity_over_a_column():
+    f = pd.DataFrame({"seed": [0] * 6 + [1] * 6, "K": [2, 2, 2, 4, 4, 4] * 2,
+                      "label": ["ClAMU", "TALL", "EMR"] * 4,
+                      "accuracy": [0.60, 0.50, 0.45, 0.70, 0.68, 0.40, 0.55, 0.56, 0.40, 0.62, 0.50, 0.52]})
+    best = M.best_over("K", M.lead("ClAMU", "TALL", "EMR"))
+    assert per_seed(f, best) == pytest.approx([0.10, 0.10])   # seed 0 at K=2, seed 1 at K=4
+    assert per_seed(f[f.K == 4], best) == pytest.approx([0.02, 0.10])
+    with pytest.raises(ValueError, match="no rows"):
+        best(f.iloc[:0])

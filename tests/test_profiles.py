@@ -17,10 +17,11 @@ def test_a_knob_set_in_the_notebook_wins_and_none_takes_the_profile_value():
         profiles.default("cost_sizes", "gpu")
 
 
-def test_take_all_ends_or_first():
+def test_take_all_ends_last_or_first():
     assert profiles.take([2, 5, 10, 20], profiles.ALL) == [2, 5, 10, 20]
     assert profiles.take([2, 5, 10, 20], "ends") == [2, 20]
     assert profiles.take([2], "ends") == [2]
+    assert profiles.take([2, 5, 10, 20], "last") == [20] and profiles.take([], "last") == []
     assert profiles.take([2, 5, 10], 2) == [2, 5] and profiles.take([2], 20) == [2]
     with pytest.raises(ValueError, match="positive count"):
         profiles.take([1, 2], 0)
