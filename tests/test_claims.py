@@ -245,6 +245,27 @@ def test_report_summary_lists_claims_with_their_verdicts(tmp_path):
     assert "| reproduces |" in summary and "| **does not reproduce** |" in summary and "too few tasks" in summary
     assert "374.5×" not in summary                 # arithmetic is not a claim check
     assert "Cost model (arithmetic" in text and "374.5×" in text
+    assert f"ClAMU > TALL, EMR ({C.PAPER_AT['fig3-clamu']})" in summary   # the paper's setting, model and T
+
+
+def test_every_claim_says_where_the_paper_measured_it():
+    assert set(C.PAPER_AT) == set(C.CLAIMS)
+    assert all(C.PAPER_AT[k] and C.check(k, [0.1, 0.2])["paper_at"] == C.PAPER_AT[k] for k in C.CLAIMS)
+
+
+def test_report_names_the_settings_of_its_rows_beside_the_papers_models():
+    from clamu_helpers.reproduction.reproduce import settings_lines
+    from clamu_helpers.settings import REGISTRY
+    lines = settings_lines(["merging ... [images-uniform, T=200]", "clusters ... [fortunes-label-subsets, K=2]"])
+    table = [line for line in lines if line.startswith("| `")]
+    assert [line.split("`")[1] for line in table] == ["images-uniform", "fortunes-label-subsets"]
+    fortunes = REGISTRY["fortunes-label-subsets"]
+    assert fortunes.model in table[1] and REGISTRY[fortunes.paper_twin].model in table[1] and "GPT2" in table[1]
+    assert settings_lines(["a claim on no registered setting [50 authors]"]) == []
+    # every analog the notebooks run says what its M0 is, and so does its paper twin
+    for e in REGISTRY.values():
+        if e.paper_twin:
+            assert e.model and REGISTRY[e.paper_twin].model, e.name
 
 
 def test_what_this_run_shows_is_one_call_that_saves_the_rows_and_renders_them(tmp_path):

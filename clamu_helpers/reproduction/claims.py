@@ -334,6 +334,39 @@ CLAIMS: dict[str, Claim] = _claims(
 )
 
 
+#: where the paper measured each claim: its setting, model and task count (draft Table 6 and the
+#: section of the claim), shown beside the kit's setting and T in REPORT.md's summary
+PAPER_AT: dict[str, str] = {
+    "fig2-uniform": "CLIP (i): ViT-B-32, 1–500 tasks",
+    "fig2-label-subsets": "CLIP (ii): ViT-B-32, 1–500 tasks",
+    "fig2-reviews": "Sent140: GPT2, 1–500 tasks",
+    "fig2-fortunes": "Reddit: GPT2, 1–500 tasks",
+    "fig2-within-15": "CLIP (i), Sent140: 500 tasks",
+    "fig4-features": "Reddit: GPT2, 500 tasks, K ∈ {4, 20, 100}",
+    "fig4-clusters-local": "Reddit: GPT2, 500 tasks",
+    "table1-recovery": "TOFU: GPT2-Small, 2–200 authors",
+    "table1-clamu": "TOFU: GPT2-Small, 200 authors",
+    "table1-degrades": "TOFU: GPT2-Small, 2–200 authors",
+    "fig3-clamu": "CLIP (ii): ViT-B-32, 500 tasks",
+    "fig3-clamu-local": "CLIP (ii): ViT-B-32, 500 tasks",
+    "masks-storage-32x": "500 tasks",
+    "fig5-clamu": "Reddit: GPT2, 500 tasks, K 4–100",
+    "abstract-accuracy-storage": "the draft's settings, 500 tasks",
+    "sift-accuracy": "final version's settings, up to 500 tasks",
+    "sift-compute": "final version's settings, up to 500 tasks",
+    "table2-sent140": "Sent140: GPT2, 500 tasks, 475 unlearned",
+    "table2-clip-i": "CLIP (i): ViT-B-32, 500 tasks, 475 unlearned",
+    "table3-tall": "Reddit: GPT2-XL, 500 tasks, 499 unlearned",
+    "table3-clamu-above-tall": "Reddit: GPT2-XL, 500 tasks, 0–495 unlearned",
+    "table3-clustered-rises": "Reddit: GPT2-XL, 500 tasks, 20 clusters, 499 unlearned",
+    "table3-parallel-2x": "Reddit: GPT2-XL, 500 tasks",
+    "table4-lm-head": "Reddit: GPT2, CLS vs LM head",
+    "table4-head-localization": "Reddit: GPT2, CLS vs LM head",
+    "table5-cls-head": "Sent140: GPT2, CLS vs LM head",
+    "table5-clamu-equal": "Sent140: GPT2, CLS vs LM head",
+}
+
+
 def claim(key: str) -> Claim:
     """The claim declared under ``key``; raises ``KeyError`` naming the known keys."""
     if key not in CLAIMS:
@@ -367,7 +400,7 @@ def check(key: str, values: Sequence[float], label: str = "", detail: str = "",
     if v not in (REPRODUCES, NOT_JUDGED):
         why = "; ".join(x for x in (reading(c, iv), why) if x)
     return {"kind": "claim", "key": key, "claim": c.statement + (f" [{label}]" if label else ""),
-            "source": c.source, "quantity": c.quantity, "paper": c.paper,
+            "source": c.source, "quantity": c.quantity, "paper": c.paper, "paper_at": PAPER_AT[key],
             "ours": iv.text(fmt, scale, suffix) + (f"; {detail}" if detail else ""),
             "interval": iv.as_dict(), "verdict": v, "why": why if v != REPRODUCES else "",
             "seeds": iv.n, "detectable": detectable(iv)}

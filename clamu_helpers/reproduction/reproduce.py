@@ -23,6 +23,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Iterable
 
 from tqdm.auto import tqdm
 
@@ -526,13 +527,17 @@ def protocol_lines(profile: str) -> list[str]:
     """REPORT.md's "Protocol" section: the choices this profile's run was made with, each read from
     where it is declared, and where the effect of each choice was measured before it was taken."""
     from .experiments import CLAMU_PROTOCOL
-    from .profiles import MORE_SEEDS, SEEDS
+    from .profiles import MORE_SEEDS, SEEDS, default
     more = MORE_SEEDS.get(profile, {})
+    fewer = default("sift_text_seeds", profile)
     search = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in CLAMU_PROTOCOL.items())
     return ["## Protocol", "",
             f"- **Seeds**: {len(SEEDS[profile])} per claim (`profiles.SEEDS`)"
             + (", more where a notebook's claims are cheap (`profiles.MORE_SEEDS`): "
-               + ", ".join(f"{nb} {len(s)}" for nb, s in more.items()) if more else "") + ".",
+               + ", ".join(f"{nb} {len(s)}" for nb, s in more.items()) if more else "")
+            + (f"; SIFT-Masks' accuracy on the text and author settings on the first {fewer} (each of their tasks "
+               "finetuned again with fixed signs; `profiles.KNOBS[\"sift_text_seeds\"]`)" if isinstance(fewer, int) else "")
+            + ".",
             f"- **ClAMU's validation search** (`experiments.CLAMU_PROTOCOL`: {search}): one α/η search per seed over "
             "per-task masks, shared by every K, every clustering and the supermask control, re-run on every refresh "
             "after unlearning; successive halving keeping 1/4 of the candidates. Taken for the time of a whole run, "
@@ -562,6 +567,24 @@ def precision_line(profile: str) -> str:
             "`PROFILE_SIZES`, `$CLAMU_PRECISION` overrides). Taken for the time of a whole run after its effect on "
             "local models was measured (benchmarks/RESULTS.md, \"bfloat16 autocast\"); its effect on the verdicts, "
             "against the float32 run before: benchmarks/RESULTS.md, \"bfloat16 for every method\".")
+
+
+def settings_lines(claims: Iterable[str]) -> list[str]:
+    """The settings named in ``claims`` (the summary's claim cells, which carry the kit's setting and
+    T), each with what it stands in for, its M0, and the model of the paper's own setting
+    (``settings.REGISTRY``)."""
+    from ..settings import REGISTRY
+    text = " ".join(claims)
+    named = [e for n, e in REGISTRY.items() if n in text and e.paper_twin]
+    if not named:
+        return []
+    lines = ["The settings of these rows (each row names its setting and T here; the *paper* cell names the "
+             "paper's setting, model and T):", "", "| setting here | stands in for | M0 here | M0 in the paper |",
+             "|---|---|---|---|"]
+    for e in named:
+        twin = REGISTRY.get(e.paper_twin)
+        lines.append(f"| `{e.name}` | {_cell(e.analog_of)} | {_cell(e.model)} | {_cell(twin.model if twin else '')} |")
+    return lines + [""]
 
 
 def write_report(out_dir: Path, profile: str, results: list[dict], runs: dict | None = None) -> Path:
@@ -602,12 +625,14 @@ def write_report(out_dir: Path, profile: str, results: list[dict], runs: dict | 
                 shown += " (other source)"
             det = row.get("detectable")
             det = "" if det is None else (f"×/÷ {det:.3g}" if row.get("interval", {}).get("log") else f"± {det:.3g}")
-            lines.append(f"| {_cell(row['claim'])} | {_cell(row.get('source', ''))} | {_cell(row['paper'])} | "
+            paper = row["paper"] + (f" ({row['paper_at']})" if row.get("paper_at") else "")
+            lines.append(f"| {_cell(row['claim'])} | {_cell(row.get('source', ''))} | {_cell(paper)} | "
                          f"{_cell(row['ours'].split('; ')[0])} | {det} | {shown} | {_cell(row.get('why', ''))} |")
         counts = {}
         for _, row in claim_rows:
             counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
         lines += ["", "Verdicts: " + ", ".join(f"{v} {n}" for v, n in counts.items()) + ".", ""]
+        lines += settings_lines(row["claim"] for _, row in claim_rows)
     legacy = [nb for nb, d in data.items() if d and any(r.get("kind") == "legacy" for r in d[0])]
     if legacy:
         lines += [f"Not re-run since claims were judged on intervals (one seed, shown below without verdicts): "

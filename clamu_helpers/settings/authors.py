@@ -455,4 +455,6 @@ def register() -> None:
     register_setting("fictitious-authors",
                      lambda profile="cpu", seed=0, **kw: AuthorsSetting(profile, seed, **kw),
                      "TOFU: 20 QA pairs about one fictitious author per task (here: generated authors, tiny GPT-2)",
-                     paper_twin="paper-tofu", available=dependencies_available("reviews", "fortunes"))
+                     paper_twin="paper-tofu", available=dependencies_available("reviews", "fortunes"),
+                     model="tiny GPT-2 pretrained in the project on the fortunes and reviews text (its size per profile: "
+                           "PROFILE_SIZES)")

@@ -265,14 +265,16 @@ def register() -> None:
     clip, gpt2 = "open_clip ViT-B-32", "GPT-2"
     register_setting("paper-clip-uniform", lambda profile="paper", seed=0, **kw: PaperClipSetting(
         "uniform", profile, seed, **kw), "CLIP (i) itself: ViT-B-32 on DTD/RESISC45/MNIST, uniform per task",
-        available=_paper_available("images", clip))
+        available=_paper_available("images", clip), model="CLIP ViT-B-32 vision encoder, head from the CLIP text encoder")
     register_setting("paper-clip-label-subsets", lambda profile="paper", seed=0, **kw: PaperClipSetting(
         "label-subsets", profile, seed, **kw), "CLIP (ii) itself: ViT-B-32, label subsets per task",
-        available=_paper_available("images", clip))
+        available=_paper_available("images", clip), model="CLIP ViT-B-32 vision encoder, head from the CLIP text encoder")
     register_setting("paper-sent140", lambda profile="paper", seed=0, **kw: PaperTextSetting(
-        "sent140", profile, seed, **kw), "Sent140 itself: LEAF users, GPT-2", available=_paper_available("sent140", gpt2))
+        "sent140", profile, seed, **kw), "Sent140 itself: LEAF users, GPT-2", available=_paper_available("sent140", gpt2),
+        model="GPT2-Small (the draft also GPT2-XL)")
     register_setting("paper-reddit", lambda profile="paper", seed=0, **kw: PaperTextSetting(
         "reddit", profile, seed, **kw), "Reddit itself: LEAF users, 10 subreddits, GPT-2",
-        available=_paper_available("reddit", gpt2))
+        available=_paper_available("reddit", gpt2), model="GPT2-Small (the draft also GPT2-XL)")
     register_setting("paper-tofu", lambda profile="paper", seed=0, **kw: PaperTofuSetting(profile, seed, **kw),
-                     "TOFU itself: 200 fictitious authors, GPT-2 causal LM", available=_paper_available("tofu/full.json", gpt2))
+                     "TOFU itself: 200 fictitious authors, GPT-2 causal LM", available=_paper_available("tofu/full.json", gpt2),
+                     model="GPT2-Small causal LM (the draft also GPT2-XL)")

@@ -22,19 +22,21 @@ class SettingEntry:
     analog_of: str                       # what it stands in for in the paper
     paper_twin: str | None = None        # the paper's own setting, used at profile "paper" when available
     available: Check | None = None       # () -> (True, "") or (False, what to download where)
+    model: str = ""                      # M0: the pretrained model its tasks finetune, and what of it trains
 
 
 REGISTRY: dict[str, SettingEntry] = {}
 
 
 def register_setting(name: str, factory: Callable[..., Setting], analog_of: str, paper_twin: str | None = None,
-                     available: Check | None = None) -> SettingEntry:
+                     available: Check | None = None, model: str = "") -> SettingEntry:
     """Add a setting (modules of optional settings call this on import). ``available()``
     returns (True, "") when its data and weights are on this machine, else (False, what to
-    download where); ``paper_twin`` names the paper's own setting this one is an analog of."""
+    download where); ``paper_twin`` names the paper's own setting this one is an analog of;
+    ``model`` says what M0 is (REPORT.md shows it beside the paper's)."""
     if not name or not callable(factory):
         raise ValueError(f"register_setting needs a name and a factory, got {name!r}, {factory!r}")
-    REGISTRY[name] = entry = SettingEntry(name, factory, analog_of, paper_twin, available)
+    REGISTRY[name] = entry = SettingEntry(name, factory, analog_of, paper_twin, available, model)
     return entry
 
 

@@ -276,6 +276,9 @@ class TextProfile:
     precision: str = "float32"
 
 
+#: what M0 is, for the registry (REPORT.md shows it beside the paper's GPT-2)
+TEXT_MODEL = "all-MiniLM-L6-v2, its top layers (PROFILE_SIZES trained_layers) and a head trained"
+
 PROFILE_SIZES = {
     # one trained layer learns faster with lr 1e-3 (measured: 3e-4 barely moved reviews in 20 steps)
     "smoke": TextProfile(tasks=4, trained_layers=1, lr=1e-3, min_reviews=20, n_train=16, n_val=4, n_test=10),
@@ -524,8 +527,8 @@ def register() -> None:
     register_setting("reviews-by-movie",
                      lambda profile="cpu", seed=0, **kw: TextSetting("reviews-by-movie", profile, seed, **kw),
                      "Sent140: tweets of one user, 2 balanced labels (here: reviews of one movie, fresh/rotten)",
-                     paper_twin="paper-sent140", available=dependencies_available("minilm", "reviews"))
+                     paper_twin="paper-sent140", available=dependencies_available("minilm", "reviews"), model=TEXT_MODEL)
     register_setting("fortunes-label-subsets",
                      lambda profile="cpu", seed=0, **kw: TextSetting("fortunes-label-subsets", profile, seed, **kw),
                      "Reddit: comments of one user, 10 global labels, 2 per task (here: fortune categories)",
-                     paper_twin="paper-reddit", available=dependencies_available("minilm", "fortunes"))
+                     paper_twin="paper-reddit", available=dependencies_available("minilm", "fortunes"), model=TEXT_MODEL)
